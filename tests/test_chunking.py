@@ -1,0 +1,51 @@
+from rag.chunking import chunk_document, sentence_spans
+from rag.ingest import load_corpus
+from rag.types import Document
+
+from conftest import SEEDS
+
+
+def test_offsets_exact_on_every_seed_and_cover_all_text():
+    corpus = load_corpus(SEEDS)
+    assert len(corpus.documents) == 5
+    for doc in corpus.documents:
+        chunks = chunk_document(doc, max_chars=700, overlap_sentences=1)
+        assert chunks
+        covered = set()
+        for c in chunks:
+            assert doc.text[c.start : c.end] == c.text
+            assert c.source == doc.source
+            assert len(c.text) <= 700
+            covered.update(range(c.start, c.end))
+        # every non-space character of the document is in some chunk
+        assert all(i in covered for i, ch in enumerate(doc.text) if not ch.isspace())
+
+
+def test_chunks_never_cut_a_word():
+    corpus = load_corpus(SEEDS)
+    for doc in corpus.documents:
+        for c in chunk_document(doc, max_chars=120, overlap_sentences=1):
+            assert c.start == 0 or doc.text[c.start - 1].isspace()
+            assert c.end == len(doc.text) or doc.text[c.end].isspace()
+
+
+def test_consecutive_chunks_overlap_by_a_sentence():
+    doc = Document("d.txt", " ".join(f"Sentence number {i} is here." for i in range(40)))
+    chunks = chunk_document(doc, max_chars=100, overlap_sentences=1)
+    assert len(chunks) > 3
+    for a, b in zip(chunks, chunks[1:]):
+        assert b.start < a.end  # overlap
+        assert b.start > a.start  # progress
+
+
+def test_sentence_spans_handle_quotes_and_newlines():
+    text = "He said “hi.” Then left!\nNew paragraph? Yes"
+    spans = [text[s:e] for s, e in sentence_spans(text)]
+    assert spans == ["He said “hi.”", "Then left!", "New paragraph?", "Yes"]
+
+
+def test_overlong_sentence_split_between_words():
+    doc = Document("d.txt", "word " * 100)
+    chunks = chunk_document(doc, max_chars=50, overlap_sentences=0)
+    assert all(len(c.text) <= 50 and c.text.split() == ["word"] * len(c.text.split()) for c in chunks)
+    assert sum(len(c.text.split()) for c in chunks) == 100

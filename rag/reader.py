@@ -1,0 +1,187 @@
+"""Extractive reader: scores answer spans in (question, context) pairs with a QA head on a BERT-style encoder.
+
+The transformers `question-answering` pipeline is gone in transformers 5, so this module does the standard
+SQuAD 2.0 recipe itself: sliding windows with offset mapping in, n-best span search with a maximum answer
+length and the [CLS] "no answer" score out. Scores are raw start+end logits, comparable across windows
+and contexts of one batch (no per-passage softmax).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rag.config import PACKAGED_READER, PACKAGED_READER_DIR
+
+log = logging.getLogger(__name__)
+
+META_FILE = "reader_meta.json"
+
+
+class ReaderError(Exception):
+    """The reader model cannot be loaded; the message is meant for the user."""
+
+
+@dataclass(frozen=True)
+class Span:
+    """A candidate answer: character offsets into context number `context` of the batch."""
+
+    context: int
+    start: int
+    end: int
+    text: str
+    score: float  # start logit + end logit
+    null_score: float  # the [CLS] score of the window the span came from
+
+
+@dataclass(frozen=True)
+class ContextReading:
+    """What the reader found in one context: its n-best spans (best first) and its no-answer score."""
+
+    spans: list[Span]
+    null_score: float  # lowest [CLS] score over the context's windows, as in the SQuAD 2.0 recipe
+
+
+def resolve_reader_model(name: str) -> str:
+    """The packaged reader's folder for its name; anything else (a folder or a hub name) as given."""
+    if name == PACKAGED_READER:
+        if not (PACKAGED_READER_DIR / "config.json").is_file():
+            raise ReaderError(f"the packaged reader is missing from {PACKAGED_READER_DIR}; reinstall the package")
+        return str(PACKAGED_READER_DIR)
+    return name
+
+
+def load_reader_meta(model: str) -> dict:
+    """The reader's metadata (threshold, calibration, training record), empty if it has none."""
+    path = Path(model) / META_FILE
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    return {}
+
+
+class Reader:
+    """Finds the best answer spans of a question in a batch of contexts."""
+
+    def __init__(
+        self,
+        model: str = PACKAGED_READER,
+        max_seq_length: int = 384,
+        doc_stride: int = 128,
+        max_answer_tokens: int = 30,
+        n_best: int = 20,
+        batch_size: int = 32,
+    ) -> None:
+        if not 32 <= max_seq_length <= 512:
+            raise ValueError("max_seq_length must be between 32 and 512")
+        if not 0 < doc_stride < max_seq_length:
+            raise ValueError("doc_stride must be positive and below max_seq_length")
+        if max_answer_tokens < 1 or n_best < 1 or batch_size < 1:
+            raise ValueError("max_answer_tokens, n_best and batch_size must be at least 1")
+        self.model_name = model
+        self.max_seq_length = max_seq_length
+        self.doc_stride = doc_stride
+        self.max_answer_tokens = max_answer_tokens
+        self.n_best = n_best
+        self.batch_size = batch_size
+        self.meta: dict = {}
+        self._model = None
+        self._tokenizer = None
+
+    def warm_up(self) -> None:
+        """Load tokenizer and model once, in fp32 whatever the stored precision."""
+        if self._model is not None:
+            return
+        import torch
+        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+        path = resolve_reader_model(self.model_name)
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=torch.float32)
+        except OSError as err:
+            raise ReaderError(f"cannot load the reader model {self.model_name!r}: {err}") from None
+        self._model = model.float().eval()
+        self.meta = load_reader_meta(path)
+
+    def encode(self, questions: list[str], contexts: list[str]):
+        """Tokenise (question, context) pairs into overlapping windows with character offsets."""
+        self.warm_up()
+        return self._tokenizer(
+            [q.strip() for q in questions],
+            contexts,
+            truncation="only_second",
+            max_length=self.max_seq_length,
+            stride=self.doc_stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            padding="longest",
+            return_tensors="np",
+        )
+
+    def logits(self, encoding) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end logits of every window, computed in batches without gradients."""
+        import torch
+
+        starts, ends = [], []
+        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in encoding]
+        with torch.inference_mode():
+            for i in range(0, len(encoding["input_ids"]), self.batch_size):
+                batch = {n: torch.from_numpy(np.asarray(encoding[n][i : i + self.batch_size])) for n in names}
+                out = self._model(**batch)
+                starts.append(out.start_logits.float().numpy())
+                ends.append(out.end_logits.float().numpy())
+        return np.concatenate(starts), np.concatenate(ends)
+
+    def run(self, question: str, contexts: list[str]) -> list[ContextReading]:
+        """Read every context for one question in one batch; one ContextReading per context."""
+        return self.read_pairs([question] * len(contexts), contexts)
+
+    def read_pairs(self, questions: list[str], contexts: list[str]) -> list[ContextReading]:
+        """Read (question, context) pairs in one batch; one ContextReading per pair."""
+        if not contexts:
+            return []
+        encoding = self.encode(questions, contexts)
+        start_logits, end_logits = self.logits(encoding)
+        per_pair: list[dict[tuple[int, int], Span]] = [{} for _ in contexts]
+        nulls = [float("inf")] * len(contexts)
+        for w, pair in enumerate(encoding["overflow_to_sample_mapping"]):
+            pair = int(pair)
+            null = float(start_logits[w, 0] + end_logits[w, 0])
+            nulls[pair] = min(nulls[pair], null)
+            for span in self._window_spans(encoding, w, pair, contexts[pair], start_logits[w], end_logits[w], null):
+                key = (span.start, span.end)
+                if key not in per_pair[pair] or per_pair[pair][key].score < span.score:
+                    per_pair[pair][key] = span
+        readings = []
+        for pair, spans in enumerate(per_pair):
+            best = sorted(spans.values(), key=lambda s: -s.score)[: self.n_best]
+            readings.append(ContextReading(spans=best, null_score=nulls[pair]))
+        return readings
+
+    def _window_spans(self, encoding, w: int, pair: int, context: str, start: np.ndarray, end: np.ndarray, null: float):
+        """The n-best valid spans of window w: inside the context, end after start, not too long."""
+        sequence_ids = encoding.sequence_ids(w)
+        offsets = encoding["offset_mapping"][w]
+        in_context = np.array([s == 1 for s in sequence_ids] + [False] * (len(start) - len(sequence_ids)))
+        if not in_context.any():
+            return []
+        masked_start = np.where(in_context, start, -np.inf)
+        masked_end = np.where(in_context, end, -np.inf)
+        n = min(self.n_best, int(in_context.sum()))
+        top_starts = np.argpartition(-masked_start, n - 1)[:n]
+        top_ends = np.argpartition(-masked_end, n - 1)[:n]
+        spans = []
+        for s in top_starts:
+            for e in top_ends:
+                if e < s or e - s + 1 > self.max_answer_tokens:
+                    continue
+                char_start, char_end = int(offsets[s][0]), int(offsets[e][1])
+                if char_end <= char_start:
+                    continue
+                spans.append(
+                    Span(pair, char_start, char_end, context[char_start:char_end], float(start[s] + end[e]), null)
+                )
+        return spans

@@ -1,0 +1,117 @@
+"""SQuAD 2.0 files and metrics: loading, article-disjoint splits, the official answer normalisation
+(plus Unicode folding of typographic punctuation), exact match and token F1."""
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import re
+import string
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Question:
+    """One SQuAD question with its paragraph; `answers` is empty for an unanswerable one."""
+
+    id: str
+    title: str
+    paragraph: int  # index of the paragraph within its article
+    context: str
+    question: str
+    answers: tuple[str, ...]
+    answer_starts: tuple[int, ...]
+
+
+def load_squad(path: Path) -> list[Question]:
+    """Every question of a SQuAD 2.0-format file; paragraphs of repeated titles keep counting on."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise ValueError(f"{path} is not a SQuAD-format file (no top-level 'data' list)")
+    questions: list[Question] = []
+    paragraph_count: dict[str, int] = collections.Counter()
+    for article in data["data"]:
+        title = article.get("title", "untitled")
+        for para in article["paragraphs"]:
+            number = paragraph_count[title]
+            paragraph_count[title] += 1
+            for qa in para["qas"]:
+                answers = [] if qa.get("is_impossible") else qa.get("answers", [])
+                questions.append(
+                    Question(
+                        id=str(qa["id"]),
+                        title=title,
+                        paragraph=number,
+                        context=para["context"],
+                        question=qa["question"],
+                        answers=tuple(a["text"] for a in answers),
+                        answer_starts=tuple(int(a["answer_start"]) for a in answers),
+                    )
+                )
+    return questions
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# Typographic punctuation the articles use, folded to ASCII before the official normalisation.
+_FOLD = str.maketrans({
+    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
+    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
+    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2015": "-", "\u2212": "-",
+    "\u00a0": " ", "\u202f": " ", "\u2009": " ", "\u2026": "...",
+})
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCTUATION = set(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """Official SQuAD normalisation (lower case, no punctuation, articles or extra spaces) after
+    Unicode folding: NFKC, typographic quotes and dashes to ASCII, so `Fei‑Fei Li` matches `Fei-Fei Li`."""
+    text = unicodedata.normalize("NFKC", text).translate(_FOLD).lower()
+    text = "".join(ch for ch in text if ch not in _PUNCTUATION)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, gold: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def token_f1(prediction: str, gold: str) -> float:
+    pred_tokens = normalize_answer(prediction).split()
+    gold_tokens = normalize_answer(gold).split()
+    if not pred_tokens or not gold_tokens:
+        return float(pred_tokens == gold_tokens)
+    common = collections.Counter(pred_tokens) & collections.Counter(gold_tokens)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def score_prediction(prediction: str | None, golds: list[str] | tuple[str, ...]) -> tuple[float, float]:
+    """(exact match, F1) in [0, 1] under the SQuAD 2.0 convention: with no gold answer, abstaining
+    scores 1 and any answer 0; an abstention on an answerable question scores 0."""
+    if not golds:
+        return (1.0, 1.0) if prediction is None else (0.0, 0.0)
+    if prediction is None:
+        return 0.0, 0.0
+    return max(exact_match(prediction, g) for g in golds), max(token_f1(prediction, g) for g in golds)
+
+
+def split_by_title(questions: list[Question], held_out: set[str]) -> tuple[list[Question], list[Question]]:
+    """(questions of other articles, questions of the `held_out` articles): an article-disjoint split."""
+    rest = [q for q in questions if q.title not in held_out]
+    out = [q for q in questions if q.title in held_out]
+    return rest, out
+
+
+#: Articles of reader-train.squad2.json kept out of training. DEV picks the reader's threshold and
+#: calibration; TEST is never looked at by training and is what `rag eval --squad` reports on.
+DEV_TITLES = frozenset({"Normans", "Sky_(United_Kingdom)", "To_Kill_a_Mockingbird", "Solar_energy"})
+TEST_TITLES = frozenset({"Southern_California", "Victoria_(Australia)", "IPod"})

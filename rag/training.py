@@ -1,0 +1,429 @@
+"""Fine-tune the extractive reader on SQuAD 2.0-format data (`rag train-reader`).
+
+Recipe: sliding windows with offset mapping, unanswerable windows labelled at [CLS], answerable questions
+also paired with passages the project's own retriever returns for them that do not hold the answer
+(labelled unanswerable, since that is what open-domain answering feeds the reader), an article-disjoint
+development split, and the no-answer margin chosen on that split. Writes a normal Hugging Face folder
+(fp16 safetensors) plus reader_meta.json with the settings, the data hashes and the dev metrics.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rag.config import PACKAGED_EMBEDDER, Settings
+from rag.embedding import resolve_embedding_model
+from rag.reader import META_FILE, Reader
+from rag.squad import DEV_TITLES, TEST_TITLES, Question, file_sha256, load_squad, score_prediction, split_by_title
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; recorded whole in the model's metadata."""
+
+    train_file: str
+    output: str
+    extra_file: str | None = None
+    extra_sources: list[str] = field(default_factory=lambda: ["squadshifts-new_wiki"])
+    extra_questions: int = 4000
+    negative_fraction: float = 0.3
+    base_model: str = PACKAGED_EMBEDDER
+    epochs: float = 1.0
+    learning_rate: float = 1e-4
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.01
+    batch_size: int = 16
+    max_length: int = 256
+    stride: int = 96
+    max_windows: int = 0  # 0: no cap
+    seed: int = 13
+    threads: int = 0
+    dev_questions: int = 0  # 0: the whole development split; fewer for a quick smoke run
+
+
+@dataclass(frozen=True)
+class Example:
+    question: str
+    context: str
+    answer_start: int | None  # None: unanswerable
+    answer_text: str = ""
+    origin: str = "squad"  # squad | squad-negative | extra
+
+
+def examples_from(questions: list[Question], origin: str) -> list[Example]:
+    """One training example per question (its first answer), or an unanswerable one."""
+    return [
+        Example(q.question, q.context, q.answer_starts[0], q.answers[0], origin)
+        if q.answers
+        else Example(q.question, q.context, None, "", origin)
+        for q in questions
+    ]
+
+
+def retrieved_negatives(questions: list[Question], fraction: float, rng: random.Random) -> list[Example]:
+    """For a sample of answerable questions, the best passage the project's retriever finds for them
+    among their article's other passages that does not contain the answer, labelled unanswerable."""
+    from rag.embedding import Embedder
+    from rag.index import SearchIndex, build_index
+    from rag.retrieval import Retriever
+    from rag.types import Document
+
+    settings = Settings()
+    embedder = Embedder(settings.embedding_model)
+    by_title: dict[str, list[Question]] = {}
+    for q in questions:
+        by_title.setdefault(q.title, []).append(q)
+    negatives: list[Example] = []
+    from tqdm import tqdm
+
+    for title, qs in tqdm(sorted(by_title.items()), desc="retriever negatives", unit="article"):
+        paragraphs = {q.paragraph: q.context for q in qs}
+        docs = [Document(f"{title}/{p}", text) for p, text in sorted(paragraphs.items())]
+        chunks, dense, bm25 = build_index(docs, embedder, settings)
+        retriever = Retriever(SearchIndex({d.source: d for d in docs}, chunks, dense, bm25, {}), embedder, top_k=4)
+        for q in qs:
+            if not q.answers or rng.random() >= fraction:
+                continue
+            gold = f"{title}/{q.paragraph}"
+            for passage in retriever.run(q.question):
+                text = passage.chunk.text
+                if passage.chunk.source != gold and not any(a.lower() in text.lower() for a in q.answers):
+                    negatives.append(Example(q.question, text, None, "", "squad-negative"))
+                    break
+    return negatives
+
+
+def extra_examples(path: Path, sources: list[str], n: int, rng: random.Random) -> list[Example]:
+    """`n` answerable questions sampled evenly from the named sources of the extra file."""
+    questions = [q for q in load_squad(path) if q.answers and q.title.split(":")[0] in sources]
+    rng.shuffle(questions)
+    return examples_from(questions[:n], "extra")
+
+
+def windows(tokenizer, examples: list[Example], max_length: int, stride: int) -> list[dict]:
+    """Tokenised training windows with start/end labels ([CLS] = 0 when the answer is not inside)."""
+    out: list[dict] = []
+    for i in range(0, len(examples), 512):
+        batch = examples[i : i + 512]
+        enc = tokenizer(
+            [e.question.strip() for e in batch],
+            [e.context for e in batch],
+            truncation="only_second",
+            max_length=max_length,
+            stride=stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+        )
+        for w, offsets in enumerate(enc["offset_mapping"]):
+            ex = batch[enc["overflow_to_sample_mapping"][w]]
+            seq = enc.sequence_ids(w)
+            start = end = 0
+            if ex.answer_start is not None:
+                a_start, a_end = ex.answer_start, ex.answer_start + len(ex.answer_text)
+                first = seq.index(1)
+                last = len(seq) - 1 - seq[::-1].index(1)
+                if offsets[first][0] <= a_start and offsets[last][1] >= a_end:
+                    start = first
+                    while start <= last and offsets[start][0] <= a_start:
+                        start += 1
+                    start -= 1
+                    end = last
+                    while end >= first and offsets[end][1] >= a_end:
+                        end -= 1
+                    end += 1
+            out.append({
+                "input_ids": enc["input_ids"][w],
+                "token_type_ids": enc["token_type_ids"][w],
+                "start": start,
+                "end": end,
+            })
+    return out
+
+
+def batches(items: list[dict], batch_size: int, rng: random.Random) -> list[list[dict]]:
+    """Shuffled batches of similar length (less padding, same randomness across the epoch)."""
+    order = items[:]
+    rng.shuffle(order)
+    pool = batch_size * 50
+    grouped: list[list[dict]] = []
+    for i in range(0, len(order), pool):
+        block = sorted(order[i : i + pool], key=lambda x: len(x["input_ids"]))
+        grouped += [block[j : j + batch_size] for j in range(0, len(block), batch_size)]
+    rng.shuffle(grouped)
+    return grouped
+
+
+def collate(batch: list[dict]):
+    import torch
+
+    width = max(len(x["input_ids"]) for x in batch)
+    ids = torch.zeros((len(batch), width), dtype=torch.long)
+    types = torch.zeros_like(ids)
+    mask = torch.zeros_like(ids)
+    for row, x in enumerate(batch):
+        n = len(x["input_ids"])
+        ids[row, :n] = torch.tensor(x["input_ids"])
+        types[row, :n] = torch.tensor(x["token_type_ids"])
+        mask[row, :n] = 1
+    return {
+        "input_ids": ids,
+        "token_type_ids": types,
+        "attention_mask": mask,
+        "start_positions": torch.tensor([x["start"] for x in batch]),
+        "end_positions": torch.tensor([x["end"] for x in batch]),
+    }
+
+
+def best_answer(reader: Reader, questions: list[Question]) -> list[tuple[str, float]]:
+    """For each question read in its gold paragraph: (best span text, best span score - null score)."""
+    from tqdm import tqdm
+
+    results: list[tuple[str, float]] = []
+    step = 64
+    for i in tqdm(range(0, len(questions), step), desc="dev (gold paragraph)", unit="batch"):
+        part = questions[i : i + step]
+        for reading in reader.read_pairs([q.question for q in part], [q.context for q in part]):
+            if reading.spans:
+                results.append((reading.spans[0].text, reading.spans[0].score - reading.null_score))
+            else:
+                results.append(("", -math.inf))
+    return results
+
+
+def squad2_metrics(questions: list[Question], predictions: list[str | None]) -> dict[str, float]:
+    """EM, F1, HasAns F1 and NoAns accuracy (percent) of predictions (None = abstain)."""
+    scores = [score_prediction(p, q.answers) for q, p in zip(questions, predictions)]
+    has = [s for q, s in zip(questions, scores) if q.answers]
+    no = [s for q, s in zip(questions, scores) if not q.answers]
+    mean = lambda xs: 100.0 * sum(xs) / len(xs) if xs else 0.0  # noqa: E731
+    return {
+        "exact_match": mean([s[0] for s in scores]),
+        "f1": mean([s[1] for s in scores]),
+        "has_answer_f1": mean([s[1] for s in has]),
+        "no_answer_accuracy": mean([s[0] for s in no]),
+        "n": len(questions),
+    }
+
+
+def evaluate_gold(reader: Reader, questions: list[Question]) -> dict:
+    """Reader-only metrics on gold paragraphs, with the no-answer margin that maximises dev F1."""
+    read = best_answer(reader, questions)
+    forced = squad2_metrics([q for q in questions if q.answers], [t for (t, _), q in zip(read, questions) if q.answers])
+    best_margin, best = 0.0, None
+    for margin in sorted({round(m, 2) for _, m in read if math.isfinite(m)} | {0.0}):
+        metrics = squad2_metrics(questions, [t if m > margin else None for t, m in read])
+        if best is None or metrics["f1"] > best["f1"]:
+            best_margin, best = margin, metrics
+    at_zero = squad2_metrics(questions, [t if m > 0 else None for t, m in read])
+    return {"forced_answer": forced, "at_margin_0": at_zero, "best_margin": best_margin, "at_best_margin": best}
+
+
+def train(config: TrainConfig, calibrate: bool = True) -> dict:
+    """Run the whole recipe and write the model folder; returns the metadata written beside it."""
+    import torch
+    from tqdm import tqdm
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer, get_linear_schedule_with_warmup
+
+    started = time.time()
+    rng = random.Random(config.seed)
+    torch.manual_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    questions = load_squad(Path(config.train_file))
+    rest, dev = split_by_title(questions, set(DEV_TITLES))
+    train_qs, _test = split_by_title(rest, set(TEST_TITLES))
+    if config.dev_questions:
+        dev = dev[:: max(1, len(dev) // config.dev_questions)][: config.dev_questions]
+    examples = examples_from(train_qs, "squad")
+    if config.negative_fraction > 0:
+        examples += retrieved_negatives(train_qs, config.negative_fraction, rng)
+    if config.extra_file and config.extra_questions > 0:
+        examples += extra_examples(Path(config.extra_file), config.extra_sources, config.extra_questions, rng)
+    mix = {o: sum(e.origin == o for e in examples) for o in ("squad", "squad-negative", "extra")}
+    mix["squad_unanswerable"] = sum(e.origin == "squad" and e.answer_start is None for e in examples)
+    log.info("training examples: %s", mix)
+
+    base = resolve_embedding_model(config.base_model)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForQuestionAnswering.from_pretrained(base, dtype=torch.float32)
+    items = windows(tokenizer, examples, config.max_length, config.stride)
+    if config.max_windows and len(items) > config.max_windows:
+        rng.shuffle(items)
+        items = items[: config.max_windows]
+    steps_per_epoch = math.ceil(len(items) / config.batch_size)
+    total_steps = max(1, int(steps_per_epoch * config.epochs))
+    log.info("%d windows, %d steps", len(items), total_steps)
+    no_decay = ("bias", "LayerNorm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": config.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total_steps), total_steps)
+    model.train()
+    step, losses = 0, []
+    with tqdm(total=total_steps, desc="training", unit="step") as bar:
+        while step < total_steps:
+            for batch in batches(items, config.batch_size, rng):
+                loss = model(**collate(batch)).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad()
+                losses.append(float(loss.detach()))
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+                if step % 500 == 0 and step < total_steps:
+                    _save_checkpoint(model, tokenizer, Path(config.output))
+                if step >= total_steps:
+                    break
+    train_seconds = time.time() - started
+
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    model.half().save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    reader = Reader(str(out))
+    dev_metrics = evaluate_gold(reader, dev)
+    meta = {
+        "description": "Extractive QA reader: QA head fine-tuned on all-MiniLM-L6-v2 (stored fp16, run in fp32).",
+        "train_command": " ".join(shlex.quote(a) for a in sys.argv),
+        "config": asdict(config),
+        "data": {
+            "train_sha256": file_sha256(Path(config.train_file)),
+            "extra_sha256": file_sha256(Path(config.extra_file)) if config.extra_file else None,
+            "dev_titles": sorted(DEV_TITLES),
+            "test_titles": sorted(TEST_TITLES),
+            "mix": mix,
+            "windows": len(items),
+        },
+        "hardware": _hardware(),
+        "train_seconds": round(train_seconds, 1),
+        "steps": total_steps,
+        "final_loss": round(float(np.mean(losses[-50:])), 4),
+        "dev_gold_paragraph": dev_metrics,
+        "null_margin": dev_metrics["best_margin"],
+        "licence": "Trained on SQuAD 2.0 (CC BY-SA 4.0) and the extra sets listed in shared/data/README.md.",
+    }
+    (out / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    if calibrate:
+        meta = calibrate_reader(Path(config.train_file), out)
+    return meta
+
+
+def _save_checkpoint(model, tokenizer, out: Path) -> None:
+    """An fp16 copy of the weights so far, so a long CPU run that dies still leaves a usable reader."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, state_dict={k: v.detach().half() for k, v in model.state_dict().items()})
+    tokenizer.save_pretrained(out)
+
+
+def _hardware() -> str:
+    import os
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def squad_corpus(questions: list[Question]) -> list["Document"]:
+    """One document per paragraph of the questions' articles, `source` = `<title>/<paragraph number>`."""
+    from rag.types import Document
+
+    paragraphs = {(q.title, q.paragraph): q.context for q in questions}
+    return [Document(f"{title}/{number}", text) for (title, number), text in sorted(paragraphs.items())]
+
+
+def gold_passage(q: Question) -> "Passage":
+    """The question's own paragraph as the only passage (reader-only evaluation)."""
+    from rag.types import Chunk, Passage
+
+    return Passage(Chunk(f"{q.title}/{q.paragraph}", 0, len(q.context), q.context), 1.0, 0)
+
+
+def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: float = 70.0) -> dict:
+    """Fit the answerability model on the dev articles, read both open-domain (retrieved passages over
+    all dev paragraphs) and with the gold paragraph; choose the threshold that maximises open-domain
+    dev F1 (see below); record it, the reliability table and the metrics in the reader's metadata."""
+    from tqdm import tqdm
+
+    from rag.calibration import fit_calibrator, reliability_table
+    from rag.embedding import Embedder
+    from rag.index import SearchIndex, build_index
+    from rag.pipeline import Pipeline
+
+    settings = Settings(reader_model=str(model_dir))
+    _, dev = split_by_title(load_squad(train_file), set(DEV_TITLES))
+    docs = squad_corpus(dev)
+    embedder = Embedder(settings.embedding_model)
+    chunks, dense, bm25 = build_index(docs, embedder, settings, progress=True)
+    index = SearchIndex({d.source: d for d in docs}, chunks, dense, bm25, {})
+    pipeline = Pipeline.from_settings(settings, index=index)
+
+    rows = {"open": [], "gold": []}
+    for q in tqdm(dev, desc="calibration (dev)", unit="question"):
+        rows["open"].append(pipeline.judge(q.question, pipeline.retriever.run(q.question)))
+        rows["gold"].append(pipeline.judge(q.question, [gold_passage(q)]))
+
+    def labelled(judgements):
+        xs, ys = [], []
+        for q, j in zip(dev, judgements):
+            if j.best is not None:
+                xs.append(j.features)
+                ys.append(bool(q.answers) and score_prediction(j.best.text, q.answers)[1] >= 0.5)
+        return xs, ys
+
+    x_open, y_open = labelled(rows["open"])
+    x_gold, y_gold = labelled(rows["gold"])
+    calibrator = fit_calibrator(np.array(x_open + x_gold), np.array(y_open + y_gold))
+
+    def predictions(judgements, threshold):
+        out = []
+        for j in judgements:
+            p = float(calibrator.probability(j.features)[0]) if j.best is not None else 0.0
+            out.append(j.best.text if j.best is not None and p >= threshold else None)
+        return out
+
+    probs_open = [float(calibrator.probability(j.features)[0]) if j.best else 0.0 for j in rows["open"]]
+    # The operating point: the best open-domain dev F1 among thresholds that abstain correctly on at least
+    # `min_no_answer_accuracy` % of unanswerable questions (a confident wrong answer costs more than a miss).
+    sweep = [(float(round(t, 2)), squad2_metrics(dev, predictions(rows["open"], t))) for t in np.arange(0.05, 0.951, 0.01)]
+    allowed = [(t, m) for t, m in sweep if m["no_answer_accuracy"] >= min_no_answer_accuracy] or sweep
+    best_t = max(allowed, key=lambda tm: tm[1]["f1"])[0]
+    calibrator = type(calibrator)(calibrator.mean, calibrator.scale, calibrator.coef, calibrator.intercept, best_t)
+    answerable = [q for q in dev if q.answers]
+    forced = lambda js: squad2_metrics(answerable, [j.best.text if j.best else "" for q, j in zip(dev, js) if q.answers])  # noqa: E731
+    report = {
+        "threshold": best_t,
+        "threshold_rule": f"max open-domain dev F1 with no-answer accuracy >= {min_no_answer_accuracy}%",
+        "open_domain": {"passages": len(chunks), "at_threshold": squad2_metrics(dev, predictions(rows["open"], best_t)),
+                        "forced_answer": forced(rows["open"])},
+        "gold_paragraph": {"at_threshold": squad2_metrics(dev, predictions(rows["gold"], best_t)),
+                           "forced_answer": forced(rows["gold"])},
+        "reliability_open_domain": reliability_table(
+            np.array([p for p, j in zip(probs_open, rows["open"]) if j.best]), np.array(y_open, dtype=float)),
+    }
+    meta_path = model_dir / META_FILE
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    meta["calibration"] = calibrator.to_meta()
+    meta["calibration_report"] = report
+    meta["calibrate_command"] = f"rag calibrate-reader --train {train_file} --model {model_dir}"
+    meta_path.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return meta

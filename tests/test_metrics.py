@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from rag.calibration import reliability_table, softmax_share
+from rag.squad import exact_match, normalize_answer, score_prediction, token_f1
+
+
+def test_official_normalisation():
+    assert normalize_answer("The  Eiffel Tower!") == "eiffel tower"
+    assert normalize_answer("an apple, a pear") == "apple pear"
+
+
+def test_unicode_folding_of_typographic_punctuation():
+    assert exact_match("Fei‑Fei Li", "Fei-Fei Li") == 1.0  # non-breaking hyphen
+    assert exact_match("“compute‑algorithm‑talent” race", '"compute-algorithm-talent" race') == 1.0
+    assert exact_match("Anthropic’s team", "Anthropic's team") == 1.0
+    assert exact_match("2015–2017", "2015-2017") == 1.0  # en dash
+    assert normalize_answer("a\u00a0b") == "b" or normalize_answer("x\u00a0y") == "x y"
+
+
+def test_token_f1_partial_overlap():
+    assert token_f1("Eric Boyd", "a former Microsoft executive, Eric Boyd") == pytest.approx(2 * 1 * 0.4 / 1.4)
+    assert token_f1("Microsoft", "Eric Boyd") == 0.0
+
+
+def test_squad2_convention_for_unanswerable_questions():
+    assert score_prediction(None, []) == (1.0, 1.0)
+    assert score_prediction("Paris", []) == (0.0, 0.0)
+    assert score_prediction(None, ["Eric Boyd"]) == (0.0, 0.0)
+    assert score_prediction("eric boyd.", ["Eric Boyd", "Boyd"]) == (1.0, 1.0)
+
+
+def test_reliability_table_bins():
+    probs = np.array([0.05, 0.15, 0.95, 0.92])
+    correct = np.array([0.0, 0.0, 1.0, 0.0])
+    rows = reliability_table(probs, correct)
+    assert [r["bin"] for r in rows] == ["0.0-0.1", "0.1-0.2", "0.9-1.0"]
+    assert rows[-1]["n"] == 2 and rows[-1]["observed"] == 0.5
+
+
+def test_softmax_share():
+    assert softmax_share([0.0], [0.0, 0.0]) == pytest.approx(0.5)
+    assert softmax_share([1000.0], [1000.0, 0.0]) == pytest.approx(1.0)

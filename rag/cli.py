@@ -1,0 +1,335 @@
+"""Command line: `rag index | search | ask | eval | serve | train-reader | calibrate-reader`."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from rag.config import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings().with_overrides(
+        docs_dir=getattr(args, "docs", None),
+        index_dir=getattr(args, "index", None),
+        top_k=getattr(args, "top_k", None),
+        retrieval_mode=getattr(args, "mode", None),
+        reader_model=getattr(args, "reader", None),
+    )
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from rag.embedding import Embedder
+    from rag.index import index_corpus
+
+    settings = _settings(args)
+    index = index_corpus(settings, Embedder(settings.embedding_model, settings.embedding_batch_size))
+    m = index.manifest
+    print(
+        f"indexed {m['n_documents']} documents into {m['n_chunks']} passages in {m['build_seconds']:.1f} s "
+        f"-> {settings.index_dir}" + (f" ({len(m['skipped'])} skipped)" if m["skipped"] else "")
+    )
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from rag.embedding import Embedder
+    from rag.index import open_index
+    from rag.retrieval import Retriever
+
+    settings = _settings(args)
+    question = _question(args.question, settings)
+    embedder = Embedder(settings.embedding_model, settings.embedding_batch_size)
+    index = open_index(settings, embedder, rebuild=not args.no_rebuild)
+    passages = Retriever(index, embedder, settings.retrieval_mode, settings.top_k, settings.rrf_k,
+                         settings.candidates_per_retriever).run(question)
+    if args.json:
+        print(json.dumps({"question": question, "passages": [p.to_dict() for p in passages]}, ensure_ascii=False, indent=2))
+    else:
+        for p in passages:
+            c = p.chunk
+            print(f"[{p.rank + 1}] {c.source} [{c.start}:{c.end}] score={p.score:.4f}\n    {c.text}\n")
+    return 0
+
+
+def _pipeline(args: argparse.Namespace, settings: Settings):
+    from rag.pipeline import Pipeline
+
+    return Pipeline.from_settings(settings, rebuild=not getattr(args, "no_rebuild", False))
+
+
+def format_answer(answer, documents) -> str:
+    """A human-readable answer: the words, the score, the source and the quoted sentence with the answer marked."""
+    if answer.answer is None:
+        lines = [f"No answer found in the documents (confidence of the best candidate {answer.score:.2f})."]
+        if answer.passages:
+            lines.append("Closest passages:")
+            lines += [f"  - {p.chunk.source} [{p.chunk.start}:{p.chunk.end}]: {_shorten(p.chunk.text)}" for p in answer.passages[:3]]
+        return "\n".join(lines)
+    cite = answer.citations[0]
+    text = documents[cite.source].text
+    quote_start = text.rfind(cite.quote, 0, cite.start + len(cite.quote))
+    a, b = cite.start - quote_start, cite.end - quote_start
+    marked = f"{cite.quote[:a]}[[{cite.quote[a:b]}]]{cite.quote[b:]}"
+    lines = [f"Answer: {answer.answer}  (score {answer.score:.2f})", f"Source: {cite.source} [{cite.start}:{cite.end}]", f"  \"{marked}\""]
+    if len(answer.citations) > 1:
+        lines.append("Also in: " + ", ".join(f"{c.source} [{c.start}:{c.end}]" for c in answer.citations[1:]))
+    return "\n".join(lines)
+
+
+def _shorten(text: str, width: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from rag.schema import AskResponse
+
+    settings = _settings(args)
+    if args.question is not None:
+        question = _question(args.question, settings)
+        pipeline = _pipeline(args, settings)
+        answer = pipeline.run(question)
+        if args.json:
+            print(AskResponse.from_answer(answer).model_dump_json(indent=2))
+        else:
+            print(format_answer(answer, pipeline.documents))
+        return 0
+    return _interactive(args, settings)
+
+
+def _interactive(args: argparse.Namespace, settings: Settings) -> int:
+    """Answer questions line by line from standard input until `exit` or end of input."""
+    from rag.schema import AskResponse
+
+    tty = sys.stdin.isatty()
+    if tty:
+        print("Loading the index and models…", file=sys.stderr)
+    pipeline = _pipeline(args, settings)
+    if tty:
+        print("Ask a question (`exit` or Ctrl-D to leave).", file=sys.stderr)
+    while True:
+        if tty:
+            print("\nquestion> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line.lower() in ("exit", "quit"):
+            break
+        try:
+            question = _question(line, settings)
+        except UsageError as err:
+            print(f"rag: {err}", file=sys.stderr)
+            continue
+        answer = pipeline.run(question)
+        if args.json:
+            print(AskResponse.from_answer(answer).model_dump_json(), flush=True)
+        else:
+            print(f"Q: {question}\n{format_answer(answer, pipeline.documents)}\n", flush=True)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from rag.server import create_app
+
+    settings = _settings(args)
+    uvicorn.run(create_app(settings, rebuild=not args.no_rebuild), host=args.host, port=args.port,
+                log_level="warning", access_log=False)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rag import evaluation
+
+    settings = _settings(args)
+    if args.retrieval:
+        report = evaluation.retrieval_report(settings, args.qa, ks=(1, 5))
+        print(json.dumps(report, indent=2) if args.json else evaluation.format_retrieval(report))
+        return 0
+    if args.squad:
+        report = evaluation.evaluate_squad(settings, args.squad, limit=args.limit, split=args.split)
+    else:
+        report = evaluation.evaluate_qa_file(settings, args.qa, rebuild=not args.no_rebuild)
+    if args.report:
+        evaluation.write_markdown(report, args.report)
+    if args.json:
+        print(json.dumps(report.metrics, indent=2))
+    else:
+        print(evaluation.format_table(report))
+        if args.report:
+            print(f"\nreport with every miss: {args.report}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from rag.bench import run_benchmark
+
+    print(run_benchmark(requests_per_level=args.requests, levels=args.concurrency, docs=args.docs, index=args.index))
+    return 0
+
+
+def cmd_calibrate_reader(args: argparse.Namespace) -> int:
+    from rag.training import calibrate_reader
+
+    meta = calibrate_reader(Path(args.train_file), Path(args.model))
+    print(json.dumps(meta["calibration_report"], indent=2))
+    return 0
+
+
+def cmd_train_reader(args: argparse.Namespace) -> int:
+    from rag.training import TrainConfig, train
+
+    fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
+    meta = train(TrainConfig(**fields), calibrate=not args.no_calibrate)
+    print(json.dumps(meta.get("dev_gold_paragraph", {}), indent=2))
+    return 0
+
+
+class UsageError(Exception):
+    """A bad argument value, reported like argparse's own errors."""
+
+
+def _question(text: str, settings: Settings) -> str:
+    text = (text or "").strip()
+    if not text:
+        raise UsageError("the question is empty")
+    if len(text) > settings.max_question_chars:
+        raise UsageError(f"the question is {len(text)} characters long; the limit is {settings.max_question_chars}")
+    return text
+
+
+def _top_k(value: str) -> int:
+    k = int(value)
+    if not 1 <= k <= Settings.max_top_k:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {Settings.max_top_k}")
+    return k
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rag", description="Extractive question answering over a folder of documents.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def corpus_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--docs", type=Path, help="corpus folder (default: seeds/)")
+        p.add_argument("--index", type=Path, help="index folder (default: index/)")
+
+    def query_args(p: argparse.ArgumentParser) -> None:
+        corpus_args(p)
+        p.add_argument("--top-k", type=_top_k, help=f"passages to retrieve (1-{Settings.max_top_k}, default {Settings.top_k})")
+        p.add_argument("--mode", choices=["hybrid", "dense", "bm25"], help="retrieval mode (default hybrid)")
+        p.add_argument("--reader", help="reader model folder or hub name (default: the packaged reader)")
+        p.add_argument("--no-rebuild", action="store_true", help="fail instead of rebuilding a missing or stale index")
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("index", help="build the index of a corpus folder")
+    corpus_args(p)
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="show the passages retrieved for a question")
+    p.add_argument("question")
+    query_args(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("ask", help="answer a question (or, with none, open an interactive prompt)")
+    p.add_argument("question", nargs="?", help="the question; leave it out to ask line after line")
+    query_args(p)
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("eval", help="evaluate on the hand-written set or a SQuAD 2.0 file")
+    query_args(p)
+    p.add_argument("--qa", type=Path, default=Path("eval/qa.jsonl"), help="hand-written JSONL set (default eval/qa.jsonl)")
+    p.add_argument("--squad", type=Path, help="evaluate open-domain over this SQuAD 2.0 file's paragraphs instead")
+    p.add_argument("--split", choices=["all", "dev", "test"], default="all",
+                   help="with --squad: only the reader's held-out dev or test articles")
+    p.add_argument("--limit", type=int, help="with --squad: N questions spread evenly over the file")
+    p.add_argument("--report", type=Path, help="write a Markdown report with every miss to this path")
+    p.add_argument("--retrieval", action="store_true", help="compare dense, BM25 and hybrid hit rates at k=1 and 5")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("serve", help="serve POST /ask over HTTP")
+    corpus_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--no-rebuild", action="store_true", help="fail instead of rebuilding a missing or stale index")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("bench", help="start the server and measure /ask latency, throughput and memory")
+    corpus_args(p)
+    p.add_argument("--requests", type=int, default=48, help="requests per concurrency level")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("calibrate-reader", help="refit the reader's answerability calibration on the dev split")
+    p.add_argument("--train", dest="train_file", required=True, help="the SQuAD 2.0 file the reader was trained on")
+    p.add_argument("--model", required=True, help="reader model folder")
+    p.set_defaults(func=cmd_calibrate_reader)
+
+    p = sub.add_parser("train-reader", help="fine-tune the extractive reader (SQuAD 2.0 format)")
+    p.add_argument("--train", dest="train_file", required=True, help="SQuAD 2.0 file (dev/test articles are held out)")
+    p.add_argument("--output", required=True, help="model folder to write")
+    p.add_argument("--extra", dest="extra_file", help="extra answerable SQuAD-format file")
+    p.add_argument("--extra-sources", nargs="+", help="title prefixes of the extra file to sample from")
+    p.add_argument("--extra-questions", type=int, help="questions sampled from the extra file")
+    p.add_argument("--negative-fraction", type=float, help="share of answerable questions given a retrieved negative")
+    p.add_argument("--base-model", help="encoder folder or hub name (default: packaged all-MiniLM-L6-v2)")
+    p.add_argument("--epochs", type=float)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--warmup-fraction", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--max-length", type=int)
+    p.add_argument("--stride", type=int)
+    p.add_argument("--max-windows", type=int, help="cap on training windows (0: none)")
+    p.add_argument("--dev-questions", type=int, help="evaluate on this many dev questions (0: all)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="torch threads (0: torch's choice)")
+    p.add_argument("--no-calibrate", action="store_true", help="skip fitting the answerability calibration")
+    p.set_defaults(func=cmd_train_reader)
+    return parser
+
+
+def _quiet_model_loading() -> None:
+    """No weight-loading progress bars or load reports: the models are local and known."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    _quiet_model_loading()
+    for noisy in ("httpx", "sentence_transformers", "bm25s", "transformers", "huggingface_hub", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.ERROR)
+    if args.command in ("train-reader", "calibrate-reader", "serve"):
+        logging.getLogger("rag").setLevel(logging.INFO)
+    try:
+        return args.func(args)
+    except UsageError as err:
+        parser.error(str(err))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - every known failure carries a message for the user
+        from rag.errors import user_message
+
+        message = user_message(err)
+        if message is None or args.verbose:
+            raise
+        print(f"rag: error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The API's contract: pydantic models shared by `rag ask --json` and the HTTP server, so they cannot drift."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rag.config import Settings
+from rag.types import Answer
+
+MAX_QUESTION_CHARS = Settings.max_question_chars
+MAX_TOP_K = Settings.max_top_k
+
+
+class AskRequest(BaseModel):
+    """A question to answer from the indexed documents."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"question": "Who did Anthropic hire to lead its infrastructure effort?", "top_k": 5}]})
+
+    question: str = Field(..., description=f"The question, 1 to {MAX_QUESTION_CHARS} characters (not only white space).",
+                          max_length=MAX_QUESTION_CHARS)
+    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description=f"Passages to retrieve and read (1-{MAX_TOP_K}; default {Settings.top_k}).")
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("the question is empty")
+        return value
+
+
+class CitationModel(BaseModel):
+    source: str = Field(..., description="Document path relative to the corpus folder.")
+    start: int = Field(..., description="Character offset of the answer in the document (text read as UTF-8).")
+    end: int = Field(..., description="End offset: document_text[start:end] == answer.")
+    quote: str = Field(..., description="The sentence that contains the answer.")
+
+
+class PassageModel(BaseModel):
+    source: str
+    start: int = Field(..., description="Character offset of the passage in its document.")
+    end: int
+    score: float = Field(..., description="Retrieval score (higher is better).")
+    text: str
+
+
+class AskResponse(BaseModel):
+    """An answer with its citations, or `answer: null` when the documents do not contain one."""
+
+    question: str
+    answer: str | None = Field(..., description="The exact words from the document, or null when abstaining.")
+    score: float = Field(..., ge=0.0, le=1.0, description="Calibrated probability that the best answer found is right; below the reader's threshold it abstains.")
+    citations: list[CitationModel] = Field(..., description="Where the answer stands, best first; empty when abstaining.")
+    passages: list[PassageModel] = Field(..., description="The passages read, in retrieval order.")
+
+    @classmethod
+    def from_answer(cls, answer: Answer) -> "AskResponse":
+        return cls.model_validate(answer.to_dict())
+
+
+class HealthResponse(BaseModel):
+    status: str
+    documents: int
+    passages: int
+    embedding_model: str
+    reader_model: str
+    retrieval_mode: str
+    no_answer_threshold: float

@@ -1,0 +1,218 @@
+"""Offline evaluation (`rag eval`): the hand-written set over the corpus, or a SQuAD 2.0 file open-domain,
+through the same pipeline as `rag ask`; metrics in percent, a table, and a Markdown report of the misses."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from rag.config import Settings
+from rag.pipeline import Pipeline
+from rag.squad import DEV_TITLES, TEST_TITLES, load_squad, normalize_answer, score_prediction
+
+
+class EvalError(Exception):
+    """A malformed evaluation file; the message names the line."""
+
+
+@dataclass(frozen=True)
+class QAItem:
+    id: str
+    question: str
+    answers: list[str]  # empty: the corpus cannot answer it
+    sources: list[str]
+
+
+@dataclass
+class Row:
+    """One question's outcome."""
+
+    item: QAItem
+    prediction: str | None
+    score: float
+    cited: str | None
+    retrieved: list[str]
+    em: float
+    f1: float
+    seconds: float
+    gold_f1: float | None = None
+
+
+@dataclass
+class EvalReport:
+    name: str
+    metrics: dict
+    rows: list[Row] = field(default_factory=list)
+
+
+def load_qa(path: Path) -> list[QAItem]:
+    """The hand-written JSONL set; each line {"id", "question", "answers": [...], "sources": [...]}."""
+    items = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            items.append(QAItem(str(obj["id"]), obj["question"], list(obj["answers"]), list(obj["sources"])))
+        except (ValueError, KeyError, TypeError) as err:
+            raise EvalError(f"{path}, line {number}: not a valid QA record ({err})") from None
+    if not items:
+        raise EvalError(f"{path} holds no questions")
+    return items
+
+
+def run_items(pipeline: Pipeline, items: list[QAItem], gold_passages: dict | None = None, name: str = "eval") -> EvalReport:
+    """Ask every question; with `gold_passages` (id -> Passage) also read each one in its gold passage alone."""
+    rows = []
+    for item in tqdm(items, desc=name, unit="question"):
+        started = time.perf_counter()
+        answer = pipeline.run(item.question)
+        seconds = time.perf_counter() - started
+        em, f1 = score_prediction(answer.answer, item.answers)
+        row = Row(item, answer.answer, answer.score, answer.citations[0].source if answer.citations else None,
+                  [p.chunk.source for p in answer.passages], em, f1, seconds)
+        if gold_passages is not None:
+            gold = pipeline.answer_from(item.question, [gold_passages[item.id]])
+            row.gold_f1 = score_prediction(gold.answer, item.answers)[1]
+        rows.append(row)
+    return EvalReport(name, metrics(rows), rows)
+
+
+def metrics(rows: list[Row]) -> dict:
+    """Percentages (SQuAD 2.0 convention for unanswerable questions) plus counts and latency."""
+    has = [r for r in rows if r.item.answers]
+    no = [r for r in rows if not r.item.answers]
+    answered = [r for r in has if r.prediction is not None]
+    pct = lambda xs: round(100.0 * float(np.mean(xs)), 2) if xs else None  # noqa: E731
+    latencies = [r.seconds * 1000 for r in rows]
+    out = {
+        "n": len(rows),
+        "n_answerable": len(has),
+        "n_unanswerable": len(no),
+        "exact_match": pct([r.em for r in rows]),
+        "f1": pct([r.f1 for r in rows]),
+        "has_answer_f1": pct([r.f1 for r in has]),
+        "no_answer_accuracy": pct([r.em for r in no]),
+        "answered_answerable": pct([r.prediction is not None for r in has]),
+        "citation_accuracy": pct([r.cited in r.item.sources for r in answered]),
+        "recall_at_k": pct([any(s in r.item.sources for s in r.retrieved) for r in has]),
+        "latency_p50_ms": round(float(np.percentile(latencies, 50)), 1),
+        "latency_p95_ms": round(float(np.percentile(latencies, 95)), 1),
+    }
+    gold = [r.gold_f1 for r in rows if r.gold_f1 is not None]
+    if gold:
+        out["reader_f1_gold"] = pct(gold)
+    return out
+
+
+def evaluate_qa_file(settings: Settings, qa_path: Path, rebuild: bool = True) -> EvalReport:
+    """The hand-written set over settings.docs_dir."""
+    items = load_qa(qa_path)
+    pipeline = Pipeline.from_settings(settings, rebuild=rebuild)
+    return run_items(pipeline, items, name=str(qa_path))
+
+
+def squad_items(path: Path, limit: int | None, split: str) -> tuple[list, list[QAItem]]:
+    """(questions, QAItems) of a SQuAD file; `split` keeps only the reader's dev or test articles; `limit`
+    takes questions spread evenly (every k-th) over the file."""
+    questions = load_squad(path)
+    if split != "all":
+        titles = DEV_TITLES if split == "dev" else TEST_TITLES
+        questions = [q for q in questions if q.title in titles]
+    if not questions:
+        raise EvalError(f"{path} has no questions in the {split!r} split")
+    chosen = questions
+    if limit and limit < len(questions):
+        step = len(questions) / limit
+        chosen = [questions[int(i * step)] for i in range(limit)]
+    items = [QAItem(q.id, q.question, list(q.answers), [f"{q.title}/{q.paragraph}"]) for q in chosen]
+    return questions, list(zip(chosen, items))
+
+
+def evaluate_squad(settings: Settings, path: Path, limit: int | None = None, split: str = "all") -> EvalReport:
+    """Open-domain over the file's paragraphs (each a document, built in memory, `index/` untouched)."""
+    from rag.embedding import Embedder
+    from rag.index import SearchIndex, build_index
+    from rag.training import gold_passage, squad_corpus
+
+    questions, pairs = squad_items(path, limit, split)
+    docs = squad_corpus(questions)
+    embedder = Embedder(settings.embedding_model, settings.embedding_batch_size)
+    chunks, dense, bm25 = build_index(docs, embedder, settings, progress=True)
+    index = SearchIndex({d.source: d for d in docs}, chunks, dense, bm25, {})
+    pipeline = Pipeline.from_settings(settings, index=index)
+    gold = {item.id: gold_passage(q) for q, item in pairs}
+    report = run_items(pipeline, [item for _, item in pairs], gold, name=f"{path.name} ({split})")
+    report.metrics["corpus_documents"] = len(docs)
+    report.metrics["corpus_passages"] = len(chunks)
+    return report
+
+
+def retrieval_report(settings: Settings, qa_path: Path, ks: tuple[int, ...] = (1, 5)) -> dict:
+    """Hit rate at each k for dense, BM25 and hybrid retrieval: a hit is a retrieved passage from a gold
+    source that contains a gold answer (compared after answer normalisation)."""
+    from rag.embedding import Embedder
+    from rag.index import open_index
+    from rag.retrieval import Retriever
+
+    items = [i for i in load_qa(qa_path) if i.answers]
+    embedder = Embedder(settings.embedding_model, settings.embedding_batch_size)
+    index = open_index(settings, embedder)
+    report = {"n": len(items), "k": list(ks), "modes": {}}
+    for mode in ("dense", "bm25", "hybrid"):
+        retriever = Retriever(index, embedder, mode, max(ks), settings.rrf_k, settings.candidates_per_retriever, settings.dense_weight)
+        hits = {k: 0 for k in ks}
+        for item in items:
+            passages = retriever.run(item.question)
+            found = [p.chunk.source in item.sources and any(normalize_answer(a) in normalize_answer(p.chunk.text) for a in item.answers)
+                     for p in passages]
+            for k in ks:
+                hits[k] += any(found[:k])
+        report["modes"][mode] = {f"hit@{k}": round(100.0 * hits[k] / len(items), 1) for k in ks}
+    return report
+
+
+def format_retrieval(report: dict) -> str:
+    keys = [f"hit@{k}" for k in report["k"]]
+    lines = [f"retrieval over {report['n']} answerable questions", "| mode | " + " | ".join(keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    lines += [f"| {m} | " + " | ".join(f"{v[k]:.1f}" for k in keys) + " |" for m, v in report["modes"].items()]
+    return "\n".join(lines)
+
+
+_LABELS = {
+    "exact_match": "Exact match", "f1": "F1", "has_answer_f1": "HasAns F1", "no_answer_accuracy": "NoAns accuracy",
+    "answered_answerable": "Answerable answered", "citation_accuracy": "Citation accuracy", "recall_at_k": "Recall@k",
+    "reader_f1_gold": "Reader F1 (gold passage)", "latency_p50_ms": "Latency p50 (ms)", "latency_p95_ms": "Latency p95 (ms)",
+    "n": "Questions", "n_answerable": "Answerable", "n_unanswerable": "Unanswerable",
+    "corpus_documents": "Corpus documents", "corpus_passages": "Corpus passages",
+}
+
+
+def format_table(report: EvalReport) -> str:
+    """The metrics as a Markdown table (readable in a terminal too)."""
+    lines = [f"{report.name}", "| metric | value |", "|---|---:|"]
+    for key, value in report.metrics.items():
+        shown = "–" if value is None else (f"{value:.1f}" if isinstance(value, float) else str(value))
+        lines.append(f"| {_LABELS.get(key, key)} | {shown} |")
+    return "\n".join(lines)
+
+
+def write_markdown(report: EvalReport, path: Path) -> None:
+    """The table and every miss (question, expected, got, cited source)."""
+    misses = [r for r in report.rows if r.f1 < 1.0]
+    lines = [f"# Evaluation: {report.name}", "", format_table(report).split("\n", 1)[1], "",
+             f"## Misses ({len(misses)} of {len(report.rows)})", "",
+             "| id | question | expected | got | score | cited | F1 |", "|---|---|---|---|---:|---|---:|"]
+    cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    for r in misses:
+        expected = " / ".join(r.item.answers) if r.item.answers else "(no answer)"
+        got = r.prediction if r.prediction is not None else "(abstained)"
+        lines.append(f"| {cell(r.item.id)} | {cell(r.item.question)} | {cell(expected)} | {cell(got)} | {r.score:.2f} | "
+                     f"{cell(r.cited or '–')} | {100 * r.f1:.0f} |")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -1,0 +1,122 @@
+"""Benchmark (`rag bench`): start the real server, measure /ask latency and throughput at several
+concurrency levels over the seed questions, and the server's peak memory; print a table."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+QUESTIONS_FILE = Path("eval/qa.jsonl")
+FALLBACK_QUESTIONS = [
+    "Who did Anthropic hire to lead its infrastructure effort?",
+    "What feature did Anthropic launch for enterprise clients?",
+    "Who mentored Karpathy during his PhD?",
+    "What is the capital of France?",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, docs: Path | None = None, index: Path | None = None, timeout: float = 180.0) -> subprocess.Popen:
+    """`rag serve` in a child process; returns once /health answers (or raises, having stopped it)."""
+    cmd = [sys.executable, "-m", "rag.cli", "serve", "--port", str(port)]
+    if docs:
+        cmd += ["--docs", str(docs)]
+    if index:
+        cmd += ["--index", str(index)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited early: {proc.stderr.read()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop_server(proc)
+    raise RuntimeError("the server did not become ready in time")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Peak resident memory of a process (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def load_questions() -> list[str]:
+    if QUESTIONS_FILE.is_file():
+        return [json.loads(line)["question"] for line in QUESTIONS_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return FALLBACK_QUESTIONS
+
+
+def measure(url: str, questions: list[str], concurrency: int, n: int) -> dict:
+    """Send n requests with `concurrency` in flight; latency percentiles and throughput."""
+    def one(i: int) -> tuple[float, int]:
+        started = time.perf_counter()
+        r = client.post(url, json={"question": questions[i % len(questions)]}, timeout=120)
+        return time.perf_counter() - started, r.status_code
+
+    with httpx.Client() as client, ThreadPoolExecutor(concurrency) as pool:
+        started = time.perf_counter()
+        results = list(pool.map(one, range(n)))
+        wall = time.perf_counter() - started
+    latencies = np.array([r[0] for r in results]) * 1000
+    return {
+        "concurrency": concurrency,
+        "requests": n,
+        "errors": sum(r[1] != 200 for r in results),
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "p95_ms": float(np.percentile(latencies, 95)),
+        "throughput_rps": n / wall,
+    }
+
+
+def run_benchmark(requests_per_level: int = 48, levels: list[int] | None = None, docs: Path | None = None,
+                  index: Path | None = None) -> str:
+    levels = levels or [1, 4, 16]
+    questions = load_questions()
+    port = free_port()
+    proc = start_server(port, docs, index)
+    try:
+        url = f"http://127.0.0.1:{port}/ask"
+        measure(url, questions, 1, 3)  # warm-up
+        rows = [measure(url, questions, c, requests_per_level) for c in levels]
+        peak = peak_rss_mib(proc.pid)
+    finally:
+        stop_server(proc)
+    lines = [
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"{requests_per_level} requests per level over {len(questions)} questions",
+        "| concurrency | requests | errors | p50 (ms) | p95 (ms) | throughput (req/s) |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [f"| {r['concurrency']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
+              f"{r['throughput_rps']:.1f} |" for r in rows]
+    lines.append(f"server peak memory (VmHWM): {peak:.0f} MiB")
+    return "\n".join(lines)

@@ -126,9 +126,9 @@ def squad_items(path: Path, limit: int | None, split: str) -> tuple[list, list[Q
     if not questions:
         raise EvalError(f"{path} has no questions in the {split!r} split")
     chosen = questions
-    if limit and limit < len(questions):
-        step = len(questions) / limit
-        chosen = [questions[int(i * step)] for i in range(limit)]
+    if limit and limit < len(questions):  # evenly spaced from the first question to the last
+        last = len(questions) - 1
+        chosen = [questions[round(i * last / max(1, limit - 1))] for i in range(limit)]
     items = [QAItem(q.id, q.question, list(q.answers), [f"{q.title}/{q.paragraph}"]) for q in chosen]
     return questions, list(zip(chosen, items))
 

@@ -30,19 +30,19 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
 
-class IndexError_(Exception):
+class IndexLoadError(Exception):
     """Base class of the index's errors; the message is meant for the user."""
 
 
-class MissingIndexError(IndexError_):
+class MissingIndexError(IndexLoadError):
     """No index has been built at that folder."""
 
 
-class CorruptIndexError(IndexError_):
+class CorruptIndexError(IndexLoadError):
     """The index folder exists but cannot be read back."""
 
 
-class StaleIndexError(IndexError_):
+class StaleIndexError(IndexLoadError):
     """The corpus or the settings changed since the index was built."""
 
 

@@ -141,7 +141,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from rag.server import create_app
 
     settings = _settings(args)
-    uvicorn.run(create_app(settings, rebuild=not args.no_rebuild), host=args.host, port=args.port,
+    pipeline = _pipeline(args, settings)  # load here, so a missing index or model fails with a clear message
+    uvicorn.run(create_app(settings, pipeline=pipeline), host=args.host, port=args.port,
                 log_level="warning", access_log=False)
     return 0
 

@@ -25,6 +25,8 @@ from rag.ingest import Corpus, corpus_hashes, load_corpus
 from rag.types import Chunk, Document
 
 log = logging.getLogger(__name__)
+# bm25s sets its own logger to DEBUG on import and announces every build; keep it to warnings.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from rag.config import Settings
 from rag.pipeline import Pipeline
-from rag.squad import DEV_TITLES, TEST_TITLES, load_squad, normalize_answer, score_prediction
+from rag.squad import DEV_TITLES, TEST_TITLES, gold_passage, load_squad, normalize_answer, score_prediction, squad_corpus
 
 
 class EvalError(Exception):
@@ -136,19 +136,16 @@ def squad_items(path: Path, limit: int | None, split: str) -> tuple[list, list[Q
 def evaluate_squad(settings: Settings, path: Path, limit: int | None = None, split: str = "all") -> EvalReport:
     """Open-domain over the file's paragraphs (each a document, built in memory, `index/` untouched)."""
     from rag.embedding import Embedder
-    from rag.index import SearchIndex, build_index
-    from rag.training import gold_passage, squad_corpus
+    from rag.index import memory_index
 
     questions, pairs = squad_items(path, limit, split)
-    docs = squad_corpus(questions)
-    embedder = Embedder(settings.embedding_model, settings.embedding_batch_size)
-    chunks, dense, bm25 = build_index(docs, embedder, settings, progress=True)
-    index = SearchIndex({d.source: d for d in docs}, chunks, dense, bm25, {})
+    index = memory_index(squad_corpus(questions), Embedder(settings.embedding_model, settings.embedding_batch_size),
+                         settings, progress=True)
     pipeline = Pipeline.from_settings(settings, index=index)
     gold = {item.id: gold_passage(q) for q, item in pairs}
     report = run_items(pipeline, [item for _, item in pairs], gold, name=f"{path.name} ({split})")
-    report.metrics["corpus_documents"] = len(docs)
-    report.metrics["corpus_passages"] = len(chunks)
+    report.metrics["corpus_documents"] = len(index.documents)
+    report.metrics["corpus_passages"] = len(index.chunks)
     return report
 
 

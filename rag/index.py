@@ -85,6 +85,12 @@ def build_index(
     return chunks, dense, bm25
 
 
+def memory_index(documents: list[Document], embedder: Embedder, settings: Settings, progress: bool = False) -> SearchIndex:
+    """An index over given documents, kept in memory only (evaluation corpora, training negatives)."""
+    chunks, dense, bm25 = build_index(documents, embedder, settings, progress=progress)
+    return SearchIndex({d.source: d for d in documents}, chunks, dense, bm25, {"n_chunks": len(chunks)})
+
+
 def index_corpus(settings: Settings, embedder: Embedder, progress: bool = True) -> SearchIndex:
     """Read the corpus folder, build the index and save it atomically to settings.index_dir."""
     started = time.perf_counter()

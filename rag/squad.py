@@ -11,6 +11,8 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from rag.types import Chunk, Document, Passage
+
 
 @dataclass(frozen=True)
 class Question:
@@ -115,3 +117,14 @@ def split_by_title(questions: list[Question], held_out: set[str]) -> tuple[list[
 #: calibration; TEST is never looked at by training and is what `rag eval --squad` reports on.
 DEV_TITLES = frozenset({"Normans", "Sky_(United_Kingdom)", "To_Kill_a_Mockingbird", "Solar_energy"})
 TEST_TITLES = frozenset({"Southern_California", "Victoria_(Australia)", "IPod"})
+
+
+def squad_corpus(questions: list[Question]) -> list[Document]:
+    """One document per paragraph of the questions' articles, `source` = `<title>/<paragraph number>`."""
+    paragraphs = {(q.title, q.paragraph): q.context for q in questions}
+    return [Document(f"{title}/{number}", text) for (title, number), text in sorted(paragraphs.items())]
+
+
+def gold_passage(q: Question) -> Passage:
+    """The question's own paragraph as the only passage (reader-only evaluation)."""
+    return Passage(Chunk(f"{q.title}/{q.paragraph}", 0, len(q.context), q.context), 1.0, 0)

@@ -23,7 +23,8 @@ import numpy as np
 from rag.config import PACKAGED_EMBEDDER, Settings
 from rag.embedding import resolve_embedding_model
 from rag.reader import META_FILE, Reader
-from rag.squad import DEV_TITLES, TEST_TITLES, Question, file_sha256, load_squad, score_prediction, split_by_title
+from rag.squad import (DEV_TITLES, TEST_TITLES, Question, file_sha256, gold_passage, load_squad, score_prediction,
+                       split_by_title, squad_corpus)
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,8 @@ def retrieved_negatives(questions: list[Question], fraction: float, rng: random.
     """For a sample of answerable questions, the best passage the project's retriever finds for them
     among their article's other passages that does not contain the answer, labelled unanswerable."""
     from rag.embedding import Embedder
-    from rag.index import SearchIndex, build_index
+    from rag.index import memory_index
     from rag.retrieval import Retriever
-    from rag.types import Document
 
     settings = Settings()
     embedder = Embedder(settings.embedding_model)
@@ -88,10 +88,7 @@ def retrieved_negatives(questions: list[Question], fraction: float, rng: random.
     from tqdm import tqdm
 
     for title, qs in tqdm(sorted(by_title.items()), desc="retriever negatives", unit="article"):
-        paragraphs = {q.paragraph: q.context for q in qs}
-        docs = [Document(f"{title}/{p}", text) for p, text in sorted(paragraphs.items())]
-        chunks, dense, bm25 = build_index(docs, embedder, settings)
-        retriever = Retriever(SearchIndex({d.source: d for d in docs}, chunks, dense, bm25, {}), embedder, top_k=4)
+        retriever = Retriever(memory_index(squad_corpus(qs), embedder, settings), embedder, top_k=4)
         for q in qs:
             if not q.answers or rng.random() >= fraction:
                 continue
@@ -343,21 +340,6 @@ def _hardware() -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
-def squad_corpus(questions: list[Question]) -> list["Document"]:
-    """One document per paragraph of the questions' articles, `source` = `<title>/<paragraph number>`."""
-    from rag.types import Document
-
-    paragraphs = {(q.title, q.paragraph): q.context for q in questions}
-    return [Document(f"{title}/{number}", text) for (title, number), text in sorted(paragraphs.items())]
-
-
-def gold_passage(q: Question) -> "Passage":
-    """The question's own paragraph as the only passage (reader-only evaluation)."""
-    from rag.types import Chunk, Passage
-
-    return Passage(Chunk(f"{q.title}/{q.paragraph}", 0, len(q.context), q.context), 1.0, 0)
-
-
 def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: float = 0.0) -> dict:
     """Fit the answerability model on the dev articles read open-domain (retrieved passages over all dev
     paragraphs, as in deployment); choose the threshold that maximises open-domain dev F1; record it, the
@@ -366,15 +348,12 @@ def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: 
 
     from rag.calibration import fit_calibrator, reliability_table
     from rag.embedding import Embedder
-    from rag.index import SearchIndex, build_index
+    from rag.index import memory_index
     from rag.pipeline import Pipeline
 
     settings = Settings(reader_model=str(model_dir))
     _, dev = split_by_title(load_squad(train_file), set(DEV_TITLES))
-    docs = squad_corpus(dev)
-    embedder = Embedder(settings.embedding_model)
-    chunks, dense, bm25 = build_index(docs, embedder, settings, progress=True)
-    index = SearchIndex({d.source: d for d in docs}, chunks, dense, bm25, {})
+    index = memory_index(squad_corpus(dev), Embedder(settings.embedding_model), settings, progress=True)
     pipeline = Pipeline.from_settings(settings, index=index)
 
     rows = {"open": [], "gold": []}
@@ -413,7 +392,7 @@ def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: 
         "threshold_rule": f"max open-domain dev F1 with no-answer accuracy >= {min_no_answer_accuracy}%",
         "sweep_open_domain": [{"threshold": t, **{k: round(v, 1) for k, v in m.items() if k != "n"}}
                               for t, m in sweep if round(t * 100) % 5 == 0],
-        "open_domain": {"passages": len(chunks), "at_threshold": squad2_metrics(dev, predictions(rows["open"], best_t)),
+        "open_domain": {"passages": len(index.chunks), "at_threshold": squad2_metrics(dev, predictions(rows["open"], best_t)),
                         "forced_answer": forced(rows["open"])},
         "gold_paragraph": {"at_threshold": squad2_metrics(dev, predictions(rows["gold"], best_t)),
                            "forced_answer": forced(rows["gold"])},

@@ -1,0 +1,34 @@
+"""The training windows' labels (training itself never runs in tests)."""
+import pytest
+from transformers import AutoTokenizer
+
+from rag.embedding import resolve_embedding_model
+from rag.training import Example, windows
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(resolve_embedding_model("all-MiniLM-L6-v2"))
+
+
+def decoded(tokenizer, window):
+    return tokenizer.decode(window["input_ids"][window["start"] : window["end"] + 1])
+
+
+def test_answer_labels_point_at_the_answer_tokens(tokenizer):
+    context = "The Fastnet Rock lighthouse was designed by William Douglass and completed in 1904."
+    start = context.index("William Douglass")
+    [w] = windows(tokenizer, [Example("Who designed it?", context, start, "William Douglass")], 64, 16)
+    assert decoded(tokenizer, w) == "william douglass"
+
+
+def test_unanswerable_and_out_of_window_answers_point_at_cls(tokenizer):
+    filler = "Nothing happened on that quiet day in the village. " * 12
+    context = filler + "The bridge opened in 1932."
+    start = context.index("1932")
+    ws = windows(tokenizer, [Example("When did the bridge open?", context, start, "1932"),
+                             Example("Who built it?", "A short text.", None)], 48, 16)
+    answer_windows = [w for w in ws[:-1] if w["start"] > 0]
+    assert answer_windows and all(decoded(tokenizer, w) == "1932" for w in answer_windows)
+    assert any(w["start"] == w["end"] == 0 for w in ws[:-1]), "windows without the answer are labelled [CLS]"
+    assert ws[-1]["start"] == ws[-1]["end"] == 0

@@ -6,6 +6,7 @@ only once complete, so a crash never leaves a half-written index where a good on
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -48,13 +49,17 @@ class StaleIndexError(IndexLoadError):
     """The corpus or the settings changed since the index was built."""
 
 
-def tokenize(texts: list[str]) -> list[list[str]]:
-    """Lexical tokens for BM25: lower-cased words, English stop words out, Snowball-stemmed."""
+@functools.lru_cache(maxsize=1)
+def _stemmer():
+    """The Snowball English stemmer, built once (tokenize runs on every query)."""
     import Stemmer
 
-    return bm25s.tokenize(
-        texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), return_ids=False, show_progress=False
-    )
+    return Stemmer.Stemmer("english")
+
+
+def tokenize(texts: list[str]) -> list[list[str]]:
+    """Lexical tokens for BM25: lower-cased words, English stop words out, Snowball-stemmed."""
+    return bm25s.tokenize(texts, stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False)
 
 
 @dataclass

@@ -51,7 +51,8 @@ class StaleIndexError(IndexLoadError):
 
 @functools.lru_cache(maxsize=1)
 def _stemmer():
-    """The Snowball English stemmer, built once (tokenize runs on every query)."""
+    """The Snowball English stemmer, built once (tokenize runs on every query); PyStemmer objects are not
+    thread-safe, so concurrent callers serialise retrieval, as Pipeline does."""
     import Stemmer
 
     return Stemmer.Stemmer("english")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -44,8 +43,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     question = _question(args.question, settings)
     embedder = Embedder(settings.embedding_model, settings.embedding_batch_size)
     index = open_index(settings, embedder, rebuild=not args.no_rebuild)
-    passages = Retriever(index, embedder, settings.retrieval_mode, settings.top_k, settings.rrf_k,
-                         settings.candidates_per_retriever).run(question)
+    passages = Retriever.from_settings(index, embedder, settings).run(question)
     if args.json:
         print(json.dumps({"question": question, "passages": [p.to_dict() for p in passages]}, ensure_ascii=False, indent=2))
     else:

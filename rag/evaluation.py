@@ -161,7 +161,7 @@ def retrieval_report(settings: Settings, qa_path: Path, ks: tuple[int, ...] = (1
     index = open_index(settings, embedder)
     report = {"n": len(items), "k": list(ks), "modes": {}}
     for mode in ("dense", "bm25", "hybrid"):
-        retriever = Retriever(index, embedder, mode, max(ks), settings.rrf_k, settings.candidates_per_retriever, settings.dense_weight)
+        retriever = Retriever.from_settings(index, embedder, settings, mode=mode, top_k=max(ks))
         hits = {k: 0 for k in ks}
         for item in items:
             passages = retriever.run(item.question)

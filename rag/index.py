@@ -17,7 +17,6 @@ from pathlib import Path
 
 import bm25s
 import faiss
-import numpy as np
 
 from rag.chunking import chunk_documents
 from rag.config import Settings

@@ -104,8 +104,7 @@ class Pipeline:
         embedder = Embedder(settings.embedding_model, settings.embedding_batch_size)
         if index is None:
             index = open_index(settings, embedder, rebuild=rebuild)
-        retriever = Retriever(index, embedder, settings.retrieval_mode, settings.top_k, settings.rrf_k,
-                              settings.candidates_per_retriever, settings.dense_weight)
+        retriever = Retriever.from_settings(index, embedder, settings)
         reader = Reader(settings.reader_model, settings.max_seq_length, settings.doc_stride,
                         settings.max_answer_tokens, settings.n_best)
         pipeline = cls(retriever, reader, index.documents)

@@ -1,8 +1,8 @@
 """Retriever: top passages for a question from the dense index, the BM25 index, or both fused (RRF)."""
 from __future__ import annotations
 
-import numpy as np
 
+from rag.config import Settings
 from rag.embedding import Embedder
 from rag.index import SearchIndex, tokenize
 from rag.types import Passage
@@ -34,6 +34,13 @@ class Retriever:
         self.rrf_k = rrf_k
         self.candidates = candidates
         self.dense_weight = dense_weight
+
+    @classmethod
+    def from_settings(cls, index: SearchIndex, embedder: Embedder, settings: Settings, mode: str | None = None,
+                      top_k: int | None = None) -> "Retriever":
+        """A retriever with the settings' fusion parameters; `mode` and `top_k` override theirs."""
+        return cls(index, embedder, mode or settings.retrieval_mode, top_k or settings.top_k, settings.rrf_k,
+                   settings.candidates_per_retriever, settings.dense_weight)
 
     def dense_ranking(self, query: str, n: int) -> list[tuple[int, float]]:
         """(chunk id, cosine similarity) of the n nearest chunks."""

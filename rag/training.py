@@ -50,6 +50,7 @@ class TrainConfig:
     max_windows: int = 0  # 0: no cap
     seed: int = 13
     threads: int = 0
+    bf16: bool = False  # bfloat16 autocast for the forward pass (master weights stay fp32); ~1.5x faster on AVX512-BF16 CPUs
     dev_questions: int = 0  # 0: the whole development split; fewer for a quick smoke run
 
 
@@ -102,10 +103,21 @@ def retrieved_negatives(questions: list[Question], fraction: float, rng: random.
 
 
 def extra_examples(path: Path, sources: list[str], n: int, rng: random.Random) -> list[Example]:
-    """`n` answerable questions sampled evenly from the named sources of the extra file."""
-    questions = [q for q in load_squad(path) if q.answers and q.title.split(":")[0] in sources]
-    rng.shuffle(questions)
-    return examples_from(questions[:n], "extra")
+    """`n` answerable questions sampled evenly from the named sources of the extra file (round-robin, so a
+    small source is taken whole and the big ones fill the rest), whatever each source's size."""
+    pools: dict[str, list[Question]] = {s: [] for s in sources}
+    for q in load_squad(path):
+        source = q.title.split(":")[0]
+        if q.answers and source in pools:
+            pools[source].append(q)
+    for pool in pools.values():
+        rng.shuffle(pool)
+    picked: list[Question] = []
+    while len(picked) < n and any(pools.values()):
+        for pool in pools.values():
+            if pool and len(picked) < n:
+                picked.append(pool.pop())
+    return examples_from(picked, "extra")
 
 
 def windows(tokenizer, examples: list[Example], max_length: int, stride: int) -> list[dict]:
@@ -254,6 +266,8 @@ def train(config: TrainConfig, calibrate: bool = True) -> dict:
     base = resolve_embedding_model(config.base_model)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForQuestionAnswering.from_pretrained(base, dtype=torch.float32)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
     items = windows(tokenizer, examples, config.max_length, config.stride)
     if config.max_windows and len(items) > config.max_windows:
         rng.shuffle(items)
@@ -273,7 +287,9 @@ def train(config: TrainConfig, calibrate: bool = True) -> dict:
     with tqdm(total=total_steps, desc="training", unit="step") as bar:
         while step < total_steps:
             for batch in batches(items, config.batch_size, rng):
-                loss = model(**collate(batch)).loss
+                inputs = {k: v.to(device) for k, v in collate(batch).items()}
+                with torch.autocast(device, dtype=torch.bfloat16, enabled=config.bf16):
+                    loss = model(**inputs).loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
@@ -292,7 +308,7 @@ def train(config: TrainConfig, calibrate: bool = True) -> dict:
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
-    model.half().save_pretrained(out)
+    model.half().cpu().save_pretrained(out)
     tokenizer.save_pretrained(out)
     reader = Reader(str(out))
     dev_metrics = evaluate_gold(reader, dev)
@@ -325,7 +341,7 @@ def train(config: TrainConfig, calibrate: bool = True) -> dict:
 def _save_checkpoint(model, tokenizer, out: Path) -> None:
     """An fp16 copy of the weights so far, so a long CPU run that dies still leaves a usable reader."""
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, state_dict={k: v.detach().half() for k, v in model.state_dict().items()})
+    model.save_pretrained(out, state_dict={k: v.detach().half().cpu() for k, v in model.state_dict().items()})
     tokenizer.save_pretrained(out)
 
 

@@ -32,3 +32,26 @@ def test_unanswerable_and_out_of_window_answers_point_at_cls(tokenizer):
     assert answer_windows and all(decoded(tokenizer, w) == "1932" for w in answer_windows)
     assert any(w["start"] == w["end"] == 0 for w in ws[:-1]), "windows without the answer are labelled [CLS]"
     assert ws[-1]["start"] == ws[-1]["end"] == 0
+
+
+
+def test_extra_questions_are_drawn_evenly_across_sources(tmp_path):
+    """A small source is taken whole, the others fill the rest evenly, and unnamed sources are never drawn."""
+    import json
+    import random
+    from collections import Counter
+
+    from rag.training import extra_examples
+
+    def article(source, n):
+        return {"title": f"{source}:doc", "paragraphs": [{"context": "Alpha beta gamma.", "qas": [
+            {"id": f"{source}{i}", "question": f"{source} question {i}?", "is_impossible": False,
+             "answers": [{"text": "beta", "answer_start": 6}]} for i in range(n)]}]}
+
+    path = tmp_path / "extra.json"
+    path.write_text(json.dumps({"version": "v2.0", "data": [article("big", 50), article("small", 3),
+                                                               article("other", 50), article("unused", 50)]}))
+    picked = extra_examples(path, ["big", "small", "other"], 21, random.Random(0))
+    assert all(e.origin == "extra" and e.answer_start == 6 and e.answer_text == "beta" for e in picked)
+    assert Counter(e.question.split()[0] for e in picked) == {"big": 9, "other": 9, "small": 3}
+    assert len({e.question for e in picked}) == 21

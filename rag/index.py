@@ -86,8 +86,15 @@ def build_index(
     dense = faiss.IndexFlatIP(vectors.shape[1])
     dense.add(vectors)
     bm25 = bm25s.BM25()
-    bm25.index(tokenize([c.text for c in chunks]), show_progress=False)
+    bm25.index(sorted_vocabulary_ids(tokenize([c.text for c in chunks])), show_progress=False)
     return chunks, dense, bm25
+
+
+def sorted_vocabulary_ids(docs: list[list[str]]) -> tuple[list[list[int]], dict[str, int]]:
+    """Token ids over an alphabetical vocabulary: bm25s numbers tokens in set order, which changes from run to
+    run, so the same corpus would otherwise give differently written (if equivalent) index files."""
+    vocab = {token: i for i, token in enumerate(sorted({t for doc in docs for t in doc}))}
+    return [[vocab[t] for t in doc] for doc in docs], vocab
 
 
 def memory_index(documents: list[Document], embedder: Embedder, settings: Settings, progress: bool = False) -> SearchIndex:

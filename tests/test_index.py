@@ -8,7 +8,7 @@ from rag.index import (CorruptIndexError, MissingIndexError, StaleIndexError, in
 from rag.ingest import load_corpus
 from rag.retrieval import Retriever
 
-from conftest import SEEDS
+from conftest import REPO, SEEDS
 
 
 @pytest.fixture()
@@ -33,6 +33,16 @@ def test_round_trip_gives_same_results(tmp_path, corpus_copy, settings, embedder
         b = Retriever(loaded, embedder).run(q)
         assert [(p.chunk, round(p.score, 6)) for p in a] == [(p.chunk, round(p.score, 6)) for p in b]
     assert not list(tmp_path.glob(".idx.*")), "temporary folders are cleaned up"
+
+
+def test_rebuilding_the_same_corpus_writes_the_same_lexical_index(tmp_path, corpus_copy, settings, embedder):
+    """The BM25 files of a fresh build of the seeds equal the committed ones byte for byte (no churn in git)."""
+    s = settings.with_overrides(docs_dir=corpus_copy, index_dir=tmp_path / "idx")
+    index_corpus(s, embedder, progress=False)
+    committed = sorted((REPO / "index" / "bm25").iterdir())
+    assert committed
+    for path in committed:
+        assert (s.index_dir / "bm25" / path.name).read_bytes() == path.read_bytes(), path.name
 
 
 def test_stale_index_detected_and_rebuilt(tmp_path, corpus_copy, settings, embedder, caplog):

@@ -12,7 +12,7 @@ from conftest import REPO
 ANSWERABLE = [
     ("Who did Anthropic hire to lead its infrastructure effort?", "Eric Boyd", "001_fa8838ea44d7c2c5.txt"),
     ("What feature did Anthropic launch for enterprise clients?", "Managed Agents", "001_fa8838ea44d7c2c5.txt"),
-    ("Who mentored Karpathy during his PhD?", "Fei‑Fei Li", "004_81a3bf9f650335dc.txt"),
+    ("When did Karpathy announce his move to Anthropic?", "May 2026", "004_81a3bf9f650335dc.txt"),
 ]
 UNANSWERABLE = ["What is the capital of France?", "Who wrote Pride and Prejudice?"]
 

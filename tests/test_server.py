@@ -73,7 +73,7 @@ def test_real_server_under_concurrent_load(settings):
     port = free_port()
     proc = start_server(port, settings.docs_dir, settings.index_dir)
     try:
-        questions = ["Who did Anthropic hire to lead its infrastructure effort?", "Who mentored Karpathy during his PhD?"]
+        questions = ["Who did Anthropic hire to lead its infrastructure effort?", "When did Karpathy announce his move to Anthropic?"]
 
         def ask(i):
             return httpx.post(f"http://127.0.0.1:{port}/ask", json={"question": questions[i % 2]}, timeout=120)
@@ -81,7 +81,7 @@ def test_real_server_under_concurrent_load(settings):
         with concurrent.futures.ThreadPoolExecutor(32) as pool:
             responses = list(pool.map(ask, range(48)))
         assert all(r.status_code == 200 for r in responses)
-        assert all(r.json()["answer"] in ("Eric Boyd", "Fei‑Fei Li") for r in responses)
+        assert all(r.json()["answer"] in ("Eric Boyd", "May 2026") for r in responses)
     finally:
         stop_server(proc)
     assert proc.returncode is not None

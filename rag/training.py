@@ -28,6 +28,9 @@ from rag.squad import (DEV_TITLES, TEST_TITLES, Question, file_sha256, gold_pass
 
 log = logging.getLogger(__name__)
 
+CPU_NOTE = ("trained on the CPU named in hardware, without a GPU: a shortened run (few epochs, 256-token windows); "
+            "the README names the longer run to make on a GPU")
+
 
 @dataclass
 class TrainConfig:
@@ -325,6 +328,7 @@ def train(config: TrainConfig, calibrate: bool = True) -> dict:
             "windows": len(items),
         },
         "hardware": _hardware(),
+        "compute_note": CPU_NOTE if device == "cpu" else "trained on a GPU",
         "train_seconds": round(train_seconds, 1),
         "steps": total_steps,
         "final_loss": round(float(np.mean(losses[-50:])), 4),

@@ -28,7 +28,7 @@ from rag.squad import (DEV_TITLES, TEST_TITLES, Question, file_sha256, gold_pass
 
 log = logging.getLogger(__name__)
 
-CPU_NOTE = ("trained on the CPU named in hardware, without a GPU: a shortened run (few epochs, 256-token windows); "
+CPU_NOTE = ("trained on the CPU named in hardware, without a GPU: a run shortened to fit (see config); "
             "the README names the longer run to make on a GPU")
 
 

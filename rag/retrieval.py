@@ -1,7 +1,6 @@
 """Retriever: top passages for a question from the dense index, the BM25 index, or both fused (RRF)."""
 from __future__ import annotations
 
-
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.index import SearchIndex, tokenize

@@ -1,9 +1,13 @@
-"""The training windows' labels (training itself never runs in tests)."""
+"""The training data: window labels and the extra-source draw (training itself never runs in tests)."""
+import json
+import random
+from collections import Counter
+
 import pytest
 from transformers import AutoTokenizer
 
 from rag.embedding import resolve_embedding_model
-from rag.training import Example, windows
+from rag.training import Example, extra_examples, windows
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +38,8 @@ def test_unanswerable_and_out_of_window_answers_point_at_cls(tokenizer):
     assert ws[-1]["start"] == ws[-1]["end"] == 0
 
 
-
 def test_extra_questions_are_drawn_evenly_across_sources(tmp_path):
     """A small source is taken whole, the others fill the rest evenly, and unnamed sources are never drawn."""
-    import json
-    import random
-    from collections import Counter
-
-    from rag.training import extra_examples
-
     def article(source, n):
         return {"title": f"{source}:doc", "paragraphs": [{"context": "Alpha beta gamma.", "qas": [
             {"id": f"{source}{i}", "question": f"{source} question {i}?", "is_impossible": False,

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from rag.config import Settings
+from rag.config import PACKAGED_READER_DIR, Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -184,10 +184,18 @@ def cmd_calibrate_reader(args: argparse.Namespace) -> int:
 
 
 def cmd_train_reader(args: argparse.Namespace) -> int:
-    from rag.training import TrainConfig, train
+    from rag.training import TrainConfig, resume_training, train
 
-    fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
-    meta = train(TrainConfig(**fields), calibrate=not args.no_calibrate)
+    if args.resume:
+        meta = resume_training(Path(args.resume), calibrate=not args.no_calibrate, stop_after=args.stop_after_steps)
+    else:
+        if not args.train_file or not args.output:
+            raise UsageError("--train and --output are required (or --resume DIR to continue a run)")
+        fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
+        if args.init is not None:
+            fields["init"] = str(args.init)
+        fields["fresh_extra"] = not args.no_fresh_extra
+        meta = train(TrainConfig(**fields), calibrate=not args.no_calibrate, stop_after=args.stop_after_steps)
     print(json.dumps(meta.get("dev_gold_paragraph", {}), indent=2))
     return 0
 
@@ -273,8 +281,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_calibrate_reader)
 
     p = sub.add_parser("train-reader", help="fine-tune the extractive reader (SQuAD 2.0 format)")
-    p.add_argument("--train", dest="train_file", required=True, help="SQuAD 2.0 file (dev/test articles are held out)")
-    p.add_argument("--output", required=True, help="model folder to write")
+    p.add_argument("--train", dest="train_file", help="SQuAD 2.0 file (dev/test articles are held out)")
+    p.add_argument("--output", help="model folder to write (a resumable checkpoint goes in its checkpoint/ folder)")
+    p.add_argument("--init", nargs="?", const=str(PACKAGED_READER_DIR), type=Path,
+                   help="continue training this reader, QA head kept (no value: the packaged reader); "
+                        "its lineage carries on and only extra questions its runs did not use are drawn")
+    p.add_argument("--no-fresh-extra", action="store_true", help="with --init: allow extra questions earlier runs used")
+    p.add_argument("--resume", type=Path, metavar="OUTPUT", help="continue the cut-off run that writes to OUTPUT, exactly")
+    p.add_argument("--checkpoint-minutes", type=float, help="write a full checkpoint this often (default 10)")
+    p.add_argument("--stop-after-steps", type=int, help="stop after this many steps with a checkpoint (to resume later)")
     p.add_argument("--extra", dest="extra_file", help="extra answerable SQuAD-format file")
     p.add_argument("--extra-sources", nargs="+", help="title prefixes of the extra file to sample from")
     p.add_argument("--extra-questions", type=int, help="questions sampled from the extra file")

@@ -8,11 +8,13 @@ development split, and the no-answer margin chosen on that split. Writes a norma
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
 import random
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.config import PACKAGED_EMBEDDER, Settings
+from rag.config import PACKAGED_EMBEDDER, REPO_DIR, Settings
 from rag.embedding import resolve_embedding_model
 from rag.reader import META_FILE, Reader
 from rag.squad import (DEV_TITLES, TEST_TITLES, Question, file_sha256, gold_passage, load_squad, score_prediction,
@@ -55,6 +57,11 @@ class TrainConfig:
     threads: int = 0
     bf16: bool = False  # bfloat16 autocast for the forward pass (master weights stay fp32); faster on AVX512-BF16 CPUs and GPUs
     dev_questions: int = 0  # 0: the whole development split; fewer for a quick smoke run
+    init: str | None = None  # continue from this reader (QA head kept); its lineage carries on
+    fresh_extra: bool = True  # with init: draw only extra questions no earlier run of the lineage used
+    long_context_chars: int = 3000  # longer contexts (CovidQA's whole papers) are cut into passages
+    passage_chars: int = 1200  # the size of those passages
+    checkpoint_minutes: float = 10.0  # a full, resumable checkpoint this often
 
 
 @dataclass(frozen=True)
@@ -63,15 +70,16 @@ class Example:
     context: str
     answer_start: int | None  # None: unanswerable
     answer_text: str = ""
-    origin: str = "squad"  # squad | squad-negative | extra
+    origin: str = "squad"  # squad | squad-negative | extra | extra-negative
+    id: str = ""
 
 
 def examples_from(questions: list[Question], origin: str) -> list[Example]:
     """One training example per question (its first answer), or an unanswerable one."""
     return [
-        Example(q.question, q.context, q.answer_starts[0], q.answers[0], origin)
+        Example(q.question, q.context, q.answer_starts[0], q.answers[0], origin, q.id)
         if q.answers
-        else Example(q.question, q.context, None, "", origin)
+        else Example(q.question, q.context, None, "", origin, q.id)
         for q in questions
     ]
 
@@ -105,13 +113,21 @@ def retrieved_negatives(questions: list[Question], fraction: float, rng: random.
     return negatives
 
 
-def extra_examples(path: Path, sources: list[str], n: int, rng: random.Random) -> list[Example]:
+def extra_examples(path: Path, sources: list[str], n: int, rng: random.Random,
+                   exclude: frozenset[str] = frozenset()) -> list[Example]:
     """`n` answerable questions sampled evenly from the named sources of the extra file (round-robin, so a
-    small source is taken whole and the big ones fill the rest), whatever each source's size."""
+    small source is taken whole and the big ones fill the rest), whatever each source's size; questions
+    whose id is in `exclude` (used by an earlier run) are never drawn."""
+    return examples_from(draw_extra(load_squad(path), sources, n, rng, exclude), "extra")
+
+
+def draw_extra(questions: list[Question], sources: list[str], n: int, rng: random.Random,
+               exclude: frozenset[str] = frozenset()) -> list[Question]:
+    """The round-robin draw behind `extra_examples`, on loaded questions (replayed to rebuild a lineage)."""
     pools: dict[str, list[Question]] = {s: [] for s in sources}
-    for q in load_squad(path):
+    for q in questions:
         source = q.title.split(":")[0]
-        if q.answers and source in pools:
+        if q.answers and source in pools and q.id not in exclude:
             pools[source].append(q)
     for pool in pools.values():
         rng.shuffle(pool)
@@ -120,7 +136,69 @@ def extra_examples(path: Path, sources: list[str], n: int, rng: random.Random) -
         for pool in pools.values():
             if pool and len(picked) < n:
                 picked.append(pool.pop())
-    return examples_from(picked, "extra")
+    return picked
+
+
+def extra_draw_rng(seed: int) -> random.Random:
+    """The extra draw's own random stream, so later runs can replay it without the rest of the data."""
+    return random.Random(f"extra-draw-{seed}")
+
+
+def replay_extra_draws(lineage: list[dict], questions: list[Question], answerable_train: int) -> set[str]:
+    """The ids of every extra question that the runs of a lineage trained on, by replaying their seeded
+    draws in order. Runs from before draws had their own stream (`rng: shared`) drew after one random
+    number per answerable SQuAD question (the retriever-negative coin flips), so the replay does the same."""
+    used: set[str] = set()
+    for run in lineage:
+        draw = run.get("extra_draw")
+        if not draw or not draw.get("questions"):
+            continue
+        if draw.get("rng") == "separate":
+            rng = extra_draw_rng(draw["seed"])
+        else:
+            rng = random.Random(draw["seed"])
+            if draw.get("negative_fraction", 0) > 0:
+                for _ in range(answerable_train):
+                    rng.random()
+        exclude = frozenset(used) if draw.get("fresh") else frozenset()
+        used.update(q.id for q in draw_extra(questions, draw["sources"], draw["questions"], rng, exclude))
+    return used
+
+
+def passage_examples(examples: list[Example], long_chars: int, passage_chars: int,
+                     rng: random.Random) -> list[Example]:
+    """Examples whose context is longer than `long_chars` (whole papers) become a passage of about
+    `passage_chars` around the answer, plus one answer-less passage of the same text as a negative;
+    the others are kept as they are. Passages start and end at whitespace so no word is cut."""
+    out: list[Example] = []
+    for e in examples:
+        text = e.context
+        if len(text) <= long_chars or e.answer_start is None:
+            out.append(e)
+            continue
+        a_start, a_end = e.answer_start, e.answer_start + len(e.answer_text)
+        room = max(0, passage_chars - (a_end - a_start))
+        lo = max(0, a_start - rng.randint(0, room))
+        lo, hi = _snap(text, lo, min(len(text), lo + max(passage_chars, a_end - lo)))
+        lo, hi = min(lo, a_start), max(hi, a_end)
+        out.append(Example(e.question, text[lo:hi], a_start - lo, e.answer_text, e.origin, e.id))
+        # An answer-less passage of the same paper, away from the answer.
+        spots = [s for s in range(0, len(text) - passage_chars, passage_chars // 2)
+                 if s + passage_chars < lo or s > hi]
+        if spots:
+            n_lo, n_hi = _snap(text, (s := rng.choice(spots)), s + passage_chars)
+            if e.answer_text not in text[n_lo:n_hi]:
+                out.append(Example(e.question, text[n_lo:n_hi], None, "", "extra-negative", e.id))
+    return out
+
+
+def _snap(text: str, lo: int, hi: int) -> tuple[int, int]:
+    """Move a span's ends outwards to the nearest whitespace (or the text's ends)."""
+    while lo > 0 and not text[lo - 1].isspace():
+        lo -= 1
+    while hi < len(text) and not text[hi].isspace():
+        hi += 1
+    return lo, hi
 
 
 def windows(tokenizer, examples: list[Example], max_length: int, stride: int) -> list[dict]:
@@ -241,17 +319,21 @@ def evaluate_gold(reader: Reader, questions: list[Question]) -> dict:
     return {"forced_answer": forced, "at_margin_0": at_zero, "best_margin": best_margin, "at_best_margin": best}
 
 
-def train(config: TrainConfig, calibrate: bool = True) -> dict:
-    """Run the whole recipe and write the model folder; returns the metadata written beside it."""
-    import torch
-    from tqdm import tqdm
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer, get_linear_schedule_with_warmup
+CHECKPOINT_DIR = "checkpoint"
 
-    started = time.time()
-    rng = random.Random(config.seed)
-    torch.manual_seed(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+
+@dataclass
+class Prepared:
+    """A run's training windows and the record of what they were made from."""
+
+    items: list[dict]
+    mix: dict[str, int]
+    extra_draw: dict | None
+    dev: list[Question]
+
+
+def prepare(config: TrainConfig, tokenizer, rng: random.Random) -> Prepared:
+    """Every training window of the run, from the SQuAD questions, retriever negatives and the extra draw."""
     questions = load_squad(Path(config.train_file))
     rest, dev = split_by_title(questions, set(DEV_TITLES))
     train_qs, _test = split_by_title(rest, set(TEST_TITLES))
@@ -260,21 +342,58 @@ def train(config: TrainConfig, calibrate: bool = True) -> dict:
     examples = examples_from(train_qs, "squad")
     if config.negative_fraction > 0:
         examples += retrieved_negatives(train_qs, config.negative_fraction, rng)
+    extra_draw = None
     if config.extra_file and config.extra_questions > 0:
-        examples += extra_examples(Path(config.extra_file), config.extra_sources, config.extra_questions, rng)
-    mix = {o: sum(e.origin == o for e in examples) for o in ("squad", "squad-negative", "extra")}
+        extra_qs = load_squad(Path(config.extra_file))
+        used: set[str] = set()
+        if config.init and config.fresh_extra:
+            answerable = sum(1 for q in train_qs if q.answers)
+            used = replay_extra_draws(lineage_of(Path(config.init)), extra_qs, answerable)
+        picked = draw_extra(extra_qs, config.extra_sources, config.extra_questions, extra_draw_rng(config.seed),
+                            frozenset(used))
+        extra_draw = {"rng": "separate", "seed": config.seed, "sources": list(config.extra_sources),
+                      "questions": config.extra_questions, "fresh": bool(config.init and config.fresh_extra),
+                      "excluded_as_used_before": len(used), "drawn": len(picked),
+                      "drawn_per_source": dict(collections.Counter(q.title.split(":")[0] for q in picked))}
+        examples += passage_examples(examples_from(picked, "extra"), config.long_context_chars,
+                                     config.passage_chars, random.Random(config.seed))
+    mix = {o: sum(e.origin == o for e in examples) for o in ("squad", "squad-negative", "extra", "extra-negative")}
     mix["squad_unanswerable"] = sum(e.origin == "squad" and e.answer_start is None for e in examples)
     log.info("training examples: %s", mix)
-
-    base = resolve_embedding_model(config.base_model)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForQuestionAnswering.from_pretrained(base, dtype=torch.float32)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device)
     items = windows(tokenizer, examples, config.max_length, config.stride)
     if config.max_windows and len(items) > config.max_windows:
         rng.shuffle(items)
         items = items[: config.max_windows]
+    return Prepared(items, mix, extra_draw, dev)
+
+
+def train(config: TrainConfig, calibrate: bool = True, resume: bool = False, stop_after: int | None = None) -> dict:
+    """Run the whole recipe and write the model folder; returns the metadata written beside it.
+
+    A full checkpoint (weights, optimizer, schedule, data order, random state) is written to
+    `output/checkpoint/` every `checkpoint_minutes`; `resume=True` continues from it exactly. `stop_after`
+    ends the run after that many steps with a checkpoint (a cut-off run, for tests) and returns {}."""
+    import torch
+    from tqdm import tqdm
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer, get_linear_schedule_with_warmup
+
+    out = Path(config.output)
+    ckpt = out / CHECKPOINT_DIR
+    rng = random.Random(config.seed)
+    torch.manual_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    base = str(Path(config.init)) if config.init else resolve_embedding_model(config.base_model)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForQuestionAnswering.from_pretrained(base, dtype=torch.float32)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    state = _read_checkpoint_state(ckpt) if resume else None
+    if state is not None:
+        prep = Prepared(_read_items(ckpt), state["mix"], state["extra_draw"], _dev_questions(config))
+    else:
+        prep = prepare(config, tokenizer, rng)
+        _write_items(ckpt, prep.items)
+    items = prep.items
     steps_per_epoch = math.ceil(len(items) / config.batch_size)
     total_steps = max(1, int(steps_per_epoch * config.epochs))
     log.info("%d windows, %d steps", len(items), total_steps)
@@ -285,11 +404,32 @@ def train(config: TrainConfig, calibrate: bool = True) -> dict:
     ]
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
     schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total_steps), total_steps)
+    step, epoch, position, losses, seconds_before = 0, 0, 0, [], 0.0
+    epoch_rng = rng.getstate()
+    if state is not None:
+        _load_checkpoint(ckpt, state, model, optimizer, schedule)
+        step, epoch, position, losses = state["step"], state["epoch"], state["position"], state["losses"]
+        seconds_before = state["train_seconds"]
+        epoch_rng = _rng_state(state["epoch_rng"])
+        log.info("resumed from %s at step %d of %d", ckpt, step, total_steps)
+    model.to(device)
+    command = state["command"] if state else " ".join(shlex.quote(a) for a in sys.argv)
+    started = last_save = time.time()
+
+    def save() -> None:
+        _write_checkpoint(ckpt, model, optimizer, schedule, {
+            "config": asdict(config), "command": command, "step": step, "epoch": epoch, "position": position, "losses": losses,
+            "epoch_rng": epoch_rng, "torch_rng": torch.get_rng_state().tolist(),
+            "train_seconds": seconds_before + time.time() - started, "mix": prep.mix,
+            "extra_draw": prep.extra_draw, "windows": len(items),
+        })
+
     model.train()
-    step, losses = 0, []
-    with tqdm(total=total_steps, desc="training", unit="step") as bar:
+    with tqdm(total=total_steps, initial=step, desc="training", unit="step") as bar:
         while step < total_steps:
-            for batch in batches(items, config.batch_size, rng):
+            rng.setstate(epoch_rng)
+            order = batches(items, config.batch_size, rng)
+            for batch in order[position:]:
                 inputs = {k: v.to(device) for k, v in collate(batch).items()}
                 with torch.autocast(device, dtype=torch.bfloat16, enabled=config.bf16):
                     loss = model(**inputs).loss
@@ -300,53 +440,200 @@ def train(config: TrainConfig, calibrate: bool = True) -> dict:
                 optimizer.zero_grad()
                 losses.append(float(loss.detach()))
                 step += 1
+                position += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
-                if step % 500 == 0 and step < total_steps:
-                    _save_checkpoint(model, tokenizer, Path(config.output))
                 if step >= total_steps:
                     break
-    train_seconds = time.time() - started
+                if stop_after is not None and step >= stop_after:
+                    save()
+                    return {}
+                if time.time() - last_save >= config.checkpoint_minutes * 60:
+                    save()
+                    last_save = time.time()
+            if position >= len(order):
+                epoch, position = epoch + 1, 0
+                epoch_rng = rng.getstate()
+    train_seconds = seconds_before + time.time() - started
 
-    out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
     model.half().cpu().save_pretrained(out)
     tokenizer.save_pretrained(out)
+    shutil.rmtree(ckpt, ignore_errors=True)  # the run is complete: the model folder is all that is left to keep
     reader = Reader(str(out))
-    dev_metrics = evaluate_gold(reader, dev)
+    dev_metrics = evaluate_gold(reader, prep.dev)
+    run = {
+        "command": command,
+        "output": config.output,
+        "init": config.init,
+        "mix": prep.mix,
+        "windows": len(items),
+        "epochs": config.epochs,
+        "learning_rate": config.learning_rate,
+        "steps": total_steps,
+        "train_seconds": round(train_seconds, 1),
+        "hardware": _hardware(),
+        "extra_draw": prep.extra_draw,
+        "dev": {"gold_forced_f1": round(dev_metrics["forced_answer"]["f1"], 2)},
+    }
+    lineage = (lineage_of(Path(config.init)) if config.init else []) + [run]
     meta = {
         "description": "Extractive QA reader: QA head fine-tuned on all-MiniLM-L6-v2 (stored fp16, run in fp32).",
-        "train_command": " ".join(shlex.quote(a) for a in sys.argv),
+        "train_command": run["command"],
         "config": asdict(config),
         "data": {
             "train_sha256": file_sha256(Path(config.train_file)),
             "extra_sha256": file_sha256(Path(config.extra_file)) if config.extra_file else None,
             "dev_titles": sorted(DEV_TITLES),
             "test_titles": sorted(TEST_TITLES),
-            "mix": mix,
+            "mix": prep.mix,
             "windows": len(items),
         },
-        "hardware": _hardware(),
+        "hardware": run["hardware"],
         "compute_note": CPU_NOTE if device == "cpu" else "trained on a GPU",
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": run["train_seconds"],
         "steps": total_steps,
         "final_loss": round(float(np.mean(losses[-50:])), 4),
         "dev_gold_paragraph": dev_metrics,
         "null_margin": dev_metrics["best_margin"],
+        "lineage": lineage,
+        "lineage_totals": lineage_totals(lineage),
         "licence": "Trained on SQuAD 2.0 (CC BY-SA 4.0) and the extra sets listed in shared/data/README.md.",
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
     if calibrate:
         meta = calibrate_reader(Path(config.train_file), out)
+        meta["lineage"][-1]["dev"]["open_domain_f1_at_threshold"] = round(
+            meta["calibration_report"]["open_domain"]["at_threshold"]["f1"], 2)
+        (out / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return meta
 
 
-def _save_checkpoint(model, tokenizer, out: Path) -> None:
-    """An fp16 copy of the weights so far, so a long CPU run that dies still leaves a usable reader."""
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, state_dict={k: v.detach().half().cpu() for k, v in model.state_dict().items()})
-    tokenizer.save_pretrained(out)
+def resume_training(output: Path, calibrate: bool = True, stop_after: int | None = None) -> dict:
+    """Continue the run whose checkpoint is in `output/checkpoint/`, with the settings it was started with."""
+    state = _read_checkpoint_state(Path(output) / CHECKPOINT_DIR)
+    if state is None:
+        raise FileNotFoundError(f"no training checkpoint in {Path(output) / CHECKPOINT_DIR}")
+    return train(TrainConfig(**state["config"]), calibrate=calibrate, resume=True, stop_after=stop_after)
+
+
+def _dev_questions(config: TrainConfig) -> list[Question]:
+    _, dev = split_by_title(load_squad(Path(config.train_file)), set(DEV_TITLES))
+    if config.dev_questions:
+        dev = dev[:: max(1, len(dev) // config.dev_questions)][: config.dev_questions]
+    return dev
+
+
+def lineage_of(model_dir: Path, _depth: int = 0) -> list[dict]:
+    """Every run that led to the reader in `model_dir`, oldest first. Readers from before lineages were
+    recorded get one entry built from their metadata, after their base reader's lineage when the base
+    was a reader folder (`--base-model rag/models/reader`, as for v3)."""
+    meta_path = Path(model_dir) / META_FILE
+    if not meta_path.is_file():
+        return []
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if "lineage" in meta:
+        return meta["lineage"]
+    config = meta.get("config", {})
+    earlier: list[dict] = []
+    base = config.get("base_model")
+    if base and base != PACKAGED_EMBEDDER and _depth < 10:
+        for candidate in (Path(base), REPO_DIR / base):
+            base_meta = candidate / META_FILE
+            if base_meta.is_file() and json.loads(base_meta.read_text(encoding="utf-8")).get("train_command") != meta.get("train_command"):
+                earlier = lineage_of(candidate, _depth + 1)
+                break
+    report = meta.get("calibration_report", {})
+    extra = config.get("extra_questions", 0) if config.get("extra_file") else 0
+    return earlier + [{
+        "command": meta.get("train_command"),
+        "output": config.get("output"),
+        "init": base if base != PACKAGED_EMBEDDER else None,
+        "mix": meta.get("data", {}).get("mix"),
+        "windows": meta.get("data", {}).get("windows"),
+        "epochs": config.get("epochs"),
+        "learning_rate": config.get("learning_rate"),
+        "steps": meta.get("steps"),
+        "train_seconds": meta.get("train_seconds"),
+        "hardware": meta.get("hardware"),
+        "extra_draw": {"rng": "shared", "seed": config.get("seed"), "sources": config.get("extra_sources", []),
+                       "questions": extra, "negative_fraction": config.get("negative_fraction", 0), "fresh": False},
+        "dev": {"gold_forced_f1": round(meta.get("dev_gold_paragraph", {}).get("forced_answer", {}).get("f1", 0), 2),
+                "open_domain_f1_at_threshold": round(report.get("open_domain", {}).get("at_threshold", {}).get("f1", 0), 2)},
+    }]
+
+
+def lineage_totals(lineage: list[dict]) -> dict:
+    """Training windows seen (windows x epochs) and steps, over every run of a lineage."""
+    return {
+        "runs": len(lineage),
+        "windows_seen": int(sum((r.get("windows") or 0) * (r.get("epochs") or 0) for r in lineage)),
+        "steps": int(sum(r.get("steps") or 0 for r in lineage)),
+        "train_seconds": round(sum(r.get("train_seconds") or 0 for r in lineage), 1),
+    }
+
+
+def _rng_state(saved: list) -> tuple:
+    version, internal, gauss = saved
+    return (version, tuple(internal), gauss)
+
+
+def _write_items(ckpt: Path, items: list[dict]) -> None:
+    """The run's windows, so a resumed run trains on exactly the same data without preparing it again."""
+    import gzip
+
+    ckpt.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt / "items.json.gz.tmp"
+    with gzip.open(tmp, "wt", encoding="utf-8") as f:
+        json.dump(items, f, separators=(",", ":"))
+    tmp.replace(ckpt / "items.json.gz")
+
+
+def _read_items(ckpt: Path) -> list[dict]:
+    import gzip
+
+    with gzip.open(ckpt / "items.json.gz", "rt", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _write_checkpoint(ckpt: Path, model, optimizer, schedule, state: dict) -> None:
+    """Weights (fp32), optimizer moments and random state in safetensors, the rest in JSON (no pickle);
+    written beside the old files and renamed over them, so a crash mid-write keeps the previous one."""
+    import torch
+    from safetensors.torch import save_file
+
+    ckpt.mkdir(parents=True, exist_ok=True)
+    opt = optimizer.state_dict()
+    tensors = {f"{i}.{name}": value.detach().cpu().contiguous()
+               for i, slots in opt["state"].items() for name, value in slots.items() if torch.is_tensor(value)}
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, ckpt / "model.safetensors.tmp")
+    save_file(tensors, ckpt / "optimizer.safetensors.tmp")
+    state = {**state, "param_groups": opt["param_groups"],
+             "schedule": {k: v for k, v in schedule.state_dict().items() if k != "lr_lambdas"}}
+    (ckpt / "state.json.tmp").write_text(json.dumps(state), encoding="utf-8")
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        (ckpt / f"{name}.tmp").replace(ckpt / name)
+    (ckpt / "state.json.tmp").replace(ckpt / "state.json")  # last: it names the step the others hold
+
+
+def _read_checkpoint_state(ckpt: Path) -> dict | None:
+    path = ckpt / "state.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _load_checkpoint(ckpt: Path, state: dict, model, optimizer, schedule) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(ckpt / "model.safetensors"))
+    slots: dict[int, dict] = {}
+    for key, value in load_file(ckpt / "optimizer.safetensors").items():
+        i, name = key.split(".", 1)
+        slots.setdefault(int(i), {})[name] = value
+    optimizer.load_state_dict({"state": slots, "param_groups": state["param_groups"]})
+    schedule.load_state_dict({**state["schedule"], "lr_lambdas": [None] * len(optimizer.param_groups)})
+    torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
 
 
 def _hardware() -> str:

@@ -7,6 +7,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from rag.embedding import resolve_embedding_model
+from rag.squad import load_squad
 from rag.training import Example, extra_examples, windows
 
 
@@ -52,3 +53,102 @@ def test_extra_questions_are_drawn_evenly_across_sources(tmp_path):
     assert all(e.origin == "extra" and e.answer_start == 6 and e.answer_text == "beta" for e in picked)
     assert Counter(e.question.split()[0] for e in picked) == {"big": 9, "other": 9, "small": 3}
     assert len({e.question for e in picked}) == 21
+
+
+def _squad_file(path, articles):
+    """A small SQuAD 2.0 file: {title: [(context, [(question, answer or None)])]}."""
+    data = []
+    for title, paragraphs in articles.items():
+        paras = []
+        for p, (context, qas) in enumerate(paragraphs):
+            paras.append({"context": context, "qas": [
+                {"id": f"{title}-{p}-{i}", "question": q, "is_impossible": a is None,
+                 "answers": [] if a is None else [{"text": a, "answer_start": context.index(a)}]}
+                for i, (q, a) in enumerate(qas)]})
+        data.append({"title": title, "paragraphs": paras})
+    path.write_text(json.dumps({"version": "v2.0", "data": data}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    ctx = "The Fastnet Rock lighthouse was designed by William Douglass and completed in 1904 off Ireland."
+    train = _squad_file(root / "train.json", {
+        "Lighthouse": [(ctx, [("Who designed the lighthouse?", "William Douglass"),
+                              ("When was it completed?", "1904"), ("Who painted it?", None)])] * 3,
+        "Normans": [("The Normans gave their name to Normandy, a region in France.",
+                     [("What region is named after the Normans?", "Normandy"), ("Who ate bread?", None)])],
+    })
+    extra = _squad_file(root / "extra.json", {
+        f"{source}:doc": [(f"{source} text says that the answer is blue and the rest is grey.",
+                           [(f"{source} question {i}?", "blue") for i in range(6)])]
+        for source in ("one", "two")})
+    return train, extra
+
+
+def _config(tiny_data, output, **changes):
+    from rag.training import TrainConfig
+
+    train, extra = tiny_data
+    settings = dict(train_file=str(train), output=str(output), extra_file=str(extra), extra_sources=["one", "two"],
+                    extra_questions=4, negative_fraction=0.0, epochs=2, batch_size=2, max_length=48, stride=16,
+                    learning_rate=1e-4, seed=3, threads=1, checkpoint_minutes=1000)
+    return TrainConfig(**{**settings, **changes})
+
+
+def test_a_cut_off_run_resumes_to_the_same_weights(tiny_data, tmp_path):
+    """Stopped after 3 steps and resumed from its checkpoint, a run ends with exactly the weights of a run
+    that was never stopped; the checkpoint is removed once the run is complete."""
+    from safetensors.torch import load_file
+
+    from rag.training import resume_training, train
+
+    whole = train(_config(tiny_data, tmp_path / "whole"), calibrate=False)
+    assert train(_config(tiny_data, tmp_path / "cut"), calibrate=False, stop_after=3) == {}
+    assert (tmp_path / "cut" / "checkpoint" / "state.json").is_file()
+    assert not (tmp_path / "cut" / "model.safetensors").exists()
+    resumed = resume_training(tmp_path / "cut", calibrate=False)
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    assert whole["steps"] == resumed["steps"] > 3
+    assert resumed["final_loss"] == whole["final_loss"]
+    assert not (tmp_path / "cut" / "checkpoint").exists()
+
+
+def test_init_continues_a_reader_and_its_lineage_with_fresh_extra_questions(tiny_data, tmp_path):
+    from safetensors.torch import load_file
+
+    from rag.training import replay_extra_draws, train
+
+    first = train(_config(tiny_data, tmp_path / "v1"), calibrate=False)
+    second = train(_config(tiny_data, tmp_path / "v2", init=str(tmp_path / "v1"), seed=4, epochs=1), calibrate=False)
+    assert [r["output"] for r in second["lineage"]] == [str(tmp_path / "v1"), str(tmp_path / "v2")]
+    assert second["lineage"][0] == first["lineage"][0]
+    totals = second["lineage_totals"]
+    assert totals["runs"] == 2 and totals["steps"] == first["steps"] + second["steps"]
+    assert totals["windows_seen"] == first["data"]["windows"] * 2 + second["data"]["windows"]
+    # The second run drew only extra questions the first did not use, and the replay finds both draws.
+    extra_qs = load_squad(tiny_data[1])
+    used_by_first = replay_extra_draws(first["lineage"], extra_qs, 0)
+    used_by_both = replay_extra_draws(second["lineage"], extra_qs, 0)
+    assert len(used_by_first) == 4 and len(used_by_both) == 8
+    assert second["lineage"][1]["extra_draw"]["excluded_as_used_before"] == 4
+    # Initialised from v1, not from the bare encoder: its QA head starts where v1's ended.
+    assert second["config"]["init"] == str(tmp_path / "v1")
+    head = lambda d: load_file(d / "model.safetensors")["qa_outputs.weight"].float()  # noqa: E731
+    assert (head(tmp_path / "v2") - head(tmp_path / "v1")).abs().max() < (head(tmp_path / "v1")).abs().max()
+
+
+def test_long_contexts_become_passages_around_the_answer_with_a_negative():
+    from rag.training import passage_examples
+
+    text = " ".join(f"word{i}" for i in range(2000))
+    start = text.index("word1500 ")
+    [e] = [Example("q?", text, start, "word1500", "extra", "id1")]
+    out = passage_examples([e, Example("short?", "tiny text", 0, "tiny")], 3000, 600, random.Random(1))
+    passage, negative, short = out
+    assert passage.context[passage.answer_start:].startswith("word1500") and len(passage.context) < 700
+    assert passage.context in text and negative.context in text
+    assert negative.answer_start is None and negative.origin == "extra-negative" and "word1500 " not in negative.context
+    assert short.context == "tiny text"

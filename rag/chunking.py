@@ -31,23 +31,31 @@ def _append_trimmed(text: str, start: int, end: int, spans: list[tuple[int, int]
 
 
 def _split_long(text: str, span: tuple[int, int], max_chars: int) -> list[tuple[int, int]]:
-    """Cut an over-long sentence into pieces of at most `max_chars`, only between words."""
+    """Cut an over-long sentence into pieces of at most `max_chars`, between words where there are any;
+    a word longer than `max_chars` (base64, a URL, a language written without spaces) is cut by characters."""
     pieces: list[tuple[int, int]] = []
     piece_start = piece_end = None
     for word in _WORD.finditer(text, span[0], span[1]):
-        if piece_start is not None and word.end() - piece_start > max_chars:
+        w_start, w_end = word.span()
+        while w_end - w_start > max_chars:  # a word that cannot fit in any piece: close the open one, cut it
+            if piece_start is not None:
+                pieces.append((piece_start, piece_end))
+                piece_start = None
+            pieces.append((w_start, w_start + max_chars))
+            w_start += max_chars
+        if piece_start is not None and w_end - piece_start > max_chars:
             pieces.append((piece_start, piece_end))
             piece_start = None
         if piece_start is None:
-            piece_start = word.start()
-        piece_end = word.end()
+            piece_start = w_start
+        piece_end = w_end
     if piece_start is not None:
         pieces.append((piece_start, piece_end))
     return pieces
 
 
 def chunk_document(doc: Document, max_chars: int, overlap_sentences: int) -> list[Chunk]:
-    """Pack consecutive sentences into chunks of at most `max_chars` (a lone longer word excepted),
+    """Pack consecutive sentences into chunks of at most `max_chars` whatever the text,
     repeating the last `overlap_sentences` sentences of a chunk at the start of the next."""
     units: list[tuple[int, int]] = []
     for span in sentence_spans(doc.text):

@@ -17,6 +17,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         top_k=getattr(args, "top_k", None),
         retrieval_mode=getattr(args, "mode", None),
         reader_model=getattr(args, "reader", None),
+        follow_links=getattr(args, "follow_links", None),
     )
 
 
@@ -103,18 +104,29 @@ def _interactive(args: argparse.Namespace, settings: Settings) -> int:
     """Answer questions line by line from standard input until `exit` or end of input."""
     from rag.schema import AskResponse
 
+    from rag.errors import user_message
+
     tty = sys.stdin.isatty()
     if tty:
+        try:
+            import readline  # noqa: F401 - line editing and history for input()
+        except ImportError:
+            pass
         print("Loading the index and models…", file=sys.stderr)
     pipeline = _pipeline(args, settings)
     if tty:
         print("Ask a question (`exit` or Ctrl-D to leave).", file=sys.stderr)
     while True:
         if tty:
-            print("\nquestion> ", end="", file=sys.stderr, flush=True)
-        line = sys.stdin.readline()
-        if not line:
-            break
+            print("\nquestion> ", end="", file=sys.stderr, flush=True)  # stderr: stdout holds only answers
+            try:
+                line = input()
+            except EOFError:
+                break
+        else:
+            line = sys.stdin.readline()
+            if not line:
+                break
         line = line.strip()
         if not line:
             continue
@@ -122,10 +134,16 @@ def _interactive(args: argparse.Namespace, settings: Settings) -> int:
             break
         try:
             question = _question(line, settings)
+            answer = pipeline.run(question)
         except UsageError as err:
-            print(f"rag: {err}", file=sys.stderr)
+            print(f"rag: {err}", file=sys.stderr, flush=True)
             continue
-        answer = pipeline.run(question)
+        except Exception as err:  # noqa: BLE001 - one failed question must not end the session
+            message = user_message(err)
+            logging.getLogger("rag").debug("question failed", exc_info=True)
+            print(f"rag: error: {message or f'could not answer this question ({type(err).__name__}: {err})'}",
+                  file=sys.stderr, flush=True)
+            continue
         if args.json:
             print(AskResponse.from_answer(answer).model_dump_json(), flush=True)
         else:
@@ -136,13 +154,36 @@ def _interactive(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from rag.server import create_app
+    from rag.server import create_app, uvicorn_limits
 
     settings = _settings(args)
+    _check_port(args.host, args.port)  # before minutes of loading, not after
+    logging.getLogger().handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     pipeline = _pipeline(args, settings)  # load here, so a missing index or model fails with a clear message
+    logging.getLogger("rag.server").info("listening on http://%s:%d (POST /ask, GET /health, /docs)", args.host, args.port)
     uvicorn.run(create_app(settings, pipeline=pipeline), host=args.host, port=args.port,
-                log_level="warning", access_log=False)
+                log_level="warning", access_log=False, **uvicorn_limits())
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail at once, in one line, when the address cannot be bound (in use, or not this machine's)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(infos[0][4])
+    except OSError as err:
+        raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError("must be between 1 and 65535")
+    return port
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -205,12 +246,19 @@ class UsageError(Exception):
 
 
 def _question(text: str, settings: Settings) -> str:
-    text = (text or "").strip()
-    if not text:
-        raise UsageError("the question is empty")
-    if len(text) > settings.max_question_chars:
-        raise UsageError(f"the question is {len(text)} characters long; the limit is {settings.max_question_chars}")
-    return text
+    """The question as the API would take it (AskRequest's checks and cleaning), or a usage error."""
+    from pydantic import ValidationError
+
+    from rag.schema import AskRequest
+
+    try:
+        return AskRequest(question=text or "").question
+    except ValidationError as err:
+        first = err.errors()[0]
+        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        if first.get("type") == "string_too_long":
+            message = f"the question is {len(text)} characters long; the limit is {settings.max_question_chars}"
+        raise UsageError(message) from None
 
 
 def _top_k(value: str) -> int:
@@ -228,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     def corpus_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--docs", type=Path, help="corpus folder (default: seeds/)")
         p.add_argument("--index", type=Path, help="index folder (default: index/)")
+        p.add_argument("--follow-links", action="store_true", default=None,
+                       help="also index files that symbolic links inside the corpus folder point to outside it")
 
     def query_args(p: argparse.ArgumentParser) -> None:
         corpus_args(p)
@@ -265,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve POST /ask over HTTP")
     corpus_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--no-rebuild", action="store_true", help="fail instead of rebuilding a missing or stale index")
     p.set_defaults(func=cmd_serve)
 

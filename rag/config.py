@@ -29,6 +29,9 @@ class Settings:
     # Chunking: passages of whole sentences, sized for one reader window with room for the question.
     chunk_max_chars: int = 700
     chunk_overlap_sentences: int = 1
+    # Corpus: symbolic links that point outside the corpus folder are skipped unless this is set.
+    follow_links: bool = False
+    max_file_bytes: int = 20 * 1024 * 1024  # larger files are skipped with a warning
     # Embedding and retrieval.
     embedding_model: str = PACKAGED_EMBEDDER
     embedding_batch_size: int = 32
@@ -45,10 +48,19 @@ class Settings:
     doc_stride: int = 128
     max_answer_tokens: int = 30
     n_best: int = 20
+    # Bounds on the reader's work per question: a longer question is refused (it would leave no room for
+    # context), and one long passage cannot stall the service (everyone waits on the same model).
+    max_question_tokens: int = 96
+    max_windows_per_passage: int = 8
+    max_windows_per_question: int = 24  # at least max_top_k, so every retrieved passage is read
     torch_threads: int = 0  # 0: leave torch's own choice
     # Question limits shared by the CLI and the server.
     max_question_chars: int = 1000
     max_top_k: int = 20
+    # Server: the time allowed to receive a request body, and how often the corpus folder is compared
+    # with the index (/health says "stale", answers citing a changed file carry a warning).
+    body_deadline_seconds: float = 10.0
+    corpus_check_seconds: float = 30.0
 
     def with_overrides(self, **changes: object) -> "Settings":
         """A copy with the given fields replaced, ignoring those given as None."""

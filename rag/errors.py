@@ -1,16 +1,23 @@
-"""Which exceptions carry a message meant for the user (shown without a traceback)."""
+"""The one base of every error whose message is meant for the user (shown without a traceback).
+
+This module imports nothing from the package, so every stage can subclass RagError without cycles."""
 from __future__ import annotations
 
-from rag.evaluation import EvalError
-from rag.index import IndexLoadError
-from rag.ingest import CorpusError
-from rag.reader import ReaderError
+
+class RagError(Exception):
+    """An expected failure; its message says what is wrong and what to do, in one line."""
+
+
+class QuestionError(RagError):
+    """The question cannot be answered as asked (too long for the reader, nothing left after cleaning)."""
 
 
 def user_message(err: BaseException) -> str | None:
     """The message to show for an expected failure, or None for a bug (which keeps its traceback)."""
-    if isinstance(err, (IndexLoadError, CorpusError, ReaderError, EvalError)):
+    if isinstance(err, RagError):
         return str(err)
-    if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError)):
+    if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return f"{err.strerror}: {err.filename}"
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror}" + (f": {err.filename}" if err.filename else "")
     return None

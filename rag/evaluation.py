@@ -13,9 +13,10 @@ from tqdm import tqdm
 from rag.config import Settings
 from rag.pipeline import Pipeline
 from rag.squad import DEV_TITLES, TEST_TITLES, gold_passage, load_squad, normalize_answer, score_prediction, squad_corpus
+from rag.errors import RagError
 
 
-class EvalError(Exception):
+class EvalError(RagError):
     """A malformed evaluation file; the message names the line."""
 
 

@@ -14,15 +14,18 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import bm25s
 import faiss
+from pydantic import BaseModel, ValidationError
 
 from rag.chunking import chunk_documents
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.ingest import Corpus, corpus_hashes, load_corpus
 from rag.types import Chunk, Document
+from rag.errors import RagError
 
 log = logging.getLogger(__name__)
 # bm25s sets its own logger to DEBUG on import and announces every build; keep it to warnings.
@@ -32,7 +35,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
 
-class IndexLoadError(Exception):
+class IndexLoadError(RagError):
     """Base class of the index's errors; the message is meant for the user."""
 
 
@@ -46,6 +49,39 @@ class CorruptIndexError(IndexLoadError):
 
 class StaleIndexError(IndexLoadError):
     """The corpus or the settings changed since the index was built."""
+
+
+class UnsafeIndexFolderError(IndexLoadError):
+    """The index folder holds something other than this project's index, or overlaps the corpus."""
+
+
+#: Every name an index folder of this project holds; a folder with anything else in it is never replaced.
+INDEX_ENTRIES = frozenset({MANIFEST, "documents.json", "chunks.json", "dense.faiss", "bm25"})
+#: A build's temporary folder untouched for this long is a leftover of a killed build.
+LEFTOVER_SECONDS = 600
+
+
+def check_index_folder(index_dir: Path, docs_dir: Path | None = None) -> None:
+    """Refuse to build into a folder that a rebuild would destroy something in: one that holds anything
+    but this project's index files, is not a folder, or is, contains or lies inside the corpus folder."""
+    target = Path(index_dir).resolve()
+    if docs_dir is not None:
+        docs = Path(docs_dir).resolve()
+        if target == docs or docs in target.parents or target in docs.parents:
+            raise UnsafeIndexFolderError(
+                f"the index folder {index_dir} overlaps the corpus folder {docs_dir}; choose an index folder outside it")
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise UnsafeIndexFolderError(f"{index_dir} is a file, not an index folder; choose another --index")
+    if not target.stat().st_mode & 0o200:
+        raise UnsafeIndexFolderError(f"the index folder {index_dir} is read-only; make it writable to rebuild it")
+    foreign = sorted(e.name for e in target.iterdir() if e.name not in INDEX_ENTRIES)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise UnsafeIndexFolderError(
+            f"{index_dir} is not a rag index folder (it holds {shown}); refusing to replace it: "
+            "choose an empty or new folder for --index")
 
 
 @functools.lru_cache(maxsize=1)
@@ -106,7 +142,8 @@ def memory_index(documents: list[Document], embedder: Embedder, settings: Settin
 def index_corpus(settings: Settings, embedder: Embedder, progress: bool = True) -> SearchIndex:
     """Read the corpus folder, build the index and save it atomically to settings.index_dir."""
     started = time.perf_counter()
-    corpus = load_corpus(settings.docs_dir)
+    check_index_folder(settings.index_dir, settings.docs_dir)  # before any work, and before anything is touched
+    corpus = load_corpus(settings.docs_dir, settings.follow_links, settings.max_file_bytes)
     chunks, dense, bm25 = build_index(corpus.documents, embedder, settings, progress=progress)
     manifest = _manifest(corpus, chunks, dense, settings, time.perf_counter() - started)
     index = SearchIndex({d.source: d for d in corpus.documents}, chunks, dense, bm25, manifest)
@@ -129,9 +166,13 @@ def _manifest(corpus: Corpus, chunks: list[Chunk], dense: faiss.Index, settings:
 
 
 def save_index(index: SearchIndex, target: Path) -> None:
-    """Write the index to a sibling temporary folder, then swap it in place of `target`."""
-    target = Path(target)
+    """Write the index to a sibling temporary folder, then swap it in place of `target` (which must be
+    empty, new or an index of this project: see check_index_folder). The folder keeps its mode."""
+    check_index_folder(target)
+    target = Path(target).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(target)
+    mode = target.stat().st_mode & 0o777 if target.exists() else None
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         _write_json(tmp / "documents.json", {s: d.text for s, d in index.documents.items()})
@@ -139,6 +180,7 @@ def save_index(index: SearchIndex, target: Path) -> None:
         faiss.write_index(index.dense, str(tmp / "dense.faiss"))
         index.bm25.save(str(tmp / "bm25"))
         _write_json(tmp / MANIFEST, index.manifest)  # written last: its presence marks a complete index
+        tmp.chmod(mode if mode is not None else 0o777 & ~_umask())
         old = target.with_name(f".{target.name}.old")
         if old.exists():
             shutil.rmtree(old)
@@ -151,8 +193,42 @@ def save_index(index: SearchIndex, target: Path) -> None:
         raise
 
 
+def _remove_leftovers(target: Path) -> None:
+    """Temporary folders of builds that were killed, and an old copy a failed swap left behind."""
+    now = time.time()
+    for leftover in target.parent.glob(f".{target.name}.tmp-*"):
+        try:
+            if leftover.is_dir() and now - leftover.stat().st_mtime > LEFTOVER_SECONDS:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:
+            pass
+    old = target.with_name(f".{target.name}.old")
+    if old.is_dir() and target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    import os
+
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def _write_json(path: Path, obj: object) -> None:
     path.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+class Manifest(BaseModel):
+    """What manifest.json must hold for the index to be read and checked for staleness."""
+
+    format_version: int
+    params: dict[str, Any]
+    embedding_dimension: int
+    n_documents: int
+    n_chunks: int
+    files: dict[str, str]
+    skipped: dict[str, str] = {}
 
 
 def read_manifest(index_dir: Path) -> dict:
@@ -166,6 +242,12 @@ def read_manifest(index_dir: Path) -> dict:
         raise CorruptIndexError(f"the index at {index_dir} is damaged ({MANIFEST}: {err}); rebuild it with `rag index`") from None
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         raise CorruptIndexError(f"the index at {index_dir} has an unknown format; rebuild it with `rag index`")
+    try:
+        Manifest.model_validate(manifest)
+    except ValidationError as err:
+        where = ".".join(str(p) for p in err.errors()[0]["loc"])
+        raise CorruptIndexError(f"the index at {index_dir} is damaged ({MANIFEST}: {where}: {err.errors()[0]['msg']}); "
+                                "rebuild it with `rag index`") from None
     return manifest
 
 
@@ -202,7 +284,7 @@ def staleness(manifest: dict, settings: Settings) -> list[str]:
         if manifest.get("params", {}).get(key) != value
     ]
     built = {**manifest.get("files", {})}
-    now = corpus_hashes(settings.docs_dir)
+    now = corpus_hashes(settings.docs_dir, settings.follow_links, settings.max_file_bytes)
     reasons += [f"{s} was added" for s in sorted(now.keys() - built.keys())]
     reasons += [f"{s} was removed" for s in sorted(built.keys() - now.keys())]
     reasons += [f"{s} changed" for s in sorted(now.keys() & built.keys()) if now[s] != built[s]]

@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag.types import Document
+from rag.errors import RagError
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".txt", ".md")
 
 
-class CorpusError(Exception):
+class CorpusError(RagError):
     """The corpus folder cannot be used (missing, or holds no readable document)."""
 
 
@@ -27,16 +28,32 @@ class Corpus:
     skipped: dict[str, str] = field(default_factory=dict)  # source -> reason
 
 
-def candidate_files(root: Path) -> list[Path]:
-    """The .txt/.md files under `root`, in a stable order; hidden files and folders are left out."""
-    files = [
-        p
-        for p in root.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    ]
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+def candidate_files(root: Path, follow_links: bool = False) -> tuple[list[Path], dict[str, str]]:
+    """The .txt/.md files under `root` in a stable order, and the ones left out with why. Hidden files and
+    folders are ignored; names that are not valid UTF-8 and links that lead outside `root` (unless
+    `follow_links`) are skipped, since a citation could not name them or they are not the user's corpus."""
+    root = Path(root)
+    real_root = root.resolve()
+    files: list[Path] = []
+    skipped: dict[str, str] = {}
+    for p in root.rglob("*"):
+        relative = p.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts) or p.suffix.lower() not in SUFFIXES:
+            continue
+        name = relative.as_posix()
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = name.encode("utf-8", "backslashreplace").decode("utf-8")
+            skipped[shown] = "its name is not valid UTF-8"
+            continue
+        if not p.is_file():
+            continue
+        if not follow_links and real_root not in p.resolve().parents:
+            skipped[name] = "is a link to a file outside the corpus folder (allow with --follow-links)"
+            continue
+        files.append(p)
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix()), skipped
 
 
 def decode_document(data: bytes) -> str:
@@ -49,17 +66,25 @@ def decode_document(data: bytes) -> str:
         raise ValueError(f"is not valid UTF-8 ({err.reason} at byte {err.start})") from None
 
 
-def load_corpus(root: Path) -> Corpus:
-    """Read every candidate file under `root`; skip (and warn about) binary, undecodable or empty ones."""
+def load_corpus(root: Path, follow_links: bool = False, max_file_bytes: int = 20 * 1024 * 1024) -> Corpus:
+    """Read every candidate file under `root`; skip (and warn about) unreadable, oversized, binary,
+    undecodable or empty ones, so one bad file never stops the rest from being indexed."""
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(f"corpus folder not found: {root}")
     documents: list[Document] = []
     hashes: dict[str, str] = {}
-    skipped: dict[str, str] = {}
-    for path in candidate_files(root):
+    files, skipped = candidate_files(root, follow_links)
+    for name, reason in skipped.items():
+        log.warning("skipping %s: %s", name, reason)
+    for path in files:
         source = path.relative_to(root).as_posix()
-        data = path.read_bytes()
+        try:
+            data = _read(path, max_file_bytes)
+        except (OSError, ValueError) as err:
+            skipped[source] = str(err)
+            log.warning("skipping %s: %s", source, err)
+            continue
         hashes[source] = hashlib.sha256(data).hexdigest()
         try:
             text = decode_document(data)
@@ -77,12 +102,80 @@ def load_corpus(root: Path) -> Corpus:
     return Corpus(root=root, documents=documents, file_hashes=hashes, skipped=skipped)
 
 
-def corpus_hashes(root: Path) -> dict[str, str]:
-    """The sha256 of every candidate file under `root`, without decoding them (cheap staleness check)."""
+def _read(path: Path, max_bytes: int) -> bytes:
+    """A file's bytes; OSError with the reason when it cannot be read, ValueError when it is too large."""
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ValueError(f"is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit per file")
+        return path.read_bytes()
+    except OSError as err:
+        raise OSError(f"cannot be read ({err.strerror or err})") from None
+
+
+def corpus_hashes(root: Path, follow_links: bool = False, max_file_bytes: int = 20 * 1024 * 1024) -> dict[str, str]:
+    """The sha256 of every file load_corpus would read under `root`, without decoding them (cheap
+    staleness check); files it would skip before reading are left out here too."""
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(f"corpus folder not found: {root}")
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in candidate_files(root)
-    }
+    hashes: dict[str, str] = {}
+    for p in candidate_files(root, follow_links)[0]:
+        try:
+            hashes[p.relative_to(root).as_posix()] = hashlib.sha256(_read(p, max_file_bytes)).hexdigest()
+        except (OSError, ValueError):
+            continue
+    return hashes
+
+
+class CorpusWatch:
+    """Notices files of the corpus folder that were changed, removed or added since the index was built,
+    at most once every `interval` seconds: files are stat'ed, and only those whose size or time changed
+    are hashed again (a server must not reread a large corpus on every request)."""
+
+    def __init__(self, root: Path, indexed: dict[str, str], follow_links: bool = False,
+                 max_file_bytes: int = 20 * 1024 * 1024, interval: float = 30.0) -> None:
+        import threading
+        import time
+
+        self.root = Path(root)
+        self.indexed = dict(indexed)  # source -> sha256 when the index was built
+        self.follow_links = follow_links
+        self.max_file_bytes = max_file_bytes
+        self.interval = interval
+        self._clock = time.monotonic
+        self._lock = threading.Lock()
+        self._stats: dict[str, tuple[int, int]] = {}
+        self._checked_at = -float("inf")
+        self._changes: dict[str, str] = {}
+        self._current = {}
+        self.check(force=True)
+
+    def check(self, force: bool = False) -> dict[str, str]:
+        """{source: "changed" | "removed" | "added"} as of the last check (made now if it is due)."""
+        with self._lock:
+            if not force and self._clock() - self._checked_at < self.interval:
+                return dict(self._changes)
+            changes: dict[str, str] = {}
+            seen: set[str] = set()
+            files = candidate_files(self.root, self.follow_links)[0] if self.root.is_dir() else []
+            for path in files:
+                source = path.relative_to(self.root).as_posix()
+                seen.add(source)
+                try:
+                    st = path.stat()
+                    stat = (st.st_size, st.st_mtime_ns)
+                    if self._stats.get(source) != stat:
+                        self._stats[source] = stat
+                        self._current[source] = hashlib.sha256(_read(path, self.max_file_bytes)).hexdigest()
+                except (OSError, ValueError):
+                    self._current.pop(source, None)
+                if source not in self.indexed:
+                    if source in self._current:
+                        changes[source] = "added"
+                elif self._current.get(source) != self.indexed[source]:
+                    changes[source] = "changed" if source in self._current else "removed"
+            for source in self.indexed.keys() - seen:
+                changes[source] = "removed"
+            self._changes, self._checked_at = changes, self._clock()
+            return dict(changes)

@@ -106,7 +106,9 @@ class Pipeline:
             index = open_index(settings, embedder, rebuild=rebuild)
         retriever = Retriever.from_settings(index, embedder, settings)
         reader = Reader(settings.reader_model, settings.max_seq_length, settings.doc_stride,
-                        settings.max_answer_tokens, settings.n_best)
+                        settings.max_answer_tokens, settings.n_best, max_question_tokens=settings.max_question_tokens,
+                        max_windows_per_context=settings.max_windows_per_passage,
+                        max_windows=settings.max_windows_per_question)
         pipeline = cls(retriever, reader, index.documents)
         pipeline.warm_up()
         return pipeline
@@ -126,6 +128,8 @@ class Pipeline:
     def run(self, question: str, top_k: int | None = None) -> Answer:
         """Answer `question` from the top_k retrieved passages, or abstain."""
         with self._lock:
+            self.warm_up()
+            self.reader.check_question(question)  # before any work: a too-long question is refused, not cut
             passages = self.retriever.run(question, top_k)
             return self._answer(question, passages)
 

@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from rag.config import PACKAGED_READER, PACKAGED_READER_DIR
+from rag.errors import QuestionError, RagError
 
 log = logging.getLogger(__name__)
 
 META_FILE = "reader_meta.json"
 
 
-class ReaderError(Exception):
+class ReaderError(RagError):
     """The reader model cannot be loaded; the message is meant for the user."""
 
 
@@ -73,11 +74,21 @@ class Reader:
         max_answer_tokens: int = 30,
         n_best: int = 20,
         batch_size: int = 32,
+        max_question_tokens: int = 96,
+        max_windows_per_context: int = 8,
+        max_windows: int = 24,
     ) -> None:
         if not 32 <= max_seq_length <= 512:
             raise ValueError("max_seq_length must be between 32 and 512")
         if not 0 < doc_stride < max_seq_length:
             raise ValueError("doc_stride must be positive and below max_seq_length")
+        # Every window must keep more than doc_stride tokens for context whatever the question (else the
+        # tokenizer fails): questions longer than that are refused, so the limit is capped to fit the window.
+        max_question_tokens = min(max_question_tokens, max_seq_length - doc_stride - 4)
+        if max_question_tokens < 1:
+            raise ValueError("max_seq_length - doc_stride leaves no room for a question")
+        if max_windows_per_context < 1 or max_windows < 1:
+            raise ValueError("max_windows_per_context and max_windows must be at least 1")
         if max_answer_tokens < 1 or n_best < 1 or batch_size < 1:
             raise ValueError("max_answer_tokens, n_best and batch_size must be at least 1")
         self.model_name = model
@@ -86,6 +97,9 @@ class Reader:
         self.max_answer_tokens = max_answer_tokens
         self.n_best = n_best
         self.batch_size = batch_size
+        self.max_question_tokens = max_question_tokens
+        self.max_windows_per_context = max_windows_per_context
+        self.max_windows = max_windows
         self.meta: dict = {}
         self._model = None
         self._tokenizer = None
@@ -106,12 +120,27 @@ class Reader:
         self._model = model.float().eval()
         self.meta = load_reader_meta(path)
 
-    def encode(self, questions: list[str], contexts: list[str]):
-        """Tokenise (question, context) pairs into overlapping windows with character offsets."""
+    def question_tokens(self, question: str) -> int:
+        """How many tokens the question takes in a window (it must fit in max_question_tokens)."""
         self.warm_up()
+        return len(self._tokenizer(question.strip(), add_special_tokens=False)["input_ids"])
+
+    def check_question(self, question: str) -> None:
+        """Refuse a question too long to leave the reader room for context (a QuestionError, not a crash)."""
+        n = self.question_tokens(question)
+        if n > self.max_question_tokens:
+            raise QuestionError(f"the question is {n} tokens long; the limit is {self.max_question_tokens} tokens")
+
+    def encode(self, questions: list[str], contexts: list[str]):
+        """Tokenise (question, context) pairs into overlapping windows with character offsets. Contexts are
+        cut to what max_windows_per_context windows can hold, so a huge passage costs no more than that."""
+        self.warm_up()
+        for q in questions:
+            self.check_question(q)
+        limit = self.max_windows_per_context * self.max_seq_length * 24  # characters: far more than any window holds
         return self._tokenizer(
             [q.strip() for q in questions],
-            contexts,
+            [c[:limit] for c in contexts],
             truncation="only_second",
             max_length=self.max_seq_length,
             stride=self.doc_stride,
@@ -121,15 +150,33 @@ class Reader:
             return_tensors="np",
         )
 
-    def logits(self, encoding) -> tuple[np.ndarray, np.ndarray]:
-        """Start and end logits of every window, computed in batches without gradients."""
+    def kept_windows(self, encoding) -> list[int]:
+        """The windows read: at most max_windows_per_context of each context (its first ones) and at most
+        max_windows in all, taking each context's windows in turn, so one long passage cannot take them all."""
+        per_context: dict[int, list[int]] = {}
+        for w, pair in enumerate(encoding["overflow_to_sample_mapping"]):
+            ws = per_context.setdefault(int(pair), [])
+            if len(ws) < self.max_windows_per_context:
+                ws.append(w)
+        kept: list[int] = []
+        for depth in range(self.max_windows_per_context):
+            for ws in per_context.values():
+                if depth < len(ws) and len(kept) < self.max_windows:
+                    kept.append(ws[depth])
+        if len(kept) < len(encoding["input_ids"]):
+            log.debug("reading %d of %d windows", len(kept), len(encoding["input_ids"]))
+        return sorted(kept)
+
+    def logits(self, encoding, windows: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end logits of the given windows (default: all), computed in batches without gradients."""
         import torch
 
         starts, ends = [], []
         names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in encoding]
+        rows = np.arange(len(encoding["input_ids"])) if windows is None else np.asarray(windows)
         with torch.inference_mode():
-            for i in range(0, len(encoding["input_ids"]), self.batch_size):
-                batch = {n: torch.from_numpy(np.asarray(encoding[n][i : i + self.batch_size])) for n in names}
+            for i in range(0, len(rows), self.batch_size):
+                batch = {n: torch.from_numpy(np.asarray(encoding[n])[rows[i : i + self.batch_size]]) for n in names}
                 out = self._model(**batch)
                 starts.append(out.start_logits.float().numpy())
                 ends.append(out.end_logits.float().numpy())
@@ -144,14 +191,15 @@ class Reader:
         if not contexts:
             return []
         encoding = self.encode(questions, contexts)
-        start_logits, end_logits = self.logits(encoding)
+        windows = self.kept_windows(encoding)
+        start_logits, end_logits = self.logits(encoding, windows)
         per_pair: list[dict[tuple[int, int], Span]] = [{} for _ in contexts]
         nulls = [float("inf")] * len(contexts)
-        for w, pair in enumerate(encoding["overflow_to_sample_mapping"]):
-            pair = int(pair)
-            null = float(start_logits[w, 0] + end_logits[w, 0])
+        for row, w in enumerate(windows):
+            pair = int(encoding["overflow_to_sample_mapping"][w])
+            null = float(start_logits[row, 0] + end_logits[row, 0])
             nulls[pair] = min(nulls[pair], null)
-            for span in self._window_spans(encoding, w, pair, contexts[pair], start_logits[w], end_logits[w], null):
+            for span in self._window_spans(encoding, w, pair, contexts[pair], start_logits[row], end_logits[row], null):
                 key = (span.start, span.end)
                 if key not in per_pair[pair] or per_pair[pair][key].score < span.score:
                     per_pair[pair][key] = span

@@ -1,7 +1,9 @@
 """The API's contract: pydantic models shared by `rag ask --json` and the HTTP server, so they cannot drift."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import unicodedata
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from rag.config import Settings
 from rag.types import Answer
@@ -17,15 +19,21 @@ class AskRequest(BaseModel):
 
     question: str = Field(..., description=f"The question, 1 to {MAX_QUESTION_CHARS} characters (not only white space).",
                           max_length=MAX_QUESTION_CHARS)
-    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description=f"Passages to retrieve and read (1-{MAX_TOP_K}; default {Settings.top_k}).")
+    top_k: StrictInt | None = Field(None, ge=1, le=MAX_TOP_K, description=f"Passages to retrieve and read (1-{MAX_TOP_K}; default {Settings.top_k}).")
 
     @field_validator("question")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        value = value.strip()
+        value = clean_question(value)
         if not value:
             raise ValueError("the question is empty")
         return value
+
+
+def clean_question(text: str) -> str:
+    """The question without control or other invisible format characters, white space collapsed: what is
+    left is what gets answered (a question of only control characters is empty)."""
+    return " ".join("".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text).split())
 
 
 class CitationModel(BaseModel):
@@ -51,6 +59,7 @@ class AskResponse(BaseModel):
     score: float = Field(..., ge=0.0, le=1.0, description="Calibrated probability that the best answer found is right; below the reader's threshold it abstains.")
     citations: list[CitationModel] = Field(..., description="Where the answer stands, best first; empty when abstaining.")
     passages: list[PassageModel] = Field(..., description="The passages read, in retrieval order.")
+    warnings: list[str] = Field(default_factory=list, description="Anything that makes the answer less sure than its score says, e.g. a cited file changed since indexing.")
 
     @classmethod
     def from_answer(cls, answer: Answer) -> "AskResponse":
@@ -58,7 +67,8 @@ class AskResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: str
+    status: str = Field(..., description="ok, or stale when corpus files changed since the index was built.")
+    corpus_changes: list[str] = Field(default_factory=list, description="Files changed, removed or added since indexing.")
     documents: int
     passages: int
     embedding_model: str

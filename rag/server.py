@@ -1,6 +1,7 @@
 """HTTP service: FastAPI app with POST /ask and GET /health; index and models are loaded once, at start-up."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -9,8 +10,11 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from rag.config import Settings
+from rag.errors import QuestionError
+from rag.ingest import CorpusWatch
 from rag.pipeline import Pipeline
 from rag.schema import AskRequest, AskResponse, HealthResponse
 
@@ -20,25 +24,33 @@ log = logging.getLogger("rag.server")
 MAX_BODY_BYTES = 16 * 1024
 
 
-class BodySizeLimit:
-    """ASGI middleware: answer 413 to a request whose body is larger than `limit` bytes, declared or streamed."""
+class BodyLimits:
+    """ASGI middleware: 413 for a body larger than `limit` bytes (declared or streamed), 408 for a body
+    not received in full within `deadline` seconds (a client that declares 1,000 bytes and sends 17, or
+    one byte every few seconds, would otherwise hold a connection and a worker for as long as it likes)."""
 
-    def __init__(self, app, limit: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app, limit: int = MAX_BODY_BYTES, deadline: float = Settings.body_deadline_seconds) -> None:
         self.app = app
         self.limit = limit
+        self.deadline = deadline
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._reject(send)
+            return await self._reject(send, 413, b"request body too large (limit %d bytes)" % self.limit)
         seen = 0
         responded = False
+        deadline = asyncio.get_running_loop().time() + self.deadline
 
         async def limited_receive():
             nonlocal seen
-            message = await receive()
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(left, 0.001))
+            except asyncio.TimeoutError:
+                raise _TooSlow() from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
@@ -55,13 +67,49 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not responded:
-                await self._reject(send)
+                await self._reject(send, 413, b"request body too large (limit %d bytes)" % self.limit)
+        except _TooSlow:
+            if not responded:
+                await self._reject(send, 408, b"request body not received within %d s" % self.deadline)
 
-    async def _reject(self, send) -> None:
-        body = b'{"detail":"request body too large (limit %d bytes)"}' % self.limit
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    @staticmethod
+    async def _reject(send, status: int, detail: bytes) -> None:
+        body = b'{"detail":"' + detail + b'"}'
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+
+class AccessLog:
+    """ASGI middleware, outermost: one line per request (client, method, path, status, latency), for
+    every response including the 413/408 that BodyLimits gives before the app sees the request."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            log.info("%s:%s %s %s %d %.1fms", client[0], client[1], scope["method"], scope["path"], status,
+                     (time.perf_counter() - started) * 1000)
+
+
+class _TooSlow(Exception):
+    pass
 
 
 class _TooLarge(Exception):
@@ -89,32 +137,30 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
         app.state.pipeline = pipeline or Pipeline.from_settings(settings, rebuild=rebuild)
         app.state.settings = settings
         p = app.state.pipeline
+        files = p.retriever.index.manifest.get("files")
+        app.state.watch = (CorpusWatch(settings.docs_dir, files, settings.follow_links, settings.max_file_bytes,
+                                       settings.corpus_check_seconds)
+                           if files is not None and settings.docs_dir.is_dir() else None)
         log.info("ready: %d documents, %d passages", len(p.documents), len(p.retriever.index.chunks))
         yield
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc from the package's own copies of Swagger UI and ReDoc, not a CDN
         title="rag: extractive question answering",
         description="Answers questions with the exact words of the indexed documents and cites them, or abstains.",
         version="0.1.0",
         lifespan=lifespan,
     )
 
-    @app.middleware("http")
-    async def log_requests(request: Request, call_next):
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            log.info("%s %s %d %.1fms", request.method, request.url.path, status, (time.perf_counter() - started) * 1000)
-
-    app.add_middleware(BodySizeLimit)
+    app.add_middleware(BodyLimits, deadline=settings.body_deadline_seconds)
+    app.add_middleware(AccessLog)  # added last: outermost
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
         return JSONResponse(status_code=422, content={"detail": _describe(exc.errors())})
+
+    @app.exception_handler(QuestionError)
+    async def unanswerable_question(request: Request, exc: QuestionError):
+        return JSONResponse(status_code=422, content={"detail": f"question: {exc}"})
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
@@ -125,13 +171,20 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
               responses={413: {"description": "Body too large"}, 422: {"description": "Invalid request"}})
     async def ask(body: AskRequest, request: Request) -> AskResponse:
         answer = await run_in_threadpool(request.app.state.pipeline.run, body.question, body.top_k)
-        return AskResponse.from_answer(answer)
+        response = AskResponse.from_answer(answer)
+        changes = await _corpus_changes(request.app)
+        stale = {c.source for c in response.citations} & changes.keys()
+        response.warnings = [f"{source} was {changes[source]} since the index was built: the citation may no "
+                             "longer match the file; rebuild with `rag index`" for source in sorted(stale)]
+        return response
 
     @app.get("/health", response_model=HealthResponse, summary="Readiness, corpus size and models in use")
     async def health(request: Request) -> HealthResponse:
         p: Pipeline = request.app.state.pipeline
+        changes = await _corpus_changes(request.app)
         return HealthResponse(
-            status="ok",
+            status="stale" if changes else "ok",
+            corpus_changes=[f"{source} {what}" for source, what in sorted(changes.items())],
             documents=len(p.documents),
             passages=len(p.retriever.index.chunks),
             embedding_model=p.retriever.embedder.model_name,
@@ -141,6 +194,18 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
         )
 
     return app
+
+
+async def _corpus_changes(app: FastAPI) -> dict[str, str]:
+    """Files changed, removed or added since the index was built (checked at most every 30 s)."""
+    watch = getattr(app.state, "watch", None)
+    return await run_in_threadpool(watch.check) if watch is not None else {}
+
+
+def uvicorn_limits() -> dict:
+    """Connection limits for uvicorn: idle keep-alive connections close after 5 s, and past 64 requests or
+    connections at once new ones get a 503 at once instead of queueing without end."""
+    return {"timeout_keep_alive": 5, "limit_concurrency": 64, "timeout_graceful_shutdown": 10}
 
 
 def app_from_env() -> FastAPI:

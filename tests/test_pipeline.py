@@ -60,7 +60,7 @@ def test_cli_ask_json(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert set(result) == {"question", "answer", "score", "citations", "passages"}
+    assert set(result) == {"question", "answer", "score", "citations", "passages", "warnings"}
     assert result["answer"] == "Eric Boyd"
     c = result["citations"][0]
     assert set(c) == {"source", "start", "end", "quote"}

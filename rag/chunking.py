@@ -1,14 +1,30 @@
-"""Split documents into passages of whole sentences, keeping exact character offsets."""
+"""Split documents into passages of whole sentences, keeping exact character offsets.
+
+Sizes are measured in width, not characters: a wide (CJK, Hangul, fullwidth) character counts as 4, about
+the tokens it costs the reader against ~4 characters per token of English, so a passage of any script fits
+in one reader window and no text can make a passage that the reader takes seconds over."""
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
 
+import numpy as np
+
 from rag.types import Chunk, Document
 
-# A sentence ends at . ! ? (and any closing quotes or brackets) followed by white space, or at a line break.
-_SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*(?=\s)|\n")
+# A sentence ends at . ! ? (and any closing quotes or brackets) followed by white space, at 。！？ (which
+# need no space after them), or at a line break.
+_SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*(?=\s)|[。！？][」』”’）]*|\n")
+#: Code point ranges of wide characters (East Asian Wide and Fullwidth, roughly), each counted as WIDE.
+_WIDE_RANGES = ((0x1100, 0x115F), (0x2E80, 0xA4CF), (0xAC00, 0xD7A3), (0xF900, 0xFAFF), (0xFE30, 0xFE4F),
+                (0xFF00, 0xFF60), (0xFFE0, 0xFFE6), (0x20000, 0x3FFFD))
+WIDE = 4
 _WORD = re.compile(r"\S+")
+#: Bumped whenever the rules below change what chunks a text gives, so older indexes are seen as stale.
+CHUNKING_VERSION = 2
+#: Encoded data (base64, base64url, hex: a data: URI's image, a key, a dump): 1,000 or more such characters
+#: with no white space. It is not text anyone asks about, and embedding it costs as much as real text.
+BLOB = re.compile(r"[A-Za-z0-9+/=_-]{1000,}")
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
@@ -30,20 +46,32 @@ def _append_trimmed(text: str, start: int, end: int, spans: list[tuple[int, int]
         spans.append((left, left + len(stripped)))
 
 
-def _split_long(text: str, span: tuple[int, int], max_chars: int) -> list[tuple[int, int]]:
-    """Cut an over-long sentence into pieces of at most `max_chars`, between words where there are any;
-    a word longer than `max_chars` (base64, a URL, a language written without spaces) is cut by characters."""
+def widths(text: str) -> np.ndarray:
+    """Cumulative width: widths(text)[i] is the width of text[:i] (ASCII text: simply i)."""
+    if text.isascii():
+        return np.arange(len(text) + 1, dtype=np.int64)
+    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    wide = np.zeros(len(points), dtype=bool)
+    for lo, hi in _WIDE_RANGES:
+        wide |= (points >= lo) & (points <= hi)
+    return np.concatenate([[0], np.cumsum(np.where(wide, WIDE, 1))])
+
+
+def _split_long(text: str, span: tuple[int, int], max_chars: int, width: np.ndarray) -> list[tuple[int, int]]:
+    """Cut an over-long sentence into pieces at most `max_chars` wide, between words where there are any;
+    a word wider than that (a URL, a language written without spaces) is cut between characters."""
     pieces: list[tuple[int, int]] = []
     piece_start = piece_end = None
     for word in _WORD.finditer(text, span[0], span[1]):
         w_start, w_end = word.span()
-        while w_end - w_start > max_chars:  # a word that cannot fit in any piece: close the open one, cut it
+        while width[w_end] - width[w_start] > max_chars:  # fits in no piece: close the open one, cut the word
             if piece_start is not None:
                 pieces.append((piece_start, piece_end))
                 piece_start = None
-            pieces.append((w_start, w_start + max_chars))
-            w_start += max_chars
-        if piece_start is not None and w_end - piece_start > max_chars:
+            cut = max(w_start + 1, int(np.searchsorted(width, width[w_start] + max_chars, side="right")) - 1)
+            pieces.append((w_start, cut))
+            w_start = cut
+        if piece_start is not None and width[w_end] - width[piece_start] > max_chars:
             pieces.append((piece_start, piece_end))
             piece_start = None
         if piece_start is None:
@@ -54,17 +82,39 @@ def _split_long(text: str, span: tuple[int, int], max_chars: int) -> list[tuple[
     return pieces
 
 
+def _outside(text: str, span: tuple[int, int], blobs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of `span` outside every blob, trimmed of white space (encoded data is never indexed)."""
+    parts: list[tuple[int, int]] = []
+    start = span[0]
+    for b_start, b_end in blobs:
+        if b_end <= start or b_start >= span[1]:
+            continue
+        _append_trimmed(text, start, b_start, parts)
+        start = max(start, b_end)
+    _append_trimmed(text, start, span[1], parts)
+    return parts
+
+
+def blob_chars(text: str) -> int:
+    """How many characters of `text` are encoded data that chunking leaves out."""
+    return sum(m.end() - m.start() for m in BLOB.finditer(text))
+
+
 def chunk_document(doc: Document, max_chars: int, overlap_sentences: int) -> list[Chunk]:
-    """Pack consecutive sentences into chunks of at most `max_chars` whatever the text,
+    """Pack consecutive sentences into chunks at most `max_chars` wide whatever the text,
     repeating the last `overlap_sentences` sentences of a chunk at the start of the next."""
+    blobs = [m.span() for m in BLOB.finditer(doc.text)]
+    width = widths(doc.text)
     units: list[tuple[int, int]] = []
-    for span in sentence_spans(doc.text):
-        units.extend(_split_long(doc.text, span, max_chars) if span[1] - span[0] > max_chars else [span])
+    for sentence in sentence_spans(doc.text):
+        for span in _outside(doc.text, sentence, blobs) if blobs else [sentence]:
+            wide = width[span[1]] - width[span[0]] > max_chars
+            units.extend(_split_long(doc.text, span, max_chars, width) if wide else [span])
     chunks: list[Chunk] = []
     i = 0
     while i < len(units):
         j = i + 1
-        while j < len(units) and units[j][1] - units[i][0] <= max_chars:
+        while j < len(units) and width[units[j][1]] - width[units[i][0]] <= max_chars:
             j += 1
         start, end = units[i][0], units[j - 1][1]
         chunks.append(Chunk(source=doc.source, start=start, end=end, text=doc.text[start:end]))

@@ -20,10 +20,10 @@ import bm25s
 import faiss
 from pydantic import BaseModel, ValidationError
 
-from rag.chunking import chunk_documents
+from rag.chunking import CHUNKING_VERSION, blob_chars, chunk_documents
 from rag.config import Settings
 from rag.embedding import Embedder
-from rag.ingest import Corpus, corpus_hashes, load_corpus
+from rag.ingest import Corpus, CorpusError, corpus_hashes, load_corpus
 from rag.types import Chunk, Document
 from rag.errors import RagError
 
@@ -113,11 +113,21 @@ class SearchIndex:
         return self.bm25.vocab_dict
 
 
+def index_params(settings: Settings) -> dict[str, object]:
+    """What an index's content depends on: the settings, and the version of the chunking rules."""
+    return {**settings.index_params(), "chunking": CHUNKING_VERSION}
+
+
 def build_index(
     documents: list[Document], embedder: Embedder, settings: Settings, progress: bool = False
 ) -> tuple[list[Chunk], faiss.Index, bm25s.BM25]:
     """Chunk the documents and build both indexes over the chunks, in memory."""
     chunks = chunk_documents(documents, settings.chunk_max_chars, settings.chunk_overlap_sentences)
+    for doc in documents:
+        if n := blob_chars(doc.text):
+            log.warning("%s: %d characters of encoded data (base64/hex runs without spaces) are not indexed", doc.source, n)
+    if not chunks:
+        raise CorpusError("the documents hold no text to index (only encoded data or white space)")
     vectors = embedder.run([c.text for c in chunks], progress=progress)
     dense = faiss.IndexFlatIP(vectors.shape[1])
     dense.add(vectors)
@@ -156,7 +166,7 @@ def _manifest(corpus: Corpus, chunks: list[Chunk], dense: faiss.Index, settings:
         "format_version": FORMAT_VERSION,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "build_seconds": round(seconds, 2),
-        "params": settings.index_params(),
+        "params": index_params(settings),
         "embedding_dimension": dense.d,
         "n_documents": len(corpus.documents),
         "n_chunks": len(chunks),
@@ -280,7 +290,7 @@ def staleness(manifest: dict, settings: Settings) -> list[str]:
     """Why an index no longer matches the corpus folder and settings; empty when it is current."""
     reasons = [
         f"setting {key} was {manifest['params'].get(key)!r}, now {value!r}"
-        for key, value in settings.index_params().items()
+        for key, value in index_params(settings).items()
         if manifest.get("params", {}).get(key) != value
     ]
     built = {**manifest.get("files", {})}

@@ -394,6 +394,11 @@ def train(config: TrainConfig, calibrate: bool = True, resume: bool = False, sto
         prep = prepare(config, tokenizer, rng)
         _write_items(ckpt, prep.items)
     items = prep.items
+    # The lineage of the reader this run starts from, read now (a resumed run keeps the one read at its
+    # start): the init folder's base may be replaced while the run goes on, e.g. by shipping.
+    init_lineage = (state.get("init_lineage") if state else None)
+    if init_lineage is None:
+        init_lineage = lineage_of(Path(config.init)) if config.init else []
     steps_per_epoch = math.ceil(len(items) / config.batch_size)
     total_steps = max(1, int(steps_per_epoch * config.epochs))
     log.info("%d windows, %d steps", len(items), total_steps)
@@ -421,7 +426,7 @@ def train(config: TrainConfig, calibrate: bool = True, resume: bool = False, sto
             "config": asdict(config), "command": command, "step": step, "epoch": epoch, "position": position, "losses": losses,
             "epoch_rng": epoch_rng, "torch_rng": torch.get_rng_state().tolist(),
             "train_seconds": seconds_before + time.time() - started, "mix": prep.mix,
-            "extra_draw": prep.extra_draw, "windows": len(items),
+            "extra_draw": prep.extra_draw, "windows": len(items), "init_lineage": init_lineage,
         })
 
     model.train()
@@ -477,7 +482,7 @@ def train(config: TrainConfig, calibrate: bool = True, resume: bool = False, sto
         "extra_draw": prep.extra_draw,
         "dev": {"gold_forced_f1": round(dev_metrics["forced_answer"]["f1"], 2)},
     }
-    lineage = (lineage_of(Path(config.init)) if config.init else []) + [run]
+    lineage = init_lineage + [run]
     meta = {
         "description": "Extractive QA reader: QA head fine-tuned on all-MiniLM-L6-v2 (stored fp16, run in fp32).",
         "train_command": run["command"],
@@ -540,10 +545,18 @@ def lineage_of(model_dir: Path, _depth: int = 0) -> list[dict]:
     base = config.get("base_model")
     if base and base != PACKAGED_EMBEDDER and _depth < 10:
         for candidate in (Path(base), REPO_DIR / base):
-            base_meta = candidate / META_FILE
-            if base_meta.is_file() and json.loads(base_meta.read_text(encoding="utf-8")).get("train_command") != meta.get("train_command"):
-                earlier = lineage_of(candidate, _depth + 1)
+            base_meta_path = candidate / META_FILE
+            if not base_meta_path.is_file():
+                continue
+            base_meta = json.loads(base_meta_path.read_text(encoding="utf-8"))
+            if base_meta.get("train_command") == meta.get("train_command"):
+                # The base folder now holds this very reader (it was shipped there): its recorded lineage,
+                # if it has one, is this reader's.
+                if "lineage" in base_meta:
+                    return base_meta["lineage"]
                 break
+            earlier = lineage_of(candidate, _depth + 1)
+            break
     report = meta.get("calibration_report", {})
     extra = config.get("extra_questions", 0) if config.get("extra_file") else 0
     return earlier + [{

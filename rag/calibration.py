@@ -1,11 +1,18 @@
 """Answerability: the probability that the pipeline's best answer is right, from cheap features of the
-reader's outputs over all retrieved passages (a logistic regression fitted on the development split)."""
+reader's outputs over all retrieved passages (a logistic regression fitted on the development split).
+
+Everything about it lives here: the features (names and computation), the fit, and the choice of the
+abstention threshold; the pipeline only calls answer_features and Calibrator.probability."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
+
+from rag.errors import RagError
+from rag.text import normalize_answer
 
 FEATURES = (
     "span_score",  # start+end logit of the best span
@@ -16,6 +23,28 @@ FEATURES = (
     "passage_rank",  # 1 / (1 + retrieval rank of the passage the answer came from)
     "log_answer_chars",
 )
+
+
+class CalibrationError(RagError):
+    """The reader's calibration cannot be used as stored."""
+
+
+def answer_features(best, candidates, readings, passages) -> np.ndarray:
+    """The FEATURES of the best candidate answer (pipeline.Candidate) given every candidate, the reader's
+    ContextReadings of the passages, and the passages themselves (for their retrieval rank)."""
+    passage = best.places[0][0]
+    nulls = [r.null_score for r in readings]
+    everything = [s for c in candidates for s in c.span_scores] + nulls
+    top_keys = [normalize_answer(r.spans[0].text) if r.spans else "" for r in readings]
+    return np.array([
+        best.score,
+        best.score - readings[passage].null_score,
+        best.score - min(nulls),
+        softmax_share(best.span_scores, everything),
+        sum(k == best.key for k in top_keys) / len(readings),
+        1.0 / (1.0 + passages[passage].rank),
+        math.log(1 + len(best.text)),
+    ])
 
 
 @dataclass(frozen=True)
@@ -29,13 +58,17 @@ class Calibrator:
     threshold: float
 
     @classmethod
-    def from_meta(cls, meta: dict) -> "Calibrator | None":
+    def from_meta(cls, meta: dict) -> Calibrator | None:
         params = meta.get("calibration")
         if not params:
             return None
-        if tuple(params["features"]) != FEATURES:
-            raise ValueError("the reader's calibration was fitted on other features; re-run `rag calibrate-reader`")
-        return cls(*(tuple(params[k]) for k in ("mean", "scale", "coef")), params["intercept"], params["threshold"])
+        try:
+            if tuple(params["features"]) != FEATURES:
+                raise CalibrationError("the reader's calibration was fitted on other features; re-run `rag calibrate-reader`")
+            return cls(*(tuple(float(v) for v in params[k]) for k in ("mean", "scale", "coef")),
+                       float(params["intercept"]), float(params["threshold"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise CalibrationError(f"the reader's calibration is damaged ({err!r}); re-run `rag calibrate-reader`") from None
 
     def to_meta(self) -> dict:
         return {
@@ -68,6 +101,24 @@ def fit_calibrator(features: np.ndarray, correct: np.ndarray, threshold: float =
     scale[scale == 0] = 1.0
     model = LogisticRegression(C=1.0, max_iter=1000).fit((features - mean) / scale, correct.astype(int))
     return Calibrator(tuple(mean), tuple(scale), tuple(model.coef_[0]), float(model.intercept_[0]), threshold)
+
+
+def choose_threshold(evaluate: Callable[[float], dict], min_no_answer_accuracy: float = 0.0,
+                     thresholds: np.ndarray | None = None) -> tuple[float, list[tuple[float, dict]]]:
+    """The abstention threshold: the one with the best F1 of `evaluate(threshold)` (SQuAD 2.0 metrics in
+    percent) among those whose no-answer accuracy reaches the floor (all of them if none does); and the sweep."""
+    grid = np.arange(0.05, 0.951, 0.01) if thresholds is None else thresholds
+    sweep = [(float(round(t, 2)), evaluate(float(round(t, 2)))) for t in grid]
+    allowed = [(t, m) for t, m in sweep if m["no_answer_accuracy"] >= min_no_answer_accuracy] or sweep
+    return max(allowed, key=lambda tm: tm[1]["f1"])[0], sweep
+
+
+def fit_with_threshold(features: np.ndarray, correct: np.ndarray, judged: Callable[[Calibrator, float], dict],
+                       min_no_answer_accuracy: float = 0.0) -> tuple[Calibrator, list[tuple[float, dict]]]:
+    """Fit the calibrator, then choose its threshold with `judged(calibrator, threshold)` -> metrics."""
+    calibrator = fit_calibrator(features, correct)
+    threshold, sweep = choose_threshold(lambda t: judged(calibrator, t), min_no_answer_accuracy)
+    return replace(calibrator, threshold=threshold), sweep
 
 
 def reliability_table(probabilities: np.ndarray, correct: np.ndarray, bins: int = 10) -> list[dict]:

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from rag.config import PACKAGED_READER_DIR, Settings
+from rag.config import PACKAGED_READER_DIR, RETRIEVAL_MODES, Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -26,7 +26,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from rag.index import index_corpus
 
     settings = _settings(args)
-    index = index_corpus(settings, Embedder(settings.embedding_model, settings.embedding_batch_size))
+    index = index_corpus(settings, Embedder.from_settings(settings))
     m = index.manifest
     print(
         f"indexed {m['n_documents']} documents into {m['n_chunks']} passages in {m['build_seconds']:.1f} s "
@@ -36,15 +36,11 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from rag.embedding import Embedder
-    from rag.index import open_index
     from rag.retrieval import Retriever
 
     settings = _settings(args)
     question = _question(args.question, settings)
-    embedder = Embedder(settings.embedding_model, settings.embedding_batch_size)
-    index = open_index(settings, embedder, rebuild=not args.no_rebuild)
-    passages = Retriever.from_settings(index, embedder, settings).run(question)
+    passages = Retriever.open(settings, rebuild=not args.no_rebuild).run(question)
     if args.json:
         print(json.dumps({"question": question, "passages": [p.to_dict() for p in passages]}, ensure_ascii=False, indent=2))
     else:
@@ -60,7 +56,7 @@ def _pipeline(args: argparse.Namespace, settings: Settings):
     return Pipeline.from_settings(settings, rebuild=not getattr(args, "no_rebuild", False))
 
 
-def format_answer(answer, documents) -> str:
+def format_answer(answer) -> str:
     """A human-readable answer: the words, the score, the source and the quoted sentence with the answer marked."""
     if answer.answer is None:
         lines = [f"No answer found in the documents (confidence of the best candidate {answer.score:.2f})."]
@@ -69,9 +65,7 @@ def format_answer(answer, documents) -> str:
             lines += [f"  - {p.chunk.source} [{p.chunk.start}:{p.chunk.end}]: {_shorten(p.chunk.text)}" for p in answer.passages[:3]]
         return "\n".join(lines)
     cite = answer.citations[0]
-    text = documents[cite.source].text
-    quote_start = text.rfind(cite.quote, 0, cite.start + len(cite.quote))
-    a, b = cite.start - quote_start, cite.end - quote_start
+    a, b = cite.start - cite.quote_start, cite.end - cite.quote_start
     marked = f"{cite.quote[:a]}[[{cite.quote[a:b]}]]{cite.quote[b:]}"
     lines = [f"Answer: {answer.answer}  (score {answer.score:.2f})", f"Source: {cite.source} [{cite.start}:{cite.end}]", f"  \"{marked}\""]
     if len(answer.citations) > 1:
@@ -95,16 +89,15 @@ def cmd_ask(args: argparse.Namespace) -> int:
         if args.json:
             print(AskResponse.from_answer(answer).model_dump_json(indent=2))
         else:
-            print(format_answer(answer, pipeline.documents))
+            print(format_answer(answer))
         return 0
     return _interactive(args, settings)
 
 
 def _interactive(args: argparse.Namespace, settings: Settings) -> int:
     """Answer questions line by line from standard input until `exit` or end of input."""
-    from rag.schema import AskResponse
-
     from rag.errors import user_message
+    from rag.schema import AskResponse
 
     tty = sys.stdin.isatty()
     if tty:
@@ -147,7 +140,7 @@ def _interactive(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             print(AskResponse.from_answer(answer).model_dump_json(), flush=True)
         else:
-            print(f"Q: {question}\n{format_answer(answer, pipeline.documents)}\n", flush=True)
+            print(f"Q: {question}\n{format_answer(answer)}\n", flush=True)
     return 0
 
 
@@ -187,7 +180,7 @@ def _port(value: str) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rag import evaluation
+    from rag.offline import evaluation
 
     settings = _settings(args)
     if args.retrieval:
@@ -210,14 +203,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from rag.bench import run_benchmark
+    from rag.offline.bench import run_benchmark
 
     print(run_benchmark(requests_per_level=args.requests, levels=args.concurrency, docs=args.docs, index=args.index))
     return 0
 
 
 def cmd_calibrate_reader(args: argparse.Namespace) -> int:
-    from rag.training import calibrate_reader
+    from rag.offline.training import calibrate_reader
 
     meta = calibrate_reader(Path(args.train_file), Path(args.model))
     print(json.dumps(meta["calibration_report"], indent=2))
@@ -225,10 +218,10 @@ def cmd_calibrate_reader(args: argparse.Namespace) -> int:
 
 
 def cmd_train_reader(args: argparse.Namespace) -> int:
-    from rag.training import TrainConfig, resume_training, train
+    from rag.offline.training import TrainConfig, calibrate_reader, resume_training, train
 
     if args.resume:
-        meta = resume_training(Path(args.resume), calibrate=not args.no_calibrate, stop_after=args.stop_after_steps)
+        result = resume_training(Path(args.resume), stop_after=args.stop_after_steps)
     else:
         if not args.train_file or not args.output:
             raise UsageError("--train and --output are required (or --resume DIR to continue a run)")
@@ -236,7 +229,14 @@ def cmd_train_reader(args: argparse.Namespace) -> int:
         if args.init is not None:
             fields["init"] = str(args.init)
         fields["fresh_extra"] = not args.no_fresh_extra
-        meta = train(TrainConfig(**fields), calibrate=not args.no_calibrate, stop_after=args.stop_after_steps)
+        result = train(TrainConfig(**fields), stop_after=args.stop_after_steps)
+    if result is None:
+        print(f"stopped with a checkpoint; continue with `rag train-reader --resume {args.resume or args.output}`")
+        return 0
+    meta = result.meta
+    if not args.no_calibrate:  # the same loaded reader and embedder: each model loads once
+        out = Path(meta["config"]["output"])
+        meta = calibrate_reader(Path(meta["config"]["train_file"]), out, embedder=result.embedder, reader=result.reader)
     print(json.dumps(meta.get("dev_gold_paragraph", {}), indent=2))
     return 0
 
@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     def query_args(p: argparse.ArgumentParser) -> None:
         corpus_args(p)
         p.add_argument("--top-k", type=_top_k, help=f"passages to retrieve (1-{Settings.max_top_k}, default {Settings.top_k})")
-        p.add_argument("--mode", choices=["hybrid", "dense", "bm25"], help="retrieval mode (default hybrid)")
+        p.add_argument("--mode", choices=RETRIEVAL_MODES, help=f"retrieval mode (default {Settings.retrieval_mode})")
         p.add_argument("--reader", help="reader model folder or hub name (default: the packaged reader)")
         p.add_argument("--no-rebuild", action="store_true", help="fail instead of rebuilding a missing or stale index")
         p.add_argument("--json", action="store_true", help="print JSON")

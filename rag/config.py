@@ -13,6 +13,8 @@ PACKAGED_EMBEDDER = "all-MiniLM-L6-v2"
 #: Name under which the reader shipped inside this package is known.
 PACKAGED_READER = "packaged"
 PACKAGED_READER_DIR = PACKAGE_DIR / "models" / "reader"
+#: Retrieval modes (the CLI's choices and the retriever's check).
+RETRIEVAL_MODES = ("hybrid", "dense", "bm25")
 
 
 def _default_dir(env: str, name: str) -> Path:
@@ -35,7 +37,7 @@ class Settings:
     # Embedding and retrieval.
     embedding_model: str = PACKAGED_EMBEDDER
     embedding_batch_size: int = 32
-    retrieval_mode: str = "hybrid"  # hybrid | dense | bm25
+    retrieval_mode: str = "hybrid"  # one of RETRIEVAL_MODES
     top_k: int = 5
     # Reciprocal rank fusion; BM25 counts fully, dense at dense_weight (MiniLM alone ranks this kind of
     # single-topic news corpus worse than BM25: see the README's retrieval table).
@@ -53,7 +55,10 @@ class Settings:
     max_question_tokens: int = 96
     max_windows_per_passage: int = 8
     max_windows_per_question: int = 24  # at least max_top_k, so every retrieved passage is read
+    reader_batch_size: int = 32  # windows per forward pass
     torch_threads: int = 0  # 0: leave torch's own choice
+    # The abstention threshold of a reader that has no calibration in its metadata.
+    fallback_threshold: float = 0.5
     # Question limits shared by the CLI and the server.
     max_question_chars: int = 1000
     max_top_k: int = 20
@@ -62,7 +67,7 @@ class Settings:
     body_deadline_seconds: float = 10.0
     corpus_check_seconds: float = 30.0
 
-    def with_overrides(self, **changes: object) -> "Settings":
+    def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given fields replaced, ignoring those given as None."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 

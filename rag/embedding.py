@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.config import PACKAGED_EMBEDDER
+from rag.config import PACKAGED_EMBEDDER, Settings
 
 _PACKAGED_ALIASES = {PACKAGED_EMBEDDER, "sentence-transformers/" + PACKAGED_EMBEDDER}
 
@@ -22,12 +22,16 @@ def resolve_embedding_model(name: str) -> str:
 class Embedder:
     """Turns texts into L2-normalised float32 vectors (so inner product is cosine similarity)."""
 
-    def __init__(self, model: str = PACKAGED_EMBEDDER, batch_size: int = 32) -> None:
+    def __init__(self, model: str = Settings.embedding_model, batch_size: int = Settings.embedding_batch_size) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.model_name = model
         self.batch_size = batch_size
         self._model = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Embedder:
+        return cls(settings.embedding_model, settings.embedding_batch_size)
 
     def warm_up(self) -> None:
         """Load the model once; later calls do nothing."""

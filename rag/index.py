@@ -23,9 +23,9 @@ from pydantic import BaseModel, ValidationError
 from rag.chunking import CHUNKING_VERSION, blob_chars, chunk_documents
 from rag.config import Settings
 from rag.embedding import Embedder
+from rag.errors import RagError
 from rag.ingest import Corpus, CorpusError, corpus_hashes, load_corpus
 from rag.types import Chunk, Document
-from rag.errors import RagError
 
 log = logging.getLogger(__name__)
 # bm25s sets its own logger to DEBUG on import and announces every build; keep it to warnings.

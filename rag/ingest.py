@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rag.types import Document
 from rag.errors import RagError
+from rag.types import Document
 
 log = logging.getLogger(__name__)
 

@@ -3,18 +3,19 @@ merge duplicate answers, then answer with citations or abstain (DrQA's thin pipe
 from __future__ import annotations
 
 import bisect
-import math
 import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from rag.calibration import Calibrator, softmax_share, uncalibrated_probability
+from rag.calibration import Calibrator, answer_features, uncalibrated_probability
 from rag.chunking import sentence_spans
 from rag.config import Settings
+from rag.embedding import Embedder
+from rag.index import SearchIndex
 from rag.reader import ContextReading, Reader
 from rag.retrieval import Retriever
-from rag.squad import normalize_answer
+from rag.text import normalize_answer
 from rag.types import Answer, Citation, Document, Passage
 
 
@@ -58,32 +59,16 @@ def merge_candidates(readings: list[ContextReading]) -> list[Candidate]:
     return sorted(merged.values(), key=lambda c: -c.score)
 
 
-def answer_features(best: Candidate, candidates: list[Candidate], readings: list[ContextReading],
-                    passages: list[Passage]) -> np.ndarray:
-    """The calibration FEATURES (see rag.calibration) of the best candidate."""
-    passage = best.places[0][0]
-    nulls = [r.null_score for r in readings]
-    everything = [s for c in candidates for s in c.span_scores] + nulls
-    top_keys = [normalize_answer(r.spans[0].text) if r.spans else "" for r in readings]
-    return np.array([
-        best.score,
-        best.score - readings[passage].null_score,
-        best.score - min(nulls),
-        softmax_share(best.span_scores, everything),
-        sum(k == best.key for k in top_keys) / len(readings),
-        1.0 / (1.0 + passages[passage].rank),
-        math.log(1 + len(best.text)),
-    ])
-
-
 class Pipeline:
     """Question in, Answer out; the models and the index are loaded once, in warm_up().
 
     Calls are serialised by a lock: the fast tokenizers are not safe to share between threads, and on a
     small CPU two concurrent forward passes are no faster than one after the other."""
 
-    def __init__(self, retriever: Retriever, reader: Reader, documents: dict[str, Document]) -> None:
+    def __init__(self, retriever: Retriever, reader: Reader, documents: dict[str, Document],
+                 fallback_threshold: float = Settings.fallback_threshold) -> None:
         self.retriever = retriever
+        self.fallback_threshold = fallback_threshold
         self.reader = reader
         self.documents = documents
         self.calibrator: Calibrator | None = None
@@ -92,24 +77,17 @@ class Pipeline:
         self._warm = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, rebuild: bool = True, index=None) -> "Pipeline":
-        """Wire the stages from settings: open (or rebuild) the index, then load both models."""
-        from rag.embedding import Embedder
-        from rag.index import open_index
-
+    def from_settings(cls, settings: Settings, rebuild: bool = True, index: SearchIndex | None = None,
+                      embedder: Embedder | None = None, reader: Reader | None = None) -> Pipeline:
+        """Wire the stages from settings, reusing any stage given (an embedder or index already loaded, a
+        reader in memory), so each model is loaded once per process; then warm everything up."""
         if settings.torch_threads:
             import torch
 
             torch.set_num_threads(settings.torch_threads)
-        embedder = Embedder(settings.embedding_model, settings.embedding_batch_size)
-        if index is None:
-            index = open_index(settings, embedder, rebuild=rebuild)
-        retriever = Retriever.from_settings(index, embedder, settings)
-        reader = Reader(settings.reader_model, settings.max_seq_length, settings.doc_stride,
-                        settings.max_answer_tokens, settings.n_best, max_question_tokens=settings.max_question_tokens,
-                        max_windows_per_context=settings.max_windows_per_passage,
-                        max_windows=settings.max_windows_per_question)
-        pipeline = cls(retriever, reader, index.documents)
+        retriever = Retriever.open(settings, embedder=embedder, index=index, rebuild=rebuild)
+        pipeline = cls(retriever, reader or Reader.from_settings(settings), retriever.index.documents,
+                       settings.fallback_threshold)
         pipeline.warm_up()
         return pipeline
 
@@ -123,7 +101,18 @@ class Pipeline:
 
     @property
     def threshold(self) -> float:
-        return self.calibrator.threshold if self.calibrator else 0.5
+        return self.calibrator.threshold if self.calibrator else self.fallback_threshold
+
+    def describe(self) -> dict:
+        """What /health reports about the loaded pipeline."""
+        return {
+            "documents": len(self.documents),
+            "passages": len(self.retriever.index.chunks),
+            "embedding_model": self.retriever.embedder.model_name,
+            "reader_model": self.reader.model_name,
+            "retrieval_mode": self.retriever.mode,
+            "no_answer_threshold": self.threshold,
+        }
 
     def run(self, question: str, top_k: int | None = None) -> Answer:
         """Answer `question` from the top_k retrieved passages, or abstain."""
@@ -173,10 +162,10 @@ class Pipeline:
             if any(s == place[0] and place[1] < e and b < place[2] for s, b, e in cited):
                 continue
             cited.append(place)
-        return [Citation(source, start, end, self._quote(source, start, end)) for source, start, end in cited]
+        return [Citation(source, start, end, *self._quote(source, start, end)) for source, start, end in cited]
 
-    def _quote(self, source: str, start: int, end: int) -> str:
-        """The sentence(s) of the document that contain [start, end)."""
+    def _quote(self, source: str, start: int, end: int) -> tuple[str, int]:
+        """The sentence(s) of the document that contain [start, end), and where they start."""
         text = self.documents[source].text
         spans = self._sentences.get(source)
         if spans is None:
@@ -184,4 +173,5 @@ class Pipeline:
         ends = [e for _, e in spans]
         first = min(bisect.bisect_right(ends, start), len(spans) - 1)
         last = min(bisect.bisect_left(ends, end), len(spans) - 1)
-        return text[min(spans[first][0], start) : max(spans[last][1], end)]
+        quote_start = min(spans[first][0], start)
+        return text[quote_start : max(spans[last][1], end)], quote_start

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.config import PACKAGED_READER, PACKAGED_READER_DIR
+from rag.config import PACKAGED_READER, PACKAGED_READER_DIR, Settings
 from rag.errors import QuestionError, RagError
 
 log = logging.getLogger(__name__)
@@ -55,12 +55,41 @@ def resolve_reader_model(name: str) -> str:
     return name
 
 
-def load_reader_meta(model: str) -> dict:
+def load_reader_meta(model: str | Path) -> dict:
     """The reader's metadata (threshold, calibration, training record), empty if it has none."""
     path = Path(model) / META_FILE
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
-    return {}
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ReaderError(f"the reader's {META_FILE} in {model} cannot be read ({err})") from None
+    if not isinstance(meta, dict):
+        raise ReaderError(f"the reader's {META_FILE} in {model} is not a JSON object")
+    return meta
+
+
+def write_reader_meta(model_dir: str | Path, meta: dict) -> None:
+    """Write the reader's metadata whole (written beside it, then renamed over it)."""
+    path = Path(model_dir) / META_FILE
+    tmp = path.with_name(META_FILE + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
+def tokenize_pairs(tokenizer, questions: list[str], contexts: list[str], max_length: int, stride: int, **options):
+    """(question, context) pairs as overlapping windows of at most `max_length` tokens with character
+    offsets: the one tokenisation that training labels and the reader reads."""
+    return tokenizer(
+        [q.strip() for q in questions],
+        contexts,
+        truncation="only_second",
+        max_length=max_length,
+        stride=stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        **options,
+    )
 
 
 class Reader:
@@ -68,15 +97,15 @@ class Reader:
 
     def __init__(
         self,
-        model: str = PACKAGED_READER,
-        max_seq_length: int = 384,
-        doc_stride: int = 128,
-        max_answer_tokens: int = 30,
-        n_best: int = 20,
-        batch_size: int = 32,
-        max_question_tokens: int = 96,
-        max_windows_per_context: int = 8,
-        max_windows: int = 24,
+        model: str = Settings.reader_model,
+        max_seq_length: int = Settings.max_seq_length,
+        doc_stride: int = Settings.doc_stride,
+        max_answer_tokens: int = Settings.max_answer_tokens,
+        n_best: int = Settings.n_best,
+        batch_size: int = Settings.reader_batch_size,
+        max_question_tokens: int = Settings.max_question_tokens,
+        max_windows_per_context: int = Settings.max_windows_per_passage,
+        max_windows: int = Settings.max_windows_per_question,
     ) -> None:
         if not 32 <= max_seq_length <= 512:
             raise ValueError("max_seq_length must be between 32 and 512")
@@ -103,6 +132,18 @@ class Reader:
         self.meta: dict = {}
         self._model = None
         self._tokenizer = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Reader:
+        return cls(settings.reader_model, settings.max_seq_length, settings.doc_stride, settings.max_answer_tokens,
+                   settings.n_best, settings.reader_batch_size, settings.max_question_tokens,
+                   settings.max_windows_per_passage, settings.max_windows_per_question)
+
+    def attach(self, model, tokenizer) -> None:
+        """Use a model already in memory (training's, just saved) instead of loading it again."""
+        self._model = model.float().eval()
+        self._tokenizer = tokenizer
+        self.meta = load_reader_meta(resolve_reader_model(self.model_name))
 
     def warm_up(self) -> None:
         """Load tokenizer and model once, in fp32 whatever the stored precision."""
@@ -138,17 +179,8 @@ class Reader:
         for q in questions:
             self.check_question(q)
         limit = self.max_windows_per_context * self.max_seq_length * 24  # characters: far more than any window holds
-        return self._tokenizer(
-            [q.strip() for q in questions],
-            [c[:limit] for c in contexts],
-            truncation="only_second",
-            max_length=self.max_seq_length,
-            stride=self.doc_stride,
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
-            padding="longest",
-            return_tensors="np",
-        )
+        return tokenize_pairs(self._tokenizer, questions, [c[:limit] for c in contexts], self.max_seq_length,
+                              self.doc_stride, padding="longest", return_tensors="np")
 
     def kept_windows(self, encoding) -> list[int]:
         """The windows read: at most max_windows_per_context of each context (its first ones) and at most

@@ -1,12 +1,12 @@
 """Retriever: top passages for a question from the dense index, the BM25 index, or both fused (RRF)."""
 from __future__ import annotations
 
-from rag.config import Settings
+from rag.config import RETRIEVAL_MODES, Settings
 from rag.embedding import Embedder
-from rag.index import SearchIndex, tokenize
+from rag.index import SearchIndex, open_index, tokenize
 from rag.types import Passage
 
-MODES = ("hybrid", "dense", "bm25")
+MODES = RETRIEVAL_MODES
 
 
 class Retriever:
@@ -16,11 +16,11 @@ class Retriever:
         self,
         index: SearchIndex,
         embedder: Embedder,
-        mode: str = "hybrid",
-        top_k: int = 5,
-        rrf_k: int = 20,
-        candidates: int = 20,
-        dense_weight: float = 0.3,
+        mode: str = Settings.retrieval_mode,
+        top_k: int = Settings.top_k,
+        rrf_k: int = Settings.rrf_k,
+        candidates: int = Settings.candidates_per_retriever,
+        dense_weight: float = Settings.dense_weight,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -36,10 +36,20 @@ class Retriever:
 
     @classmethod
     def from_settings(cls, index: SearchIndex, embedder: Embedder, settings: Settings, mode: str | None = None,
-                      top_k: int | None = None) -> "Retriever":
+                      top_k: int | None = None) -> Retriever:
         """A retriever with the settings' fusion parameters; `mode` and `top_k` override theirs."""
         return cls(index, embedder, mode or settings.retrieval_mode, top_k or settings.top_k, settings.rrf_k,
                    settings.candidates_per_retriever, settings.dense_weight)
+
+    @classmethod
+    def open(cls, settings: Settings, embedder: Embedder | None = None, index: SearchIndex | None = None,
+             rebuild: bool = True) -> Retriever:
+        """The one way to wire embedder -> index -> retriever: what is given is reused, the rest is loaded
+        (the index opened, and rebuilt if missing or stale when `rebuild`)."""
+        embedder = embedder or Embedder.from_settings(settings)
+        if index is None:
+            index = open_index(settings, embedder, rebuild=rebuild)
+        return cls.from_settings(index, embedder, settings)
 
     def dense_ranking(self, query: str, n: int) -> list[tuple[int, float]]:
         """(chunk id, cosine similarity) of the n nearest chunks."""

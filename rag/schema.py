@@ -41,6 +41,7 @@ class CitationModel(BaseModel):
     start: int = Field(..., description="Character offset of the answer in the document (text read as UTF-8).")
     end: int = Field(..., description="End offset: document_text[start:end] == answer.")
     quote: str = Field(..., description="The sentence that contains the answer.")
+    quote_start: int = Field(..., description="Offset of the quote in the document: the answer starts at start - quote_start in the quote.")
 
 
 class PassageModel(BaseModel):
@@ -62,7 +63,7 @@ class AskResponse(BaseModel):
     warnings: list[str] = Field(default_factory=list, description="Anything that makes the answer less sure than its score says, e.g. a cited file changed since indexing.")
 
     @classmethod
-    def from_answer(cls, answer: Answer) -> "AskResponse":
+    def from_answer(cls, answer: Answer) -> AskResponse:
         return cls.model_validate(answer.to_dict())
 
 

@@ -6,14 +6,14 @@ import logging
 import time
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
 from rag.config import Settings
-from rag.errors import QuestionError
+from rag.errors import QuestionError, RagError
 from rag.ingest import CorpusWatch
 from rag.pipeline import Pipeline
 from rag.schema import AskRequest, AskResponse, HealthResponse
@@ -128,6 +128,11 @@ def _describe(errors: list) -> str:
     return "; ".join(parts)
 
 
+def loaded_pipeline(request: Request) -> Pipeline:
+    """FastAPI dependency: the pipeline loaded once, in the lifespan handler."""
+    return request.app.state.pipeline
+
+
 def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline: Pipeline | None = None) -> FastAPI:
     """The application; the pipeline is built in the lifespan handler unless one is given (tests)."""
     settings = settings or Settings()
@@ -135,7 +140,6 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.pipeline = pipeline or Pipeline.from_settings(settings, rebuild=rebuild)
-        app.state.settings = settings
         p = app.state.pipeline
         files = p.retriever.index.manifest.get("files")
         app.state.watch = (CorpusWatch(settings.docs_dir, files, settings.follow_links, settings.max_file_bytes,
@@ -158,9 +162,14 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
     async def invalid_request(request: Request, exc: RequestValidationError):
         return JSONResponse(status_code=422, content={"detail": _describe(exc.errors())})
 
-    @app.exception_handler(QuestionError)
-    async def unanswerable_question(request: Request, exc: QuestionError):
-        return JSONResponse(status_code=422, content={"detail": f"question: {exc}"})
+    @app.exception_handler(RagError)
+    async def expected_error(request: Request, exc: RagError):
+        """The one mapping of the package's errors: a bad question is the client's (422), anything else
+        (a damaged model or index found while answering) is ours (500), each with its one-line message."""
+        if isinstance(exc, QuestionError):
+            return JSONResponse(status_code=422, content={"detail": f"question: {exc}"})
+        log.error("error on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(status_code=500, content={"detail": str(exc)})
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
@@ -169,8 +178,8 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
 
     @app.post("/ask", response_model=AskResponse, summary="Answer a question from the documents, or abstain",
               responses={413: {"description": "Body too large"}, 422: {"description": "Invalid request"}})
-    async def ask(body: AskRequest, request: Request) -> AskResponse:
-        answer = await run_in_threadpool(request.app.state.pipeline.run, body.question, body.top_k)
+    async def ask(body: AskRequest, request: Request, pipeline: Pipeline = Depends(loaded_pipeline)) -> AskResponse:
+        answer = await run_in_threadpool(pipeline.run, body.question, body.top_k)
         response = AskResponse.from_answer(answer)
         changes = await _corpus_changes(request.app)
         stale = {c.source for c in response.citations} & changes.keys()
@@ -179,18 +188,12 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
         return response
 
     @app.get("/health", response_model=HealthResponse, summary="Readiness, corpus size and models in use")
-    async def health(request: Request) -> HealthResponse:
-        p: Pipeline = request.app.state.pipeline
+    async def health(request: Request, pipeline: Pipeline = Depends(loaded_pipeline)) -> HealthResponse:
         changes = await _corpus_changes(request.app)
         return HealthResponse(
             status="stale" if changes else "ok",
             corpus_changes=[f"{source} {what}" for source, what in sorted(changes.items())],
-            documents=len(p.documents),
-            passages=len(p.retriever.index.chunks),
-            embedding_model=p.retriever.embedder.model_name,
-            reader_model=p.reader.model_name,
-            retrieval_mode=p.retriever.mode,
-            no_answer_threshold=p.threshold,
+            **pipeline.describe(),
         )
 
     return app

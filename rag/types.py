@@ -51,6 +51,7 @@ class Citation:
     start: int
     end: int
     quote: str
+    quote_start: int  # offset of the quote in the document: the answer is quote[start - quote_start:][:end - start]
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -14,6 +16,12 @@ from rag.config import Settings  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = REPO / "seeds"
+
+
+def cli(*args, cwd=REPO, stdin=None, timeout=300) -> subprocess.CompletedProcess:
+    """`rag ARGS` in a child process (as a user runs it), text output captured."""
+    return subprocess.run([sys.executable, "-m", "rag.cli", *map(str, args)], cwd=cwd, input=stdin,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

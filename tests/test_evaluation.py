@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from rag.evaluation import EvalError, evaluate_squad, format_table, load_qa, squad_items, write_markdown
+from rag.offline.evaluation import EvalError, evaluate_squad, format_table, load_qa, squad_items, write_markdown
 
 from conftest import REPO
 

@@ -3,8 +3,7 @@ import shutil
 
 import pytest
 
-from rag.index import (CorruptIndexError, MissingIndexError, StaleIndexError, index_corpus, load_index, open_index,
-                       staleness)
+from rag.index import CorruptIndexError, MissingIndexError, StaleIndexError, index_corpus, load_index, open_index, staleness
 from rag.ingest import load_corpus
 from rag.retrieval import Retriever
 
@@ -51,7 +50,7 @@ def test_stale_index_detected_and_rebuilt(tmp_path, corpus_copy, settings, embed
     target = corpus_copy / "001_fa8838ea44d7c2c5.txt"
     target.write_text(target.read_text(encoding="utf-8") + "\nA new closing sentence about Zanzibar.", encoding="utf-8")
     (corpus_copy / "new.md").write_text("Another document.", encoding="utf-8")
-    with pytest.raises(StaleIndexError, match="001_fa8838ea44d7c2c5.txt changed.*new.md was added|new.md was added.*001"):
+    with pytest.raises(StaleIndexError, match="new.md was added; 001_fa8838ea44d7c2c5.txt changed"):
         open_index(s, embedder, rebuild=False)
     with caplog.at_level(logging.WARNING):
         index = open_index(s, embedder, rebuild=True)

@@ -1,13 +1,11 @@
 """The real shipped reader on the seed articles: answers with exact offsets, or abstains."""
 import json
-import subprocess
-import sys
 
 import pytest
 
 from rag.reader import Reader
 
-from conftest import REPO
+from conftest import REPO, cli
 
 ANSWERABLE = [
     ("Who did Anthropic hire to lead its infrastructure effort?", "Eric Boyd", "001_fa8838ea44d7c2c5.txt"),
@@ -22,7 +20,7 @@ def assert_citations_exact(answer, documents):
     for c in answer.citations:
         text = documents[c.source].text
         assert text[c.start : c.end] == answer.answer
-        assert answer.answer in c.quote and c.quote in text
+        assert answer.answer in c.quote and text[c.quote_start : c.quote_start + len(c.quote)] == c.quote
 
 
 @pytest.mark.parametrize("question,expected,source", ANSWERABLE)
@@ -54,16 +52,14 @@ def test_reader_reads_long_context_in_windows():
 
 
 def test_cli_ask_json(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "rag.cli", "ask", "--json", "--no-rebuild", "Who did Anthropic hire to lead its infrastructure effort?"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )
+    out = cli("ask", "--json", "--no-rebuild", "Who did Anthropic hire to lead its infrastructure effort?")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert set(result) == {"question", "answer", "score", "citations", "passages", "warnings"}
     assert result["answer"] == "Eric Boyd"
     c = result["citations"][0]
-    assert set(c) == {"source", "start", "end", "quote"}
+    assert set(c) == {"source", "start", "end", "quote", "quote_start"}
+    assert c["quote"][c["start"] - c["quote_start"] : c["end"] - c["quote_start"]] == "Eric Boyd"
     text = (REPO / "seeds" / c["source"]).read_text(encoding="utf-8")
     assert text[c["start"] : c["end"]] == "Eric Boyd"
     assert set(result["passages"][0]) == {"source", "start", "end", "score", "text"}
@@ -71,8 +67,7 @@ def test_cli_ask_json(tmp_path):
 
 def test_cli_interactive_with_piped_input():
     questions = "Who did Anthropic hire to lead its infrastructure effort?\n\nWhat is the capital of France?\nexit\nignored after exit\n"
-    out = subprocess.run([sys.executable, "-m", "rag.cli", "ask", "--no-rebuild"], cwd=REPO, input=questions,
-                         capture_output=True, text=True, timeout=300)
+    out = cli("ask", "--no-rebuild", stdin=questions)
     assert out.returncode == 0, out.stderr
     assert "Answer: Eric Boyd" in out.stdout and "[[Eric Boyd]]" in out.stdout
     assert "No answer found in the documents" in out.stdout
@@ -81,13 +76,12 @@ def test_cli_interactive_with_piped_input():
 
 def test_cli_rejects_bad_questions_without_traceback():
     for args in (["ask", "   "], ["ask", "x" * 1001], ["ask", "--top-k", "0", "hello"]):
-        out = subprocess.run([sys.executable, "-m", "rag.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+        out = cli(*args, timeout=120)
         assert out.returncode == 2
         assert "Traceback" not in out.stderr and "error" in out.stderr
 
 
 def test_cli_missing_index_is_a_clear_error(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "rag.cli", "search", "--no-rebuild", "--index", str(tmp_path / "none"), "hello"],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    out = cli("search", "--no-rebuild", "--index", tmp_path / "none", "hello", timeout=120)
     assert out.returncode == 1
     assert "no index at" in out.stderr and "Traceback" not in out.stderr

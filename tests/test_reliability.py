@@ -3,8 +3,6 @@ import base64
 import json
 import os
 import random
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,15 +17,10 @@ from rag.pipeline import Pipeline
 from rag.server import create_app
 from rag.types import Document
 
-from conftest import REPO
+from conftest import REPO, cli
 
 LONG_QUESTION = " ".join(["a"] * 500)  # 500 tokens, under the 1,000-character limit
 CHINESE_QUESTION = "中" * 308
-
-
-def cli(*args, cwd=REPO, stdin=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "rag.cli", *map(str, args)], cwd=cwd, input=stdin,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture()

@@ -1,10 +1,11 @@
 import concurrent.futures
+import signal
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from rag.bench import free_port, start_server, stop_server
+from rag.offline.bench import free_port, start_server, stop_server
 from rag.server import create_app
 
 
@@ -84,4 +85,6 @@ def test_real_server_under_concurrent_load(settings):
         assert all(r.json()["answer"] in ("Eric Boyd", "May 2026") for r in responses)
     finally:
         stop_server(proc)
-    assert proc.returncode is not None
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it (exit status -15); a server that hung
+    # would have been killed after stop_server's grace period (-9).
+    assert proc.returncode in (0, -signal.SIGTERM), proc.returncode

@@ -7,8 +7,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from rag.embedding import resolve_embedding_model
-from rag.squad import load_squad
-from rag.training import Example, extra_examples, windows
+from rag.offline.squad import load_squad
+from rag.offline.training import Example, extra_examples, windows
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def tiny_data(tmp_path_factory):
 
 
 def _config(tiny_data, output, **changes):
-    from rag.training import TrainConfig
+    from rag.offline.training import TrainConfig
 
     train, extra = tiny_data
     settings = dict(train_file=str(train), output=str(output), extra_file=str(extra), extra_sources=["one", "two"],
@@ -102,13 +102,13 @@ def test_a_cut_off_run_resumes_to_the_same_weights(tiny_data, tmp_path):
     that was never stopped; the checkpoint is removed once the run is complete."""
     from safetensors.torch import load_file
 
-    from rag.training import resume_training, train
+    from rag.offline.training import resume_training, train
 
-    whole = train(_config(tiny_data, tmp_path / "whole"), calibrate=False)
-    assert train(_config(tiny_data, tmp_path / "cut"), calibrate=False, stop_after=3) == {}
+    whole = train(_config(tiny_data, tmp_path / "whole")).meta
+    assert train(_config(tiny_data, tmp_path / "cut"), stop_after=3) is None
     assert (tmp_path / "cut" / "checkpoint" / "state.json").is_file()
     assert not (tmp_path / "cut" / "model.safetensors").exists()
-    resumed = resume_training(tmp_path / "cut", calibrate=False)
+    resumed = resume_training(tmp_path / "cut").meta
     a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
     assert whole["steps"] == resumed["steps"] > 3
@@ -119,10 +119,10 @@ def test_a_cut_off_run_resumes_to_the_same_weights(tiny_data, tmp_path):
 def test_init_continues_a_reader_and_its_lineage_with_fresh_extra_questions(tiny_data, tmp_path):
     from safetensors.torch import load_file
 
-    from rag.training import replay_extra_draws, train
+    from rag.offline.training import replay_extra_draws, train
 
-    first = train(_config(tiny_data, tmp_path / "v1"), calibrate=False)
-    second = train(_config(tiny_data, tmp_path / "v2", init=str(tmp_path / "v1"), seed=4, epochs=1), calibrate=False)
+    first = train(_config(tiny_data, tmp_path / "v1")).meta
+    second = train(_config(tiny_data, tmp_path / "v2", init=str(tmp_path / "v1"), seed=4, epochs=1)).meta
     assert [r["output"] for r in second["lineage"]] == [str(tmp_path / "v1"), str(tmp_path / "v2")]
     assert second["lineage"][0] == first["lineage"][0]
     totals = second["lineage_totals"]
@@ -141,7 +141,7 @@ def test_init_continues_a_reader_and_its_lineage_with_fresh_extra_questions(tiny
 
 
 def test_long_contexts_become_passages_around_the_answer_with_a_negative():
-    from rag.training import passage_examples
+    from rag.offline.training import passage_examples
 
     text = " ".join(f"word{i}" for i in range(2000))
     start = text.index("word1500 ")

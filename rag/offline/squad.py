@@ -5,12 +5,11 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
-import re
-import string
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from rag.errors import RagError
+from rag.text import normalize_answer
 from rag.types import Chunk, Document, Passage
 
 
@@ -27,56 +26,46 @@ class Question:
     answer_starts: tuple[int, ...]
 
 
+class SquadFormatError(RagError):
+    """A file that is not in SQuAD 2.0 format; the message says where."""
+
+
 def load_squad(path: Path) -> list[Question]:
     """Every question of a SQuAD 2.0-format file; paragraphs of repeated titles keep counting on."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise SquadFormatError(f"{path} is not valid JSON ({err})") from None
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise ValueError(f"{path} is not a SQuAD-format file (no top-level 'data' list)")
+        raise SquadFormatError(f"{path} is not a SQuAD-format file (no top-level 'data' list)")
     questions: list[Question] = []
     paragraph_count: dict[str, int] = collections.Counter()
-    for article in data["data"]:
-        title = article.get("title", "untitled")
-        for para in article["paragraphs"]:
-            number = paragraph_count[title]
-            paragraph_count[title] += 1
-            for qa in para["qas"]:
-                answers = [] if qa.get("is_impossible") else qa.get("answers", [])
-                questions.append(
-                    Question(
-                        id=str(qa["id"]),
-                        title=title,
-                        paragraph=number,
-                        context=para["context"],
-                        question=qa["question"],
-                        answers=tuple(a["text"] for a in answers),
-                        answer_starts=tuple(int(a["answer_start"]) for a in answers),
+    try:
+        for article in data["data"]:
+            title = article.get("title", "untitled")
+            for para in article["paragraphs"]:
+                number = paragraph_count[title]
+                paragraph_count[title] += 1
+                for qa in para["qas"]:
+                    answers = [] if qa.get("is_impossible") else qa.get("answers", [])
+                    questions.append(
+                        Question(
+                            id=str(qa["id"]),
+                            title=title,
+                            paragraph=number,
+                            context=para["context"],
+                            question=qa["question"],
+                            answers=tuple(a["text"] for a in answers),
+                            answer_starts=tuple(int(a["answer_start"]) for a in answers),
+                        )
                     )
-                )
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        raise SquadFormatError(f"{path} is not a SQuAD-format file ({type(err).__name__}: {err})") from None
     return questions
 
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-# Typographic punctuation the articles use, folded to ASCII before the official normalisation.
-_FOLD = str.maketrans({
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
-    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2015": "-", "\u2212": "-",
-    "\u00a0": " ", "\u202f": " ", "\u2009": " ", "\u2026": "...",
-})
-_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-_PUNCTUATION = set(string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    """Official SQuAD normalisation (lower case, no punctuation, articles or extra spaces) after
-    Unicode folding: NFKC, typographic quotes and dashes to ASCII, so `Fei‑Fei Li` matches `Fei-Fei Li`."""
-    text = unicodedata.normalize("NFKC", text).translate(_FOLD).lower()
-    text = "".join(ch for ch in text if ch not in _PUNCTUATION)
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
 
 
 def exact_match(prediction: str, gold: str) -> float:

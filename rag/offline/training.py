@@ -24,9 +24,19 @@ import numpy as np
 
 from rag.config import PACKAGED_EMBEDDER, REPO_DIR, Settings
 from rag.embedding import resolve_embedding_model
-from rag.reader import META_FILE, Reader
-from rag.squad import (DEV_TITLES, TEST_TITLES, Question, file_sha256, gold_passage, load_squad, score_prediction,
-                       split_by_title, squad_corpus)
+from rag.errors import RagError
+from rag.offline.squad import (
+    DEV_TITLES,
+    TEST_TITLES,
+    Question,
+    file_sha256,
+    gold_passage,
+    load_squad,
+    score_prediction,
+    split_by_title,
+    squad_corpus,
+)
+from rag.reader import Reader, load_reader_meta, tokenize_pairs, write_reader_meta
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +54,7 @@ class TrainConfig:
     extra_sources: list[str] = field(default_factory=lambda: ["squadshifts-new_wiki"])
     extra_questions: int = 4000
     negative_fraction: float = 0.3
+    negative_top_k: int = 4  # passages retrieved per question when looking for a negative
     base_model: str = PACKAGED_EMBEDDER
     epochs: float = 1.0
     learning_rate: float = 1e-4
@@ -84,23 +95,22 @@ def examples_from(questions: list[Question], origin: str) -> list[Example]:
     ]
 
 
-def retrieved_negatives(questions: list[Question], fraction: float, rng: random.Random) -> list[Example]:
+def retrieved_negatives(questions: list[Question], fraction: float, rng: random.Random, embedder,
+                        settings: Settings, top_k: int) -> list[Example]:
     """For a sample of answerable questions, the best passage the project's retriever finds for them
     among their article's other passages that does not contain the answer, labelled unanswerable."""
-    from rag.embedding import Embedder
+    from tqdm import tqdm
+
     from rag.index import memory_index
     from rag.retrieval import Retriever
 
-    settings = Settings()
-    embedder = Embedder(settings.embedding_model)
     by_title: dict[str, list[Question]] = {}
     for q in questions:
         by_title.setdefault(q.title, []).append(q)
     negatives: list[Example] = []
-    from tqdm import tqdm
-
     for title, qs in tqdm(sorted(by_title.items()), desc="retriever negatives", unit="article"):
-        retriever = Retriever(memory_index(squad_corpus(qs), embedder, settings), embedder, top_k=4)
+        index = memory_index(squad_corpus(qs), embedder, settings)
+        retriever = Retriever.from_settings(index, embedder, settings, top_k=top_k)
         for q in qs:
             if not q.answers or rng.random() >= fraction:
                 continue
@@ -206,15 +216,7 @@ def windows(tokenizer, examples: list[Example], max_length: int, stride: int) ->
     out: list[dict] = []
     for i in range(0, len(examples), 512):
         batch = examples[i : i + 512]
-        enc = tokenizer(
-            [e.question.strip() for e in batch],
-            [e.context for e in batch],
-            truncation="only_second",
-            max_length=max_length,
-            stride=stride,
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
-        )
+        enc = tokenize_pairs(tokenizer, [e.question for e in batch], [e.context for e in batch], max_length, stride)
         for w, offsets in enumerate(enc["offset_mapping"]):
             ex = batch[enc["overflow_to_sample_mapping"][w]]
             seq = enc.sequence_ids(w)
@@ -322,6 +324,10 @@ def evaluate_gold(reader: Reader, questions: list[Question]) -> dict:
 CHECKPOINT_DIR = "checkpoint"
 
 
+class TrainingError(RagError):
+    """A training run cannot start or resume as asked."""
+
+
 @dataclass
 class Prepared:
     """A run's training windows and the record of what they were made from."""
@@ -332,8 +338,9 @@ class Prepared:
     dev: list[Question]
 
 
-def prepare(config: TrainConfig, tokenizer, rng: random.Random) -> Prepared:
-    """Every training window of the run, from the SQuAD questions, retriever negatives and the extra draw."""
+def prepare(config: TrainConfig, tokenizer, rng: random.Random, embedder=None) -> Prepared:
+    """Every training window of the run, from the SQuAD questions, retriever negatives (found with
+    `embedder`) and the extra draw."""
     questions = load_squad(Path(config.train_file))
     rest, dev = split_by_title(questions, set(DEV_TITLES))
     train_qs, _test = split_by_title(rest, set(TEST_TITLES))
@@ -341,7 +348,7 @@ def prepare(config: TrainConfig, tokenizer, rng: random.Random) -> Prepared:
         dev = dev[:: max(1, len(dev) // config.dev_questions)][: config.dev_questions]
     examples = examples_from(train_qs, "squad")
     if config.negative_fraction > 0:
-        examples += retrieved_negatives(train_qs, config.negative_fraction, rng)
+        examples += retrieved_negatives(train_qs, config.negative_fraction, rng, embedder, Settings(), config.negative_top_k)
     extra_draw = None
     if config.extra_file and config.extra_questions > 0:
         extra_qs = load_squad(Path(config.extra_file))
@@ -367,12 +374,23 @@ def prepare(config: TrainConfig, tokenizer, rng: random.Random) -> Prepared:
     return Prepared(items, mix, extra_draw, dev)
 
 
-def train(config: TrainConfig, calibrate: bool = True, resume: bool = False, stop_after: int | None = None) -> dict:
-    """Run the whole recipe and write the model folder; returns the metadata written beside it.
+@dataclass
+class TrainResult:
+    """A finished run: the metadata written beside the model, and the loaded reader and embedder (if one
+    was needed), for calibration to reuse instead of loading them again."""
+
+    meta: dict
+    reader: Reader
+    embedder: object | None
+
+
+def train(config: TrainConfig, resume: bool = False, stop_after: int | None = None) -> TrainResult | None:
+    """Run the recipe, write the model folder and evaluate it on the dev gold paragraphs; calibration is a
+    separate step (calibrate_reader) that can take the loaded reader and embedder from the result.
 
     A full checkpoint (weights, optimizer, schedule, data order, random state) is written to
     `output/checkpoint/` every `checkpoint_minutes`; `resume=True` continues from it exactly. `stop_after`
-    ends the run after that many steps with a checkpoint (a cut-off run, for tests) and returns {}."""
+    ends the run after that many steps with a checkpoint (a cut-off run, for tests) and returns None."""
     import torch
     from tqdm import tqdm
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer, get_linear_schedule_with_warmup
@@ -388,10 +406,16 @@ def train(config: TrainConfig, calibrate: bool = True, resume: bool = False, sto
     model = AutoModelForQuestionAnswering.from_pretrained(base, dtype=torch.float32)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     state = _read_checkpoint_state(ckpt) if resume else None
+    embedder = None
     if state is not None:
         prep = Prepared(_read_items(ckpt), state["mix"], state["extra_draw"], _dev_questions(config))
     else:
-        prep = prepare(config, tokenizer, rng)
+        embedder = None
+        if config.negative_fraction > 0:
+            from rag.embedding import Embedder
+
+            embedder = Embedder.from_settings(Settings())
+        prep = prepare(config, tokenizer, rng, embedder)
         _write_items(ckpt, prep.items)
     items = prep.items
     # The lineage of the reader this run starts from, read now (a resumed run keeps the one read at its
@@ -452,7 +476,7 @@ def train(config: TrainConfig, calibrate: bool = True, resume: bool = False, sto
                     break
                 if stop_after is not None and step >= stop_after:
                     save()
-                    return {}
+                    return None
                 if time.time() - last_save >= config.checkpoint_minutes * 60:
                     save()
                     last_save = time.time()
@@ -466,7 +490,8 @@ def train(config: TrainConfig, calibrate: bool = True, resume: bool = False, sto
     model.half().cpu().save_pretrained(out)
     tokenizer.save_pretrained(out)
     shutil.rmtree(ckpt, ignore_errors=True)  # the run is complete: the model folder is all that is left to keep
-    reader = Reader(str(out))
+    reader = Reader.from_settings(Settings(reader_model=str(out)))
+    reader.attach(model, tokenizer)  # the fp16-rounded weights just saved, as a load would give them
     dev_metrics = evaluate_gold(reader, prep.dev)
     run = {
         "command": command,
@@ -506,21 +531,17 @@ def train(config: TrainConfig, calibrate: bool = True, resume: bool = False, sto
         "lineage_totals": lineage_totals(lineage),
         "licence": "Trained on SQuAD 2.0 (CC BY-SA 4.0) and the extra sets listed in shared/data/README.md.",
     }
-    (out / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    if calibrate:
-        meta = calibrate_reader(Path(config.train_file), out)
-        meta["lineage"][-1]["dev"]["open_domain_f1_at_threshold"] = round(
-            meta["calibration_report"]["open_domain"]["at_threshold"]["f1"], 2)
-        (out / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    return meta
+    write_reader_meta(out, meta)
+    reader.meta = meta
+    return TrainResult(meta, reader, embedder)
 
 
-def resume_training(output: Path, calibrate: bool = True, stop_after: int | None = None) -> dict:
+def resume_training(output: Path, stop_after: int | None = None) -> TrainResult | None:
     """Continue the run whose checkpoint is in `output/checkpoint/`, with the settings it was started with."""
     state = _read_checkpoint_state(Path(output) / CHECKPOINT_DIR)
     if state is None:
-        raise FileNotFoundError(f"no training checkpoint in {Path(output) / CHECKPOINT_DIR}")
-    return train(TrainConfig(**state["config"]), calibrate=calibrate, resume=True, stop_after=stop_after)
+        raise TrainingError(f"no training checkpoint in {Path(output) / CHECKPOINT_DIR}")
+    return train(TrainConfig(**state["config"]), resume=True, stop_after=stop_after)
 
 
 def _dev_questions(config: TrainConfig) -> list[Question]:
@@ -534,10 +555,9 @@ def lineage_of(model_dir: Path, _depth: int = 0) -> list[dict]:
     """Every run that led to the reader in `model_dir`, oldest first. Readers from before lineages were
     recorded get one entry built from their metadata, after their base reader's lineage when the base
     was a reader folder (`--base-model rag/models/reader`, as for v3)."""
-    meta_path = Path(model_dir) / META_FILE
-    if not meta_path.is_file():
+    meta = load_reader_meta(model_dir)
+    if not meta:
         return []
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     if "lineage" in meta:
         return meta["lineage"]
     config = meta.get("config", {})
@@ -545,10 +565,9 @@ def lineage_of(model_dir: Path, _depth: int = 0) -> list[dict]:
     base = config.get("base_model")
     if base and base != PACKAGED_EMBEDDER and _depth < 10:
         for candidate in (Path(base), REPO_DIR / base):
-            base_meta_path = candidate / META_FILE
-            if not base_meta_path.is_file():
+            base_meta = load_reader_meta(candidate)
+            if not base_meta:
                 continue
-            base_meta = json.loads(base_meta_path.read_text(encoding="utf-8"))
             if base_meta.get("train_command") == meta.get("train_command"):
                 # The base folder now holds this very reader (it was shipped there): its recorded lineage,
                 # if it has one, is this reader's.
@@ -660,21 +679,24 @@ def _hardware() -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
-def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: float = 0.0) -> dict:
+def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: float = 0.0,
+                     embedder=None, reader: Reader | None = None) -> dict:
     """Fit the answerability model on the dev articles read open-domain (retrieved passages over all dev
-    paragraphs, as in deployment); choose the threshold that maximises open-domain dev F1; record it, the
-    threshold sweep, the reliability table and the metrics (open-domain and gold paragraph) in the metadata."""
+    paragraphs, as in deployment) and choose its threshold (rag.calibration); record it, the threshold
+    sweep, the reliability table and the metrics (open-domain and gold paragraph) in the metadata. A loaded
+    embedder and reader (training's) are reused."""
     from tqdm import tqdm
 
-    from rag.calibration import fit_calibrator, reliability_table
+    from rag.calibration import fit_with_threshold, reliability_table
     from rag.embedding import Embedder
     from rag.index import memory_index
     from rag.pipeline import Pipeline
 
     settings = Settings(reader_model=str(model_dir))
     _, dev = split_by_title(load_squad(train_file), set(DEV_TITLES))
-    index = memory_index(squad_corpus(dev), Embedder(settings.embedding_model), settings, progress=True)
-    pipeline = Pipeline.from_settings(settings, index=index)
+    embedder = embedder or Embedder.from_settings(settings)
+    index = memory_index(squad_corpus(dev), embedder, settings, progress=True)
+    pipeline = Pipeline.from_settings(settings, index=index, embedder=embedder, reader=reader)
 
     rows = {"open": [], "gold": []}
     for q in tqdm(dev, desc="calibration (dev)", unit="question"):
@@ -689,22 +711,20 @@ def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: 
                 ys.append(bool(q.answers) and score_prediction(j.best.text, q.answers)[1] >= 0.5)
         return xs, ys
 
-    x_open, y_open = labelled(rows["open"])
-    calibrator = fit_calibrator(np.array(x_open), np.array(y_open))
-
-    def predictions(judgements, threshold):
+    def predictions(calibrator, judgements, threshold):
         out = []
         for j in judgements:
             p = float(calibrator.probability(j.features)[0]) if j.best is not None else 0.0
             out.append(j.best.text if j.best is not None and p >= threshold else None)
         return out
 
-    probs_open = [float(calibrator.probability(j.features)[0]) if j.best else 0.0 for j in rows["open"]]
+    x_open, y_open = labelled(rows["open"])
     # The operating point: the best open-domain dev F1, unless a floor on no-answer accuracy is asked for.
-    sweep = [(float(round(t, 2)), squad2_metrics(dev, predictions(rows["open"], t))) for t in np.arange(0.05, 0.951, 0.01)]
-    allowed = [(t, m) for t, m in sweep if m["no_answer_accuracy"] >= min_no_answer_accuracy] or sweep
-    best_t = max(allowed, key=lambda tm: tm[1]["f1"])[0]
-    calibrator = type(calibrator)(calibrator.mean, calibrator.scale, calibrator.coef, calibrator.intercept, best_t)
+    calibrator, sweep = fit_with_threshold(
+        np.array(x_open), np.array(y_open), lambda c, t: squad2_metrics(dev, predictions(c, rows["open"], t)),
+        min_no_answer_accuracy)
+    best_t = calibrator.threshold
+    probs_open = [float(calibrator.probability(j.features)[0]) if j.best else 0.0 for j in rows["open"]]
     answerable = [q for q in dev if q.answers]
     forced = lambda js: squad2_metrics(answerable, [j.best.text if j.best else "" for q, j in zip(dev, js) if q.answers])  # noqa: E731
     report = {
@@ -712,17 +732,19 @@ def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: 
         "threshold_rule": f"max open-domain dev F1 with no-answer accuracy >= {min_no_answer_accuracy}%",
         "sweep_open_domain": [{"threshold": t, **{k: round(v, 1) for k, v in m.items() if k != "n"}}
                               for t, m in sweep if round(t * 100) % 5 == 0],
-        "open_domain": {"passages": len(index.chunks), "at_threshold": squad2_metrics(dev, predictions(rows["open"], best_t)),
+        "open_domain": {"passages": len(index.chunks),
+                        "at_threshold": squad2_metrics(dev, predictions(calibrator, rows["open"], best_t)),
                         "forced_answer": forced(rows["open"])},
-        "gold_paragraph": {"at_threshold": squad2_metrics(dev, predictions(rows["gold"], best_t)),
+        "gold_paragraph": {"at_threshold": squad2_metrics(dev, predictions(calibrator, rows["gold"], best_t)),
                            "forced_answer": forced(rows["gold"])},
         "reliability_open_domain": reliability_table(
             np.array([p for p, j in zip(probs_open, rows["open"]) if j.best]), np.array(y_open, dtype=float)),
     }
-    meta_path = model_dir / META_FILE
-    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    meta = load_reader_meta(model_dir)
     meta["calibration"] = calibrator.to_meta()
     meta["calibration_report"] = report
     meta["calibrate_command"] = f"rag calibrate-reader --train {train_file} --model {model_dir}"
-    meta_path.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    if meta.get("lineage"):  # this run's entry records its open-domain dev F1 too
+        meta["lineage"][-1].setdefault("dev", {})["open_domain_f1_at_threshold"] = round(report["open_domain"]["at_threshold"]["f1"], 2)
+    write_reader_meta(model_dir, meta)
     return meta

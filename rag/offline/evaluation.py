@@ -11,9 +11,9 @@ import numpy as np
 from tqdm import tqdm
 
 from rag.config import Settings
-from rag.pipeline import Pipeline
-from rag.squad import DEV_TITLES, TEST_TITLES, gold_passage, load_squad, normalize_answer, score_prediction, squad_corpus
 from rag.errors import RagError
+from rag.offline.squad import DEV_TITLES, TEST_TITLES, gold_passage, load_squad, normalize_answer, score_prediction, squad_corpus
+from rag.pipeline import Pipeline
 
 
 class EvalError(RagError):
@@ -140,9 +140,9 @@ def evaluate_squad(settings: Settings, path: Path, limit: int | None = None, spl
     from rag.index import memory_index
 
     questions, pairs = squad_items(path, limit, split)
-    index = memory_index(squad_corpus(questions), Embedder(settings.embedding_model, settings.embedding_batch_size),
-                         settings, progress=True)
-    pipeline = Pipeline.from_settings(settings, index=index)
+    embedder = Embedder.from_settings(settings)
+    index = memory_index(squad_corpus(questions), embedder, settings, progress=True)
+    pipeline = Pipeline.from_settings(settings, index=index, embedder=embedder)
     gold = {item.id: gold_passage(q) for q, item in pairs}
     report = run_items(pipeline, [item for _, item in pairs], gold, name=f"{path.name} ({split})")
     report.metrics["corpus_documents"] = len(index.documents)
@@ -158,10 +158,10 @@ def retrieval_report(settings: Settings, qa_path: Path, ks: tuple[int, ...] = (1
     from rag.retrieval import Retriever
 
     items = [i for i in load_qa(qa_path) if i.answers]
-    embedder = Embedder(settings.embedding_model, settings.embedding_batch_size)
+    embedder = Embedder.from_settings(settings)
     index = open_index(settings, embedder)
     report = {"n": len(items), "k": list(ks), "modes": {}}
-    for mode in ("dense", "bm25", "hybrid"):
+    for mode in ("dense", "bm25", "hybrid"):  # the table's order, not RETRIEVAL_MODES's
         retriever = Retriever.from_settings(index, embedder, settings, mode=mode, top_k=max(ks))
         hits = {k: 0 for k in ks}
         for item in items:

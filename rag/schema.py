@@ -76,3 +76,10 @@ class HealthResponse(BaseModel):
     reader_model: str
     retrieval_mode: str
     no_answer_threshold: float
+
+
+class DocumentResponse(BaseModel):
+    """A document's text exactly as indexed: citations' start/end are offsets into `text`."""
+
+    source: str
+    text: str

@@ -5,18 +5,20 @@ import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from rag.config import Settings
 from rag.errors import QuestionError, RagError
 from rag.ingest import CorpusWatch
 from rag.pipeline import Pipeline
-from rag.schema import AskRequest, AskResponse, HealthResponse
+from rag.schema import AskRequest, AskResponse, DocumentResponse, HealthResponse
 
 log = logging.getLogger("rag.server")
 
@@ -128,6 +130,27 @@ def _describe(errors: list) -> str:
     return "; ".join(parts)
 
 
+#: The web page's files (index.html, app.js, style.css), shipped inside the package.
+WEB_DIR = Path(__file__).resolve().parent / "web"
+#: Headers of the page and its files: scripts and styles only from this server's own files (no inline
+#: script can run, wherever it came from), no framing, no content-type sniffing.
+PAGE_HEADERS = {
+    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                                "img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class SecuredStatic(StaticFiles):
+    """The page's static files, with the page's security headers."""
+
+    async def get_response(self, path, scope):
+        response = await super().get_response(path, scope)
+        response.headers.update(PAGE_HEADERS)
+        return response
+
+
 def loaded_pipeline(request: Request) -> Pipeline:
     """FastAPI dependency: the pipeline loaded once, in the lifespan handler."""
     return request.app.state.pipeline
@@ -186,6 +209,29 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
         response.warnings = [f"{source} was {changes[source]} since the index was built: the citation may no "
                              "longer match the file; rebuild with `rag index`" for source in sorted(stale)]
         return response
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        """The web page for asking (rag/web/): plain HTML, CSS and one script, nothing from a CDN."""
+        return FileResponse(WEB_DIR / "index.html", headers=PAGE_HEADERS)
+
+    @app.get("/documents/{source:path}", include_in_schema=False)
+    async def document_page(source: str, pipeline: Pipeline = Depends(loaded_pipeline)) -> FileResponse:
+        """The same page in document mode; only a source of the index exists here (no file is read)."""
+        if source not in pipeline.documents:
+            raise HTTPException(status_code=404, detail="no such document in the index")
+        return FileResponse(WEB_DIR / "index.html", headers=PAGE_HEADERS)
+
+    @app.get("/api/documents/{source:path}", response_model=DocumentResponse,
+             summary="The indexed text of a document (citations' offsets index it)",
+             responses={404: {"description": "No such document in the index"}})
+    async def document_text(source: str, pipeline: Pipeline = Depends(loaded_pipeline)) -> DocumentResponse:
+        document = pipeline.documents.get(source)  # a lookup among indexed sources: never a path on disk
+        if document is None:
+            raise HTTPException(status_code=404, detail="no such document in the index")
+        return DocumentResponse(source=document.source, text=document.text)
+
+    app.mount("/static", SecuredStatic(directory=WEB_DIR), name="static")
 
     @app.get("/health", response_model=HealthResponse, summary="Readiness, corpus size and models in use")
     async def health(request: Request, pipeline: Pipeline = Depends(loaded_pipeline)) -> HealthResponse:

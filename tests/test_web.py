@@ -1,0 +1,156 @@
+"""The web page at /: served with a strict Content-Security-Policy, documents only from the index, and
+checked in a real headless browser (Debian's Chromium driven by Playwright) against the real server."""
+import shutil
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from fastapi.testclient import TestClient
+
+from rag.offline.bench import free_port, start_server, stop_server
+from rag.server import create_app
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+SEED_QUESTION = "Who did Anthropic hire to lead its infrastructure effort?"
+
+
+@pytest.fixture(scope="module")
+def client(settings, pipeline):
+    with TestClient(create_app(settings, pipeline=pipeline)) as c:
+        yield c
+
+
+def test_page_and_its_files_carry_a_csp_that_forbids_inline_scripts(client):
+    for path in ("/", "/static/app.js", "/static/style.css", "/documents/001_fa8838ea44d7c2c5.txt"):
+        r = client.get(path)
+        assert r.status_code == 200, path
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "default-src 'none'" in csp
+        assert r.headers["x-content-type-options"] == "nosniff"
+    html = client.get("/").text
+    assert '<script src="/static/app.js"' in html and "<script>" not in html and "http" not in html.split("</head>")[0]
+
+
+@pytest.mark.parametrize("path", [
+    "/documents/../README.md", "/documents/%2e%2e/README.md", "/documents/..%2fREADME.md", "/documents//etc/passwd",
+    "/documents/%2Fetc%2Fpasswd", "/documents/seeds/001_fa8838ea44d7c2c5.txt", "/documents/nothing.txt",
+    "/api/documents/../../pyproject.toml", "/api/documents/%2e%2e%2fpyproject.toml", "/api/documents//etc/passwd",
+    "/api/documents/nothing.txt", "/static/../server.py", "/static/%2e%2e/server.py",
+])
+def test_only_indexed_documents_can_be_opened(client, path):
+    r = client.get(path)
+    assert r.status_code == 404, path
+    assert "root:" not in r.text and "[project]" not in r.text and "FastAPI" not in r.text
+
+
+def test_document_api_returns_the_indexed_text(client, pipeline):
+    source = "001_fa8838ea44d7c2c5.txt"
+    body = client.get(f"/api/documents/{quote(source)}").json()
+    assert body == {"source": source, "text": pipeline.documents[source].text}
+
+
+# --- In a real browser ---------------------------------------------------------------------------------------
+
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found (apt-get install -y chromium); browser tests skipped")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("no Chromium found (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def seed_server(settings):
+    port = free_port()
+    proc = start_server(port, settings.docs_dir, settings.index_dir)
+    yield f"http://127.0.0.1:{port}"
+    stop_server(proc)
+
+
+@pytest.fixture()
+def page(browser):
+    context = browser.new_context()
+    p = context.new_page()
+    errors = []
+    p.on("pageerror", lambda e: errors.append(str(e)))
+    p.errors = errors
+    yield p
+    context.close()
+
+
+@needs_chromium
+def test_ask_a_seed_question_and_follow_the_citation(page, seed_server):
+    page.goto(seed_server + "/")
+    page.fill("#question", SEED_QUESTION)
+    page.press("#question", "Enter")
+    page.wait_for_selector("#answer", timeout=60_000)
+    assert page.inner_text(".answer-text") == "Eric Boyd"
+    assert page.inner_text("#quote mark") == "Eric Boyd"
+    assert "Eric Boyd" in page.inner_text("#quote") and "Microsoft" in page.inner_text("#quote")
+    assert page.inner_text("#confidence").split(", ")[0] in ("likely right", "probably right", "uncertain")
+    link = page.locator(".citation a")
+    href = link.get_attribute("href")
+    assert href.startswith("/documents/001_fa8838ea44d7c2c5.txt?start=")
+    assert page.locator(".passages-box").get_attribute("open") is None  # the passages are collapsed
+    link.click()
+    page.wait_for_selector("#cited")
+    assert page.inner_text("#cited") == "Eric Boyd"
+    assert page.inner_text("#document-title") == "001_fa8838ea44d7c2c5.txt"
+    box = page.locator("#cited").bounding_box()
+    viewport = page.viewport_size
+    assert box and 0 <= box["y"] <= viewport["height"], "the highlight is scrolled into view"
+    assert not page.errors
+
+
+@needs_chromium
+def test_an_unanswerable_question_shows_the_abstention(page, seed_server):
+    page.goto(seed_server + "/")
+    page.fill("#question", "What is the capital of France?")
+    page.click("#ask-button")
+    page.wait_for_selector("#abstain", timeout=60_000)
+    assert page.inner_text(".abstain-title") == "The documents do not say."
+    assert page.locator(".closest li").count() >= 1
+    assert page.locator("#answer").count() == 0
+
+
+@needs_chromium
+def test_api_errors_are_shown_as_a_message(page, seed_server):
+    page.goto(seed_server + "/")
+    page.fill("#question", " ".join(["a"] * 300))  # under 1,000 characters, over the 96-token limit
+    page.press("#question", "Enter")
+    page.wait_for_selector("#error", timeout=60_000)
+    text = page.inner_text("#error")
+    assert "HTTP 422" in text and "tokens" in text
+    assert not page.locator("#ask-button").is_disabled()
+
+
+@needs_chromium
+def test_script_in_a_document_is_shown_not_run(page, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "evil.txt").write_text(
+        "The vault code is 4471. <script>window.pwned = 1</script> "
+        '<img src=x onerror="window.pwned = 2"> The vault was built in 1921 by the Harland company.\n')
+    port = free_port()
+    proc = start_server(port, docs, tmp_path / "index")
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.fill("#question", "Who built the vault?")
+        page.press("#question", "Enter")
+        page.wait_for_selector("#answer, #abstain", timeout=60_000)
+        page.locator(".passages-box summary").click()
+        assert "<script>window.pwned = 1</script>" in page.inner_text(".passages")
+        page.goto(f"http://127.0.0.1:{port}/documents/evil.txt?start=0&end=12")
+        page.wait_for_selector("#cited")
+        assert '<img src=x onerror="window.pwned = 2">' in page.inner_text("#document-text")
+        assert page.evaluate("window.pwned") is None
+        assert page.locator("#document-text img, #document-text script").count() == 0
+    finally:
+        stop_server(proc)

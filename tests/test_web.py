@@ -12,6 +12,7 @@ from rag.server import create_app
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 SEED_QUESTION = "Who did Anthropic hire to lead its infrastructure effort?"
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "web-page.png"
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +100,9 @@ def test_ask_a_seed_question_and_follow_the_citation(page, seed_server):
     href = link.get_attribute("href")
     assert href.startswith("/documents/001_fa8838ea44d7c2c5.txt?start=")
     assert page.locator(".passages-box").get_attribute("open") is None  # the passages are collapsed
+    page.set_viewport_size({"width": 1000, "height": 620})
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT))  # the README's picture of the page, remade by every run
     link.click()
     page.wait_for_selector("#cited")
     assert page.inner_text("#cited") == "Eric Boyd"

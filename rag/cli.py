@@ -26,12 +26,42 @@ def cmd_index(args: argparse.Namespace) -> int:
     from rag.index import index_corpus
 
     settings = _settings(args)
-    index = index_corpus(settings, Embedder.from_settings(settings))
+    index = index_corpus(settings, Embedder.from_settings(settings), full=args.full)
     m = index.manifest
-    print(
-        f"indexed {m['n_documents']} documents into {m['n_chunks']} passages in {m['build_seconds']:.1f} s "
-        f"-> {settings.index_dir}" + (f" ({len(m['skipped'])} skipped)" if m["skipped"] else "")
-    )
+    formats = ", ".join(f"{n} {kind}" for kind, n in m["formats"].items())
+    build = m["build"]
+    how = (f"{build['documents_reused']} unchanged reused, {build['passages_embedded']} passages embedded"
+           if build["incremental"] else "full build")
+    print(f"indexed {m['n_documents']} documents ({formats}) into {m['n_chunks']} passages in "
+          f"{m['build_seconds']:.1f} s ({how}) -> {settings.index_dir}")
+    if m["skipped"]:
+        print(f"skipped {len(m['skipped'])}:")
+        for source, reason in m["skipped"].items():
+            print(f"  {source}: {reason}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """The passage around a citation with the cited characters marked, from the index alone (no model)."""
+    from rag.chunking import sentence_spans
+    from rag.index import load_index
+
+    settings = _settings(args)
+    document = load_index(settings.index_dir).documents.get(args.source)
+    if document is None:
+        raise UsageError(f"{args.source!r} is not a document of the index at {settings.index_dir}")
+    text = document.text
+    if not 0 <= args.start < args.end <= len(text):
+        raise UsageError(f"START and END must satisfy 0 <= START < END <= {len(text)} (the document's length)")
+    spans = sentence_spans(text)
+    inside = [i for i, (a, b) in enumerate(spans) if a < args.end and b > args.start] or [0]
+    first, last = max(0, inside[0] - 1), min(len(spans) - 1, inside[-1] + 1)  # one sentence either side
+    lo, hi = min(spans[first][0], args.start), max(spans[last][1], args.end)
+    where = [f"page {document.page_at(args.start)}"] if document.pages else []
+    if (heading := document.heading_at(args.start)) is not None:
+        where.append(f'under "{heading}"')
+    print(f"{args.source} [{args.start}:{args.end}]" + (f" ({', '.join(where)})" if where else ""))
+    print(f"{text[lo:args.start]}[[{text[args.start:args.end]}]]{text[args.end:hi]}")
     return 0
 
 
@@ -67,10 +97,16 @@ def format_answer(answer) -> str:
     cite = answer.citations[0]
     a, b = cite.start - cite.quote_start, cite.end - cite.quote_start
     marked = f"{cite.quote[:a]}[[{cite.quote[a:b]}]]{cite.quote[b:]}"
-    lines = [f"Answer: {answer.answer}  (score {answer.score:.2f})", f"Source: {cite.source} [{cite.start}:{cite.end}]", f"  \"{marked}\""]
+    lines = [f"Answer: {answer.answer}  (score {answer.score:.2f})", f"Source: {_place(cite)} [{cite.start}:{cite.end}]",
+             f"  \"{marked}\""]
     if len(answer.citations) > 1:
         lines.append("Also in: " + ", ".join(f"{c.source} [{c.start}:{c.end}]" for c in answer.citations[1:]))
     return "\n".join(lines)
+
+
+def _place(cite) -> str:
+    """A citation's file, with its page or heading where the document has them."""
+    return cite.source + (f", page {cite.page}" if cite.page else "") + (f", under \"{cite.heading}\"" if cite.heading else "")
 
 
 def _shorten(text: str, width: int = 160) -> str:
@@ -287,9 +323,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-rebuild", action="store_true", help="fail instead of rebuilding a missing or stale index")
         p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = sub.add_parser("index", help="build the index of a corpus folder")
+    p = sub.add_parser("index", help="build the index of a corpus folder (only what changed, unless --full)")
     corpus_args(p)
+    p.add_argument("--full", action="store_true", help="rebuild everything instead of only added and changed files")
     p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("show", help="print the passage around a citation, the cited characters marked")
+    p.add_argument("source", help="the document, as cited")
+    p.add_argument("start", type=int)
+    p.add_argument("end", type=int)
+    corpus_args(p)
+    p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("search", help="show the passages retrieved for a question")
     p.add_argument("question")

@@ -18,9 +18,10 @@ from typing import Any
 
 import bm25s
 import faiss
+import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from rag.chunking import CHUNKING_VERSION, blob_chars, chunk_documents
+from rag.chunking import CHUNKING_VERSION, blob_chars, chunk_document
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.errors import RagError
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 # bm25s sets its own logger to DEBUG on import and announces every build; keep it to warnings.
 logging.getLogger("bm25s").setLevel(logging.WARNING)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: documents.json holds each document's format, pages and headings
 MANIFEST = "manifest.json"
 
 
@@ -49,6 +50,10 @@ class CorruptIndexError(IndexLoadError):
 
 class StaleIndexError(IndexLoadError):
     """The corpus or the settings changed since the index was built."""
+
+
+class OutdatedIndexError(CorruptIndexError):
+    """An index written by an older version of this project: rebuilt like a stale one."""
 
 
 class UnsafeIndexFolderError(IndexLoadError):
@@ -119,21 +124,43 @@ def index_params(settings: Settings) -> dict[str, object]:
 
 
 def build_index(
-    documents: list[Document], embedder: Embedder, settings: Settings, progress: bool = False
-) -> tuple[list[Chunk], faiss.Index, bm25s.BM25]:
-    """Chunk the documents and build both indexes over the chunks, in memory."""
-    chunks = chunk_documents(documents, settings.chunk_max_chars, settings.chunk_overlap_sentences)
+    documents: list[Document], embedder: Embedder, settings: Settings, progress: bool = False,
+    reuse: tuple[list[Chunk], np.ndarray] | None = None,
+) -> tuple[list[Chunk], faiss.Index, bm25s.BM25, int]:
+    """Chunk the documents and build both indexes over the chunks, in memory; returns how many passages
+    were embedded. With `reuse` (chunks and their vectors from the previous index), the chunks of a
+    document that are there already keep their vectors, and only the other documents are embedded."""
+    stored: dict[str, list[int]] = {}
+    if reuse is not None:
+        for i, chunk in enumerate(reuse[0]):
+            stored.setdefault(chunk.source, []).append(i)
+    chunks: list[Chunk] = []
+    rows: list[int | None] = []  # per chunk: its row in reuse's vectors, or None to embed it
     for doc in documents:
+        if doc.source in stored:
+            chunks += [reuse[0][i] for i in stored[doc.source]]
+            rows += stored[doc.source]
+            continue
         if n := blob_chars(doc.text):
             log.warning("%s: %d characters of encoded data (base64/hex runs without spaces) are not indexed", doc.source, n)
+        new = chunk_document(doc, settings.chunk_max_chars, settings.chunk_overlap_sentences)
+        chunks += new
+        rows += [None] * len(new)
     if not chunks:
         raise CorpusError("the documents hold no text to index (only encoded data or white space)")
-    vectors = embedder.run([c.text for c in chunks], progress=progress)
+    todo = [i for i, row in enumerate(rows) if row is None]
+    fresh = embedder.run([chunks[i].text for i in todo], progress=progress)
+    vectors = np.zeros((len(chunks), fresh.shape[1] if len(todo) else reuse[1].shape[1]), dtype=np.float32)
+    if todo:
+        vectors[todo] = fresh
+    kept = [i for i, row in enumerate(rows) if row is not None]
+    if kept:
+        vectors[kept] = reuse[1][[rows[i] for i in kept]]
     dense = faiss.IndexFlatIP(vectors.shape[1])
     dense.add(vectors)
     bm25 = bm25s.BM25()
     bm25.index(sorted_vocabulary_ids(tokenize([c.text for c in chunks])), show_progress=False)
-    return chunks, dense, bm25
+    return chunks, dense, bm25, len(todo)
 
 
 def sorted_vocabulary_ids(docs: list[list[str]]) -> tuple[list[list[int]], dict[str, int]]:
@@ -145,19 +172,48 @@ def sorted_vocabulary_ids(docs: list[list[str]]) -> tuple[list[list[int]], dict[
 
 def memory_index(documents: list[Document], embedder: Embedder, settings: Settings, progress: bool = False) -> SearchIndex:
     """An index over given documents, kept in memory only (evaluation corpora, training negatives)."""
-    chunks, dense, bm25 = build_index(documents, embedder, settings, progress=progress)
+    chunks, dense, bm25, _ = build_index(documents, embedder, settings, progress=progress)
     return SearchIndex({d.source: d for d in documents}, chunks, dense, bm25, {"n_chunks": len(chunks)})
 
 
-def index_corpus(settings: Settings, embedder: Embedder, progress: bool = True) -> SearchIndex:
-    """Read the corpus folder, build the index and save it atomically to settings.index_dir."""
+def index_corpus(settings: Settings, embedder: Embedder, progress: bool = True, full: bool = False) -> SearchIndex:
+    """Read the corpus folder, build the index and save it atomically to settings.index_dir.
+
+    Incremental unless `full`: when the folder holds a readable index built with the same settings, the
+    files whose hash is unchanged are neither converted nor embedded again (their text, chunks and
+    vectors are reused), removed files drop out, and only added and changed files are processed. The
+    result is the index a full rebuild gives (same chunks in the same order, same vectors to float
+    rounding), written beside the old one and swapped in."""
     started = time.perf_counter()
     check_index_folder(settings.index_dir, settings.docs_dir)  # before any work, and before anything is touched
-    corpus = load_corpus(settings.docs_dir, settings.follow_links, settings.max_file_bytes)
-    chunks, dense, bm25 = build_index(corpus.documents, embedder, settings, progress=progress)
+    previous = None if full else _reusable_index(settings)
+    reuse_docs = None
+    if previous is not None:
+        files = previous.manifest["files"]
+        reuse_docs = {s: (files[s], d) for s, d in previous.documents.items() if s in files}
+    corpus = load_corpus(settings.docs_dir, settings.follow_links, settings.max_file_bytes, previous=reuse_docs)
+    reuse = None
+    if previous is not None:
+        unchanged = {d.source for d in corpus.documents if reuse_docs.get(d.source, (None, None))[1] is d}
+        keep = [i for i, c in enumerate(previous.chunks) if c.source in unchanged]
+        reuse = ([previous.chunks[i] for i in keep], previous.dense.reconstruct_n(0, previous.dense.ntotal)[keep])
+    chunks, dense, bm25, embedded = build_index(corpus.documents, embedder, settings, progress=progress, reuse=reuse)
     manifest = _manifest(corpus, chunks, dense, settings, time.perf_counter() - started)
+    manifest["build"] = {"incremental": previous is not None, "documents_reused": corpus.reused,
+                         "passages_embedded": embedded}
     index = SearchIndex({d.source: d for d in corpus.documents}, chunks, dense, bm25, manifest)
     save_index(index, settings.index_dir)
+    return index
+
+
+def _reusable_index(settings: Settings) -> SearchIndex | None:
+    """The index in settings.index_dir if it can be built on: readable, this format, the same settings."""
+    try:
+        index = load_index(settings.index_dir)
+    except IndexLoadError:
+        return None
+    if index.manifest.get("params") != index_params(settings):
+        return None
     return index
 
 
@@ -171,6 +227,7 @@ def _manifest(corpus: Corpus, chunks: list[Chunk], dense: faiss.Index, settings:
         "n_documents": len(corpus.documents),
         "n_chunks": len(chunks),
         "files": corpus.file_hashes,
+        "formats": corpus.formats(),
         "skipped": corpus.skipped,
     }
 
@@ -185,7 +242,7 @@ def save_index(index: SearchIndex, target: Path) -> None:
     mode = target.stat().st_mode & 0o777 if target.exists() else None
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        _write_json(tmp / "documents.json", {s: d.text for s, d in index.documents.items()})
+        _write_json(tmp / "documents.json", {s: d.to_dict() for s, d in index.documents.items()})
         _write_json(tmp / "chunks.json", [c.to_dict() for c in index.chunks])
         faiss.write_index(index.dense, str(tmp / "dense.faiss"))
         index.bm25.save(str(tmp / "bm25"))
@@ -250,6 +307,8 @@ def read_manifest(index_dir: Path) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise CorruptIndexError(f"the index at {index_dir} is damaged ({MANIFEST}: {err}); rebuild it with `rag index`") from None
+    if isinstance(manifest, dict) and isinstance(manifest.get("format_version"), int) and 0 < manifest["format_version"] < FORMAT_VERSION:
+        raise OutdatedIndexError(f"the index at {index_dir} was written by an older version of rag; rebuild it with `rag index`")
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         raise CorruptIndexError(f"the index at {index_dir} has an unknown format; rebuild it with `rag index`")
     try:
@@ -267,8 +326,8 @@ def load_index(index_dir: Path) -> SearchIndex:
     manifest = read_manifest(index_dir)
     part = "documents.json"
     try:
-        texts = json.loads((index_dir / part).read_text(encoding="utf-8"))
-        documents = {s: Document(source=s, text=t) for s, t in texts.items()}
+        stored = json.loads((index_dir / part).read_text(encoding="utf-8"))
+        documents = {s: Document.from_dict(s, d) for s, d in stored.items()}
         part = "chunks.json"
         chunks = [Chunk(**c) for c in json.loads((index_dir / part).read_text(encoding="utf-8"))]
         part = "dense.faiss"
@@ -305,10 +364,10 @@ def open_index(settings: Settings, embedder: Embedder, rebuild: bool = True) -> 
     """The index for settings.docs_dir, rebuilt first if it is missing or stale and `rebuild` is allowed."""
     try:
         reasons = staleness(read_manifest(settings.index_dir), settings)
-    except MissingIndexError:
+    except (MissingIndexError, OutdatedIndexError) as err:
         if not rebuild:
             raise
-        log.warning("no index at %s yet: building it", settings.index_dir)
+        log.warning("%s: building it", err if isinstance(err, OutdatedIndexError) else f"no index at {settings.index_dir} yet")
         return index_corpus(settings, embedder)
     if reasons:
         summary = "; ".join(reasons[:5]) + (f" (and {len(reasons) - 5} more)" if len(reasons) > 5 else "")

@@ -1,17 +1,18 @@
-"""Read a corpus folder into Documents: every .txt and .md file as UTF-8, unreadable files skipped with a warning."""
+"""Read a corpus folder into Documents: every file of a known format through its converter (rag.converters);
+files that cannot be read or converted are skipped with a warning naming them and why."""
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rag.converters import SUFFIXES, ConversionError, convert
 from rag.errors import RagError
 from rag.types import Document
 
 log = logging.getLogger(__name__)
-
-SUFFIXES = (".txt", ".md")
 
 
 class CorpusError(RagError):
@@ -26,10 +27,15 @@ class Corpus:
     documents: list[Document]
     file_hashes: dict[str, str]
     skipped: dict[str, str] = field(default_factory=dict)  # source -> reason
+    reused: int = 0  # documents taken unchanged from the previous index instead of converted again
+
+    def formats(self) -> dict[str, int]:
+        """How many documents of each format."""
+        return dict(sorted(collections.Counter(d.format for d in self.documents).items()))
 
 
 def candidate_files(root: Path, follow_links: bool = False) -> tuple[list[Path], dict[str, str]]:
-    """The .txt/.md files under `root` in a stable order, and the ones left out with why. Hidden files and
+    """The files of known formats (rag.converters.SUFFIXES) under `root` in a stable order, and the ones left out with why. Hidden files and
     folders are ignored; names that are not valid UTF-8 and links that lead outside `root` (unless
     `follow_links`) are skipped, since a citation could not name them or they are not the user's corpus."""
     root = Path(root)
@@ -56,24 +62,17 @@ def candidate_files(root: Path, follow_links: bool = False) -> tuple[list[Path],
     return sorted(files, key=lambda p: p.relative_to(root).as_posix()), skipped
 
 
-def decode_document(data: bytes) -> str:
-    """The text of a file's bytes; raises ValueError for binary or non-UTF-8 content."""
-    if b"\x00" in data:
-        raise ValueError("looks binary (contains NUL bytes)")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"is not valid UTF-8 ({err.reason} at byte {err.start})") from None
-
-
-def load_corpus(root: Path, follow_links: bool = False, max_file_bytes: int = 20 * 1024 * 1024) -> Corpus:
-    """Read every candidate file under `root`; skip (and warn about) unreadable, oversized, binary,
-    undecodable or empty ones, so one bad file never stops the rest from being indexed."""
+def load_corpus(root: Path, follow_links: bool = False, max_file_bytes: int = 20 * 1024 * 1024,
+                previous: dict[str, tuple[str, Document]] | None = None) -> Corpus:
+    """Read and convert every candidate file under `root`; skip (and warn about) unreadable, oversized,
+    unconvertible or empty ones, so one bad file never stops the rest from being indexed. A file whose
+    hash is that of `previous[source]` (hash, document) is not converted again: that document is reused."""
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(f"corpus folder not found: {root}")
     documents: list[Document] = []
     hashes: dict[str, str] = {}
+    reused = 0
     files, skipped = candidate_files(root, follow_links)
     for name, reason in skipped.items():
         log.warning("skipping %s: %s", name, reason)
@@ -85,21 +84,25 @@ def load_corpus(root: Path, follow_links: bool = False, max_file_bytes: int = 20
             skipped[source] = str(err)
             log.warning("skipping %s: %s", source, err)
             continue
-        hashes[source] = hashlib.sha256(data).hexdigest()
+        digest = hashes[source] = hashlib.sha256(data).hexdigest()
+        if previous and source in previous and previous[source][0] == digest:
+            documents.append(previous[source][1])
+            reused += 1
+            continue
         try:
-            text = decode_document(data)
-        except ValueError as err:
+            converted = convert(path.suffix, data)
+        except ConversionError as err:
             skipped[source] = str(err)
             log.warning("skipping %s: %s", source, err)
             continue
-        if not text.strip():
+        if not converted.text.strip():
             skipped[source] = "is empty"
             log.warning("skipping %s: it is empty", source)
             continue
-        documents.append(Document(source=source, text=text))
+        documents.append(Document(source, converted.text, converted.format, converted.pages, converted.headings))
     if not documents:
-        raise CorpusError(f"no readable .txt or .md document under {root}")
-    return Corpus(root=root, documents=documents, file_hashes=hashes, skipped=skipped)
+        raise CorpusError(f"no readable document under {root} (formats read: {', '.join(SUFFIXES)})")
+    return Corpus(root=root, documents=documents, file_hashes=hashes, skipped=skipped, reused=reused)
 
 
 def _read(path: Path, max_bytes: int) -> bytes:

@@ -162,7 +162,12 @@ class Pipeline:
             if any(s == place[0] and place[1] < e and b < place[2] for s, b, e in cited):
                 continue
             cited.append(place)
-        return [Citation(source, start, end, *self._quote(source, start, end)) for source, start, end in cited]
+        citations = []
+        for source, start, end in cited:
+            document = self.documents[source]
+            citations.append(Citation(source, start, end, *self._quote(source, start, end),
+                                      page=document.page_at(start), heading=document.heading_at(start)))
+        return citations
 
     def _quote(self, source: str, start: int, end: int) -> tuple[str, int]:
         """The sentence(s) of the document that contain [start, end), and where they start."""

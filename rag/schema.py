@@ -42,6 +42,8 @@ class CitationModel(BaseModel):
     end: int = Field(..., description="End offset: document_text[start:end] == answer.")
     quote: str = Field(..., description="The sentence that contains the answer.")
     quote_start: int = Field(..., description="Offset of the quote in the document: the answer starts at start - quote_start in the quote.")
+    page: int | None = Field(None, description="1-based page of the answer, for documents with pages (PDF).")
+    heading: str | None = Field(None, description="The nearest heading above the answer (HTML, Markdown, Word), if any.")
 
 
 class PassageModel(BaseModel):

@@ -1,15 +1,39 @@
 """The plain records that flow between stages: documents, chunks, passages, answers."""
 from __future__ import annotations
 
+import bisect
 from dataclasses import asdict, dataclass, field
 
 
 @dataclass(frozen=True)
 class Document:
-    """One corpus file: `source` is its path relative to the corpus folder."""
+    """One corpus file: `source` is its path relative to the corpus folder, `text` its text as indexed
+    (what every offset indexes); `pages[n]` is where page n + 1 starts (PDF), `headings` the (offset,
+    title) of each heading (HTML, Markdown, Word)."""
 
     source: str
     text: str
+    format: str = "text"
+    pages: tuple[int, ...] = ()
+    headings: tuple[tuple[int, str], ...] = ()
+
+    def page_at(self, offset: int) -> int | None:
+        """The 1-based page that holds `offset`, for documents with pages."""
+        return bisect.bisect_right(self.pages, offset) if self.pages else None
+
+    def heading_at(self, offset: int) -> str | None:
+        """The nearest heading at or above `offset`, if any."""
+        i = bisect.bisect_right([h[0] for h in self.headings], offset)
+        return self.headings[i - 1][1] if i else None
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "format": self.format, "pages": list(self.pages),
+                "headings": [list(h) for h in self.headings]}
+
+    @classmethod
+    def from_dict(cls, source: str, data: dict) -> Document:
+        return cls(source, data["text"], data.get("format", "text"), tuple(data.get("pages", ())),
+                   tuple((int(o), str(t)) for o, t in data.get("headings", ())))
 
 
 @dataclass(frozen=True)
@@ -52,6 +76,8 @@ class Citation:
     end: int
     quote: str
     quote_start: int  # offset of the quote in the document: the answer is quote[start - quote_start:][:end - start]
+    page: int | None = None  # 1-based page of the answer (PDF)
+    heading: str | None = None  # nearest heading above the answer (HTML, Markdown, Word)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,39 @@
+"""Word .docx with python-docx: paragraphs and table rows in document order, one per line; paragraphs
+in a Heading or Title style are the headings."""
+from __future__ import annotations
+
+import io
+
+from rag.converters import ConversionError, Converted
+
+
+def convert(data: bytes) -> Converted:
+    import zipfile
+
+    import docx
+    from docx.opc.exceptions import PackageNotFoundError
+    from docx.table import Table
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as err:
+        raise ConversionError(f"is not a valid .docx ({err})") from None
+    lines: list[str] = []
+    headings: list[tuple[int, str]] = []
+    offset = 0
+    for block in document.iter_inner_content():
+        if isinstance(block, Table):
+            rows = [" | ".join(cell.text.strip() for cell in row.cells) for row in block.rows]
+        else:
+            rows = [block.text.strip()]
+            style = (block.style.name if block.style is not None else "") or ""
+            if rows[0] and (style.startswith("Heading") or style == "Title"):
+                headings.append((offset, rows[0]))
+        for row in rows:
+            if row:
+                lines.append(row)
+                offset += len(row) + 1
+    text = "\n".join(lines)
+    if not text.strip():
+        raise ConversionError("has no text")
+    return Converted(text, "docx", headings=tuple(headings))

@@ -239,8 +239,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from rag.offline.bench import run_benchmark
+    from rag.offline.bench import run_benchmark, run_incremental_benchmark
 
+    if args.incremental:
+        print(run_incremental_benchmark(args.incremental, args.files))
+        return 0
     print(run_benchmark(requests_per_level=args.requests, levels=args.concurrency, docs=args.docs, index=args.index))
     return 0
 
@@ -367,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     corpus_args(p)
     p.add_argument("--requests", type=int, default=48, help="requests per concurrency level")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--incremental", type=Path, metavar="SQUAD_FILE",
+                   help="instead: time a full and an incremental index of --files files made from this file's contexts")
+    p.add_argument("--files", type=int, default=1000, help="with --incremental: corpus size in files (default 1000)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("calibrate-reader", help="refit the reader's answerability calibration on the dev split")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from rag.config import PACKAGED_READER_DIR, RETRIEVAL_MODES, Settings
+from rag.config import READER_BACKENDS as BACKENDS
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -18,6 +19,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         retrieval_mode=getattr(args, "mode", None),
         reader_model=getattr(args, "reader", None),
         follow_links=getattr(args, "follow_links", None),
+        reader_backend=getattr(args, "reader_backend", None),
     )
 
 
@@ -256,6 +258,14 @@ def cmd_calibrate_reader(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_reader(args: argparse.Namespace) -> int:
+    from rag.offline.export import export_reader
+
+    record = export_reader(args.model)
+    print(json.dumps(record, indent=2))
+    return 0
+
+
 def cmd_train_reader(args: argparse.Namespace) -> int:
     from rag.offline.training import TrainConfig, calibrate_reader, resume_training, train
 
@@ -323,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--top-k", type=_top_k, help=f"passages to retrieve (1-{Settings.max_top_k}, default {Settings.top_k})")
         p.add_argument("--mode", choices=RETRIEVAL_MODES, help=f"retrieval mode (default {Settings.retrieval_mode})")
         p.add_argument("--reader", help="reader model folder or hub name (default: the packaged reader)")
+        p.add_argument("--reader-backend", choices=BACKENDS,
+                       help=f"fp32 torch, or the int8 ONNX export through ONNX Runtime (default {Settings.reader_backend})")
         p.add_argument("--no-rebuild", action="store_true", help="fail instead of rebuilding a missing or stale index")
         p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -379,6 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", dest="train_file", required=True, help="the SQuAD 2.0 file the reader was trained on")
     p.add_argument("--model", required=True, help="reader model folder")
     p.set_defaults(func=cmd_calibrate_reader)
+
+    p = sub.add_parser("export-reader", help="write the reader's int8 ONNX export beside its weights")
+    p.add_argument("--model", default=Settings.reader_model, help="reader folder (default: the packaged reader)")
+    p.set_defaults(func=cmd_export_reader)
 
     p = sub.add_parser("train-reader", help="fine-tune the extractive reader (SQuAD 2.0 format)")
     p.add_argument("--train", dest="train_file", help="SQuAD 2.0 file (dev/test articles are held out)")

@@ -15,6 +15,8 @@ PACKAGED_READER = "packaged"
 PACKAGED_READER_DIR = PACKAGE_DIR / "models" / "reader"
 #: Retrieval modes (the CLI's choices and the retriever's check).
 RETRIEVAL_MODES = ("hybrid", "dense", "bm25")
+#: How the reader's forward pass runs: fp32 torch, or its int8 ONNX export through ONNX Runtime.
+READER_BACKENDS = ("torch", "onnx")
 
 
 def _default_dir(env: str, name: str) -> Path:
@@ -56,6 +58,7 @@ class Settings:
     max_windows_per_passage: int = 8
     max_windows_per_question: int = 24  # at least max_top_k, so every retrieved passage is read
     reader_batch_size: int = 32  # windows per forward pass
+    reader_backend: str = "torch"  # torch (fp32) | onnx (int8 export through ONNX Runtime: `rag export-reader`)
     torch_threads: int = 0  # 0: leave torch's own choice
     # The abstention threshold of a reader that has no calibration in its metadata.
     fallback_threshold: float = 0.5

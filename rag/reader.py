@@ -14,12 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.config import PACKAGED_READER, PACKAGED_READER_DIR, Settings
+from rag.config import PACKAGED_READER, PACKAGED_READER_DIR, READER_BACKENDS, Settings
 from rag.errors import QuestionError, RagError
 
 log = logging.getLogger(__name__)
 
 META_FILE = "reader_meta.json"
+#: The int8 ONNX export of the reader, beside its safetensors (written by `rag export-reader`).
+ONNX_FILE = "reader-int8.onnx"
+BACKENDS = READER_BACKENDS
 
 
 class ReaderError(RagError):
@@ -77,6 +80,20 @@ def write_reader_meta(model_dir: str | Path, meta: dict) -> None:
     tmp.replace(path)
 
 
+def _onnx_session(path: Path, threads: int):
+    """An ONNX Runtime session on the CPU with all graph optimisations."""
+    if not path.is_file():
+        raise ReaderError(f"the reader has no ONNX export ({path} is missing): run `rag export-reader`, "
+                          "or use --reader-backend torch")
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def tokenize_pairs(tokenizer, questions: list[str], contexts: list[str], max_length: int, stride: int, **options):
     """(question, context) pairs as overlapping windows of at most `max_length` tokens with character
     offsets: the one tokenisation that training labels and the reader reads."""
@@ -106,7 +123,11 @@ class Reader:
         max_question_tokens: int = Settings.max_question_tokens,
         max_windows_per_context: int = Settings.max_windows_per_passage,
         max_windows: int = Settings.max_windows_per_question,
+        backend: str = Settings.reader_backend,
+        threads: int = Settings.torch_threads,
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
         if not 32 <= max_seq_length <= 512:
             raise ValueError("max_seq_length must be between 32 and 512")
         if not 0 < doc_stride < max_seq_length:
@@ -129,15 +150,18 @@ class Reader:
         self.max_question_tokens = max_question_tokens
         self.max_windows_per_context = max_windows_per_context
         self.max_windows = max_windows
+        self.backend = backend
+        self.threads = threads
         self.meta: dict = {}
-        self._model = None
+        self._model = None  # a torch module, or an onnxruntime session
         self._tokenizer = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Reader:
         return cls(settings.reader_model, settings.max_seq_length, settings.doc_stride, settings.max_answer_tokens,
                    settings.n_best, settings.reader_batch_size, settings.max_question_tokens,
-                   settings.max_windows_per_passage, settings.max_windows_per_question)
+                   settings.max_windows_per_passage, settings.max_windows_per_question, settings.reader_backend,
+                   settings.torch_threads)
 
     def attach(self, model, tokenizer) -> None:
         """Use a model already in memory (training's, just saved) instead of loading it again."""
@@ -146,19 +170,25 @@ class Reader:
         self.meta = load_reader_meta(resolve_reader_model(self.model_name))
 
     def warm_up(self) -> None:
-        """Load tokenizer and model once, in fp32 whatever the stored precision."""
+        """Load tokenizer and model once: the torch model in fp32 whatever the stored precision, or the
+        int8 ONNX export through ONNX Runtime."""
         if self._model is not None:
             return
-        import torch
-        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+        from transformers import AutoTokenizer
 
         path = resolve_reader_model(self.model_name)
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=torch.float32)
+            if self.backend == "onnx":
+                self._model = _onnx_session(Path(path) / ONNX_FILE, self.threads)
+            else:
+                import torch
+                from transformers import AutoModelForQuestionAnswering
+
+                model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=torch.float32)
+                self._model = model.float().eval()
         except OSError as err:
             raise ReaderError(f"cannot load the reader model {self.model_name!r}: {err}") from None
-        self._model = model.float().eval()
         self.meta = load_reader_meta(path)
 
     def question_tokens(self, question: str) -> int:
@@ -200,19 +230,31 @@ class Reader:
         return sorted(kept)
 
     def logits(self, encoding, windows: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Start and end logits of the given windows (default: all), computed in batches without gradients."""
-        import torch
-
+        """Start and end logits of the given windows (default: all), in batches, each batch cut to its
+        longest window; the forward pass is the only thing the backends do differently."""
         starts, ends = [], []
         names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in encoding]
         rows = np.arange(len(encoding["input_ids"])) if windows is None else np.asarray(windows)
-        with torch.inference_mode():
-            for i in range(0, len(rows), self.batch_size):
-                batch = {n: torch.from_numpy(np.asarray(encoding[n])[rows[i : i + self.batch_size]]) for n in names}
-                out = self._model(**batch)
-                starts.append(out.start_logits.float().numpy())
-                ends.append(out.end_logits.float().numpy())
+        width = np.asarray(encoding["input_ids"]).shape[1]
+        for i in range(0, len(rows), self.batch_size):
+            part = rows[i : i + self.batch_size]
+            longest = int(np.asarray(encoding["attention_mask"])[part].sum(axis=1).max())
+            batch = {n: np.asarray(encoding[n])[part][:, :longest] for n in names}
+            start, end = self._forward(batch)
+            pad = ((0, 0), (0, width - longest))  # back to the encoding's width: positions past a window are never picked
+            starts.append(np.pad(start, pad, constant_values=-1e4))
+            ends.append(np.pad(end, pad, constant_values=-1e4))
         return np.concatenate(starts), np.concatenate(ends)
+
+    def _forward(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        if self.backend == "onnx":
+            start, end = self._model.run(None, {n: v.astype(np.int64) for n, v in batch.items()})
+            return start, end
+        import torch
+
+        with torch.inference_mode():
+            out = self._model(**{n: torch.from_numpy(v) for n, v in batch.items()})
+        return out.start_logits.float().numpy(), out.end_logits.float().numpy()
 
     def run(self, question: str, contexts: list[str]) -> list[ContextReading]:
         """Read every context for one question in one batch; one ContextReading per context."""

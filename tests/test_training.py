@@ -108,12 +108,13 @@ def test_a_cut_off_run_resumes_to_the_same_weights(tiny_data, tmp_path):
     assert train(_config(tiny_data, tmp_path / "cut"), stop_after=3) is None
     assert (tmp_path / "cut" / "checkpoint" / "state.json").is_file()
     assert not (tmp_path / "cut" / "model.safetensors").exists()
-    resumed = resume_training(tmp_path / "cut").meta
-    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
+    (tmp_path / "cut").rename(tmp_path / "moved")  # a checkpoint resumes from wherever it was moved to
+    resumed = resume_training(tmp_path / "moved").meta
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "moved" / "model.safetensors")
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
     assert whole["steps"] == resumed["steps"] > 3
     assert resumed["final_loss"] == whole["final_loss"]
-    assert not (tmp_path / "cut" / "checkpoint").exists()
+    assert not (tmp_path / "moved" / "checkpoint").exists()
 
 
 def test_init_continues_a_reader_and_its_lineage_with_fresh_extra_questions(tiny_data, tmp_path):

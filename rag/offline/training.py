@@ -541,7 +541,9 @@ def resume_training(output: Path, stop_after: int | None = None) -> TrainResult 
     state = _read_checkpoint_state(Path(output) / CHECKPOINT_DIR)
     if state is None:
         raise TrainingError(f"no training checkpoint in {Path(output) / CHECKPOINT_DIR}")
-    return train(TrainConfig(**state["config"]), resume=True, stop_after=stop_after)
+    # The folder given wins over the one recorded: a checkpoint may have been moved (e.g. out of build/).
+    config = TrainConfig(**{**state["config"], "output": str(output)})
+    return train(config, resume=True, stop_after=stop_after)
 
 
 def _dev_questions(config: TrainConfig) -> list[Question]:

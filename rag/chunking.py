@@ -5,6 +5,7 @@ the tokens it costs the reader against ~4 characters per token of English, so a 
 in one reader window and no text can make a passage that the reader takes seconds over."""
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable
 
@@ -110,17 +111,21 @@ def chunk_document(doc: Document, max_chars: int, overlap_sentences: int) -> lis
         for span in _outside(doc.text, sentence, blobs) if blobs else [sentence]:
             wide = width[span[1]] - width[span[0]] > max_chars
             units.extend(_split_long(doc.text, span, max_chars, width) if wide else [span])
+    # A chunk never spans a blob: units on either side of one go to different chunks.
+    blob_starts = [b[0] for b in blobs]
+    after_blob = {j for j in range(1, len(units))
+                  if bisect.bisect_left(blob_starts, units[j - 1][1]) < bisect.bisect_left(blob_starts, units[j][0])}
     chunks: list[Chunk] = []
     i = 0
     while i < len(units):
         j = i + 1
-        while j < len(units) and width[units[j][1]] - width[units[i][0]] <= max_chars:
+        while j < len(units) and j not in after_blob and width[units[j][1]] - width[units[i][0]] <= max_chars:
             j += 1
         start, end = units[i][0], units[j - 1][1]
         chunks.append(Chunk(source=doc.source, start=start, end=end, text=doc.text[start:end]))
         if j >= len(units):
             break
-        i = max(i + 1, j - overlap_sentences)
+        i = j if j in after_blob else max(i + 1, j - overlap_sentences)
     return chunks
 
 

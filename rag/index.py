@@ -257,6 +257,9 @@ def save_index(index: SearchIndex, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        old = target.with_name(f".{target.name}.old")
+        if old.is_dir() and not target.exists():  # the swap failed half-way: put the previous index back
+            old.rename(target)
         raise
 
 

@@ -169,10 +169,11 @@ class CorpusWatch:
                     st = path.stat()
                     stat = (st.st_size, st.st_mtime_ns)
                     if self._stats.get(source) != stat:
-                        self._stats[source] = stat
                         self._current[source] = hashlib.sha256(_read(path, self.max_file_bytes)).hexdigest()
+                        self._stats[source] = stat  # only once read: an unreadable file is tried again
                 except (OSError, ValueError):
                     self._current.pop(source, None)
+                    self._stats.pop(source, None)
                 if source not in self.indexed:
                     if source in self._current:
                         changes[source] = "added"

@@ -80,6 +80,16 @@ def write_reader_meta(model_dir: str | Path, meta: dict) -> None:
     tmp.replace(path)
 
 
+def _check_export_is_current(folder: Path) -> None:
+    """Refuse an ONNX export made from other weights than the folder's (retrained since the export)."""
+    import hashlib
+
+    recorded = load_reader_meta(folder).get("onnx", {}).get("exported_from_sha256")
+    weights = folder / "model.safetensors"
+    if recorded and weights.is_file() and hashlib.sha256(weights.read_bytes()).hexdigest() != recorded:
+        raise ReaderError(f"the ONNX export in {folder} was made from other weights; run `rag export-reader` again")
+
+
 def _onnx_session(path: Path, threads: int):
     """An ONNX Runtime session on the CPU with all graph optimisations."""
     if not path.is_file():
@@ -180,6 +190,7 @@ class Reader:
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(path)
             if self.backend == "onnx":
+                _check_export_is_current(Path(path))
                 self._model = _onnx_session(Path(path) / ONNX_FILE, self.threads)
             else:
                 import torch
@@ -212,18 +223,20 @@ class Reader:
         return tokenize_pairs(self._tokenizer, questions, [c[:limit] for c in contexts], self.max_seq_length,
                               self.doc_stride, padding="longest", return_tensors="np")
 
-    def kept_windows(self, encoding) -> list[int]:
-        """The windows read: at most max_windows_per_context of each context (its first ones) and at most
-        max_windows in all, taking each context's windows in turn, so one long passage cannot take them all."""
+    def kept_windows(self, encoding, max_total: int | None = None) -> list[int]:
+        """The windows read: at most max_windows_per_context of each context (its first ones) and, with
+        `max_total`, at most that many in all, taking each context's windows in turn, so one long passage
+        cannot take them all."""
         per_context: dict[int, list[int]] = {}
         for w, pair in enumerate(encoding["overflow_to_sample_mapping"]):
             ws = per_context.setdefault(int(pair), [])
             if len(ws) < self.max_windows_per_context:
                 ws.append(w)
+        limit = max_total if max_total is not None else len(encoding["input_ids"])
         kept: list[int] = []
         for depth in range(self.max_windows_per_context):
             for ws in per_context.values():
-                if depth < len(ws) and len(kept) < self.max_windows:
+                if depth < len(ws) and len(kept) < limit:
                     kept.append(ws[depth])
         if len(kept) < len(encoding["input_ids"]):
             log.debug("reading %d of %d windows", len(kept), len(encoding["input_ids"]))
@@ -257,15 +270,17 @@ class Reader:
         return out.start_logits.float().numpy(), out.end_logits.float().numpy()
 
     def run(self, question: str, contexts: list[str]) -> list[ContextReading]:
-        """Read every context for one question in one batch; one ContextReading per context."""
-        return self.read_pairs([question] * len(contexts), contexts)
+        """Read every context for one question in one batch, within the question's window budget
+        (max_windows); one ContextReading per context."""
+        return self.read_pairs([question] * len(contexts), contexts, max_windows=self.max_windows)
 
-    def read_pairs(self, questions: list[str], contexts: list[str]) -> list[ContextReading]:
-        """Read (question, context) pairs in one batch; one ContextReading per pair."""
+    def read_pairs(self, questions: list[str], contexts: list[str], max_windows: int | None = None) -> list[ContextReading]:
+        """Read (question, context) pairs in one batch; one ContextReading per pair. Each context is read
+        in at most max_windows_per_context windows; `max_windows` caps the whole call (one question's budget)."""
         if not contexts:
             return []
         encoding = self.encode(questions, contexts)
-        windows = self.kept_windows(encoding)
+        windows = self.kept_windows(encoding, max_windows)
         start_logits, end_logits = self.logits(encoding, windows)
         per_pair: list[dict[tuple[int, int], Span]] = [{} for _ in contexts]
         nulls = [float("inf")] * len(contexts)

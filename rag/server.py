@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -29,7 +30,8 @@ MAX_BODY_BYTES = 16 * 1024
 class BodyLimits:
     """ASGI middleware: 413 for a body larger than `limit` bytes (declared or streamed), 408 for a body
     not received in full within `deadline` seconds (a client that declares 1,000 bytes and sends 17, or
-    one byte every few seconds, would otherwise hold a connection and a worker for as long as it likes)."""
+    one byte every few seconds, would otherwise hold a connection and a worker for as long as it likes).
+    Once the body is complete, later receive() calls (a response watching for a disconnect) pass through."""
 
     def __init__(self, app, limit: int = MAX_BODY_BYTES, deadline: float = Settings.body_deadline_seconds) -> None:
         self.app = app
@@ -41,22 +43,26 @@ class BodyLimits:
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._reject(send, 413, b"request body too large (limit %d bytes)" % self.limit)
+            return await self._reject(send, _TooLarge(self.limit))
         seen = 0
+        complete = False
         responded = False
         deadline = asyncio.get_running_loop().time() + self.deadline
 
         async def limited_receive():
-            nonlocal seen
+            nonlocal seen, complete
+            if complete:
+                return await receive()
             left = deadline - asyncio.get_running_loop().time()
             try:
                 message = await asyncio.wait_for(receive(), timeout=max(left, 0.001))
             except asyncio.TimeoutError:
-                raise _TooSlow() from None
+                raise _TooSlow(self.deadline) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge()
+                    raise _TooLarge(self.limit)
+                complete = not message.get("more_body", False)
             return message
 
         async def tracking_send(message):
@@ -67,20 +73,29 @@ class BodyLimits:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
+        except (_TooLarge, _TooSlow) as err:  # raised outside FastAPI's body parsing (which answers them itself)
             if not responded:
-                await self._reject(send, 413, b"request body too large (limit %d bytes)" % self.limit)
-        except _TooSlow:
-            if not responded:
-                await self._reject(send, 408, b"request body not received within %d s" % self.deadline)
+                await self._reject(send, err)
 
     @staticmethod
-    async def _reject(send, status: int, detail: bytes) -> None:
-        body = b'{"detail":"' + detail + b'"}'
-        await send({"type": "http.response.start", "status": status,
+    async def _reject(send, err: HTTPException) -> None:
+        body = json.dumps({"detail": err.detail}).encode()
+        await send({"type": "http.response.start", "status": err.status_code,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(HTTPException):
+    """An HTTPException, so FastAPI passes it through when it is raised while the body is parsed."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(status_code=413, detail=f"request body too large (limit {limit} bytes)")
+
+
+class _TooSlow(HTTPException):
+    def __init__(self, deadline: float) -> None:
+        super().__init__(status_code=408, detail=f"request body not received within {deadline:g} s")
 
 
 class AccessLog:
@@ -106,16 +121,9 @@ class AccessLog:
             await self.app(scope, receive, send_status)
         finally:
             client = scope.get("client") or ("-", 0)
-            log.info("%s:%s %s %s %d %.1fms", client[0], client[1], scope["method"], scope["path"], status,
+            path = scope["path"].encode("unicode_escape").decode("ascii")  # no control characters in the log
+            log.info("%s:%s %s %s %d %.1fms", client[0], client[1], scope["method"], path, status,
                      (time.perf_counter() - started) * 1000)
-
-
-class _TooSlow(Exception):
-    pass
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def _describe(errors: list) -> str:

@@ -193,3 +193,9 @@ def test_a_crash_during_an_incremental_build_leaves_the_previous_index(mixed_doc
         index_corpus(s, embedder, progress=False)
     assert load_index(s.index_dir).manifest == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs", "idx"]
+
+
+def test_visible_text_fallback_keeps_blocks_apart():
+    from rag.converters.html import visible_text
+
+    assert visible_text(b"<html><body><nav>Menu</nav><p>Hi</p><p>end</p><script>x()</script></body></html>") == "Hi\nend"

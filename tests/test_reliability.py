@@ -328,3 +328,61 @@ def test_serve_on_a_busy_or_impossible_port_is_a_one_line_error_before_loading()
         assert time.perf_counter() - started < 30
     out = cli("serve", "--port", "99999", timeout=60)
     assert out.returncode == 2 and "between 1 and 65535" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_batch_of_many_questions_reads_every_pair(pipeline):
+    """The per-question window budget applies to one question's passages, not to a batch of pairs
+    (training's dev evaluation reads 64 questions in one call)."""
+    questions = [f"Who designed lighthouse number {i}?" for i in range(40)]
+    contexts = [f"Lighthouse number {i} was designed by William Douglass." for i in range(40)]
+    readings = pipeline.reader.read_pairs(questions, contexts)
+    assert len(readings) == 40 and all(r.spans and r.null_score < float("inf") for r in readings)
+
+
+def test_a_streamed_oversized_body_is_a_413(settings, pipeline):
+    def chunks():
+        yield b'{"question": "'
+        for _ in range(40):
+            yield b"x" * 1000
+        yield b'"}'
+
+    with TestClient(create_app(settings, pipeline=pipeline)) as client:
+        r = client.post("/ask", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "too large" in r.json()["detail"]
+
+
+def test_a_slow_body_gets_a_408_from_the_real_server(settings, pipeline):
+    import socket
+
+    import uvicorn
+
+    from rag.offline.bench import free_port
+    from rag.server import uvicorn_limits
+
+    port = free_port()
+    app = create_app(settings.with_overrides(body_deadline_seconds=1.0), pipeline=pipeline)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_limits()))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"POST /ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                         b'{"question": "Wh')
+            started = time.perf_counter()
+            reply = conn.recv(4096)
+            assert time.perf_counter() - started < 5
+        assert reply.startswith(b"HTTP/1.1 408") and b"not received within 1 s" in reply
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_a_passage_never_spans_encoded_data_even_when_passages_are_long():
+    text = "Here is data: " + "A" * 1200 + " and more text. The end."
+    chunks = chunk_document(Document("d.txt", text), 3000, 1)
+    assert all("A" * 100 not in c.text for c in chunks)
+    assert [c.text for c in chunks] == ["Here is data:", "and more text. The end."]

@@ -6,6 +6,8 @@ import re
 
 from rag.converters import ConversionError, Converted, markdown_headings
 
+_BLOCKS = ("p", "div", "li", "br", "tr", "td", "th", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article",
+           "blockquote", "pre", "table", "ul", "ol", "dd", "dt")
 _BOILERPLATE = ("script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form", "head")
 
 
@@ -26,7 +28,9 @@ def visible_text(data: bytes) -> str:
     import lxml.html
 
     root = lxml.html.fromstring(data)
-    for element in root.iter(*_BOILERPLATE):
+    for element in list(root.iter(*_BOILERPLATE)):
         element.drop_tree()
+    for element in root.iter(*_BLOCKS):  # a block ends its line: <p>Hi</p><p>end</p> is "Hi\nend", not "Hiend"
+        element.tail = "\n" + (element.tail or "")
     lines = (" ".join(line.split()) for line in root.text_content().splitlines())
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()

@@ -36,7 +36,7 @@ from rag.offline.squad import (
     split_by_title,
     squad_corpus,
 )
-from rag.reader import Reader, load_reader_meta, tokenize_pairs, write_reader_meta
+from rag.reader import ONNX_FILE, Reader, load_reader_meta, tokenize_pairs, write_reader_meta
 
 log = logging.getLogger(__name__)
 
@@ -355,10 +355,18 @@ def prepare(config: TrainConfig, tokenizer, rng: random.Random, embedder=None) -
         used: set[str] = set()
         if config.init and config.fresh_extra:
             answerable = sum(1 for q in train_qs if q.answers)
-            used = replay_extra_draws(lineage_of(Path(config.init)), extra_qs, answerable)
+            lineage = lineage_of(Path(config.init))
+            digest = file_sha256(Path(config.extra_file))
+            for run in lineage:
+                drawn_from = (run.get("extra_draw") or {}).get("extra_sha256")
+                if drawn_from and drawn_from != digest:
+                    raise TrainingError(f"{config.extra_file} is not the file run {run.get('output')} drew from, so the "
+                                        "questions it used cannot be told apart; use that file or --no-fresh-extra")
+            used = replay_extra_draws(lineage, extra_qs, answerable)
         picked = draw_extra(extra_qs, config.extra_sources, config.extra_questions, extra_draw_rng(config.seed),
                             frozenset(used))
         extra_draw = {"rng": "separate", "seed": config.seed, "sources": list(config.extra_sources),
+                      "extra_sha256": file_sha256(Path(config.extra_file)),
                       "questions": config.extra_questions, "fresh": bool(config.init and config.fresh_extra),
                       "excluded_as_used_before": len(used), "drawn": len(picked),
                       "drawn_per_source": dict(collections.Counter(q.title.split(":")[0] for q in picked))}
@@ -416,6 +424,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
 
             embedder = Embedder.from_settings(Settings())
         prep = prepare(config, tokenizer, rng, embedder)
+        (ckpt / "state.json").unlink(missing_ok=True)  # a fresh run: an older run's state must never be resumed
         _write_items(ckpt, prep.items)
     items = prep.items
     # The lineage of the reader this run starts from, read now (a resumed run keeps the one read at its
@@ -435,13 +444,15 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total_steps), total_steps)
     step, epoch, position, losses, seconds_before = 0, 0, 0, [], 0.0
     epoch_rng = rng.getstate()
+    model.to(device)  # before the optimizer state is loaded, so its moments land on the same device
     if state is not None:
+        if state.get("windows") != len(items):
+            raise TrainingError(f"the checkpoint in {ckpt} does not match its windows file; start the run again")
         _load_checkpoint(ckpt, state, model, optimizer, schedule)
         step, epoch, position, losses = state["step"], state["epoch"], state["position"], state["losses"]
         seconds_before = state["train_seconds"]
         epoch_rng = _rng_state(state["epoch_rng"])
         log.info("resumed from %s at step %d of %d", ckpt, step, total_steps)
-    model.to(device)
     command = state["command"] if state else " ".join(shlex.quote(a) for a in sys.argv)
     started = last_save = time.time()
 
@@ -489,7 +500,6 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     model.eval()
     model.half().cpu().save_pretrained(out)
     tokenizer.save_pretrained(out)
-    shutil.rmtree(ckpt, ignore_errors=True)  # the run is complete: the model folder is all that is left to keep
     reader = Reader.from_settings(Settings(reader_model=str(out)))
     reader.attach(model, tokenizer)  # the fp16-rounded weights just saved, as a load would give them
     dev_metrics = evaluate_gold(reader, prep.dev)
@@ -533,6 +543,8 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     }
     write_reader_meta(out, meta)
     reader.meta = meta
+    shutil.rmtree(ckpt, ignore_errors=True)  # the run is complete and recorded: the model folder is what is kept
+    (out / ONNX_FILE).unlink(missing_ok=True)  # an export of earlier weights would no longer match
     return TrainResult(meta, reader, embedder)
 
 
@@ -592,6 +604,7 @@ def lineage_of(model_dir: Path, _depth: int = 0) -> list[dict]:
         "train_seconds": meta.get("train_seconds"),
         "hardware": meta.get("hardware"),
         "extra_draw": {"rng": "shared", "seed": config.get("seed"), "sources": config.get("extra_sources", []),
+                       "extra_sha256": meta.get("data", {}).get("extra_sha256"),
                        "questions": extra, "negative_fraction": config.get("negative_fraction", 0), "fresh": False},
         "dev": {"gold_forced_f1": round(meta.get("dev_gold_paragraph", {}).get("forced_answer", {}).get("f1", 0), 2),
                 "open_domain_f1_at_threshold": round(report.get("open_domain", {}).get("at_threshold", {}).get("f1", 0), 2)},

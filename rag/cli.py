@@ -258,6 +258,14 @@ def cmd_calibrate_reader(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from rag.offline.training import lineage_table
+    from rag.reader import resolve_reader_model
+
+    print(lineage_table(Path(resolve_reader_model(args.model))))
+    return 0
+
+
 def cmd_export_reader(args: argparse.Namespace) -> int:
     from rag.offline.export import export_reader
 
@@ -391,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", dest="train_file", required=True, help="the SQuAD 2.0 file the reader was trained on")
     p.add_argument("--model", required=True, help="reader model folder")
     p.set_defaults(func=cmd_calibrate_reader)
+
+    p = sub.add_parser("lineage", help="the runs that made a reader, as a table (the learning curve of cumulative training)")
+    p.add_argument("--model", default=Settings.reader_model, help="reader folder (default: the packaged reader)")
+    p.set_defaults(func=cmd_lineage)
 
     p = sub.add_parser("export-reader", help="write the reader's int8 ONNX export beside its weights")
     p.add_argument("--model", default=Settings.reader_model, help="reader folder (default: the packaged reader)")

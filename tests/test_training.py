@@ -120,7 +120,7 @@ def test_a_cut_off_run_resumes_to_the_same_weights(tiny_data, tmp_path):
 def test_init_continues_a_reader_and_its_lineage_with_fresh_extra_questions(tiny_data, tmp_path):
     from safetensors.torch import load_file
 
-    from rag.offline.training import replay_extra_draws, train
+    from rag.offline.training import lineage_table, replay_extra_draws, train
 
     first = train(_config(tiny_data, tmp_path / "v1")).meta
     second = train(_config(tiny_data, tmp_path / "v2", init=str(tmp_path / "v1"), seed=4, epochs=1)).meta
@@ -135,6 +135,8 @@ def test_init_continues_a_reader_and_its_lineage_with_fresh_extra_questions(tiny
     used_by_both = replay_extra_draws(second["lineage"], extra_qs, 0)
     assert len(used_by_first) == 4 and len(used_by_both) == 8
     assert second["lineage"][1]["extra_draw"]["excluded_as_used_before"] == 4
+    table = lineage_table(tmp_path / "v2").splitlines()  # `rag lineage`: one row per run, windows seen cumulative
+    assert len(table) == 4 and table[3].split(" | ")[3] == f"{first['data']['windows'] * 2 + second['data']['windows']:,}"
     # Initialised from v1, not from the bare encoder: its QA head starts where v1's ended.
     assert second["config"]["init"] == str(tmp_path / "v1")
     head = lambda d: load_file(d / "model.safetensors")["qa_outputs.weight"].float()  # noqa: E731

@@ -763,3 +763,23 @@ def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: 
         meta["lineage"][-1].setdefault("dev", {})["open_domain_f1_at_threshold"] = round(report["open_domain"]["at_threshold"]["f1"], 2)
     write_reader_meta(model_dir, meta)
     return meta
+
+
+def lineage_table(model_dir: Path) -> str:
+    """The reader's lineage as a Markdown table: each run, the windows it trained on, the windows seen so far
+    (windows x epochs, summed), its steps and CPU/GPU time, and its dev F1s (gold paragraph forced; open
+    domain at its threshold): the learning curve of cumulative training."""
+    lineage = lineage_of(Path(model_dir))
+    if not lineage:
+        raise TrainingError(f"{model_dir} has no reader metadata to read a lineage from")
+    lines = ["| run | init | windows | windows seen (cumulative) | steps | minutes | dev gold ¶ forced F1 | dev open-domain F1 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    seen = 0.0
+    for run in lineage:
+        seen += (run.get("windows") or 0) * (run.get("epochs") or 0)
+        dev = run.get("dev") or {}
+        f = lambda v: "–" if v in (None, 0) else f"{v:.1f}"  # noqa: E731
+        lines.append(f"| {run.get('output') or '?'} | {run.get('init') or '(encoder)'} | {run.get('windows') or 0:,} | "
+                     f"{int(seen):,} | {run.get('steps') or 0:,} | {(run.get('train_seconds') or 0) / 60:.0f} | "
+                     f"{f(dev.get('gold_forced_f1'))} | {f(dev.get('open_domain_f1_at_threshold'))} |")
+    return "\n".join(lines)

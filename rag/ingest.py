@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rag.config import Settings
 from rag.converters import SUFFIXES, ConversionError, convert
 from rag.errors import RagError
 from rag.types import Document
@@ -62,7 +63,7 @@ def candidate_files(root: Path, follow_links: bool = False) -> tuple[list[Path],
     return sorted(files, key=lambda p: p.relative_to(root).as_posix()), skipped
 
 
-def load_corpus(root: Path, follow_links: bool = False, max_file_bytes: int = 20 * 1024 * 1024,
+def load_corpus(root: Path, follow_links: bool = False, max_file_bytes: int = Settings.max_file_bytes,
                 previous: dict[str, tuple[str, Document]] | None = None) -> Corpus:
     """Read and convert every candidate file under `root`; skip (and warn about) unreadable, oversized,
     unconvertible or empty ones, so one bad file never stops the rest from being indexed. A file whose
@@ -116,7 +117,7 @@ def _read(path: Path, max_bytes: int) -> bytes:
         raise OSError(f"cannot be read ({err.strerror or err})") from None
 
 
-def corpus_hashes(root: Path, follow_links: bool = False, max_file_bytes: int = 20 * 1024 * 1024) -> dict[str, str]:
+def corpus_hashes(root: Path, follow_links: bool = False, max_file_bytes: int = Settings.max_file_bytes) -> dict[str, str]:
     """The sha256 of every file load_corpus would read under `root`, without decoding them (cheap
     staleness check); files it would skip before reading are left out here too."""
     root = Path(root)
@@ -137,7 +138,7 @@ class CorpusWatch:
     are hashed again (a server must not reread a large corpus on every request)."""
 
     def __init__(self, root: Path, indexed: dict[str, str], follow_links: bool = False,
-                 max_file_bytes: int = 20 * 1024 * 1024, interval: float = 30.0) -> None:
+                 max_file_bytes: int = Settings.max_file_bytes, interval: float = Settings.corpus_check_seconds) -> None:
         import threading
         import time
 

@@ -29,12 +29,13 @@ def onnx_pipeline(settings, seed_index, embedder, tmp_path_factory):
 
 
 INT8_DISAGREES = pytest.mark.xfail(strict=True, reason=(
-    "measured: dynamic int8 (per channel) makes the reader prefer 'Vibe Coding and Agentic Engineering' over "
-    "'Managed Agents' here; strict, so a quantization that fixes it shows up"))
+    "measured with the v4 reader: dynamic int8 (per channel) moves its best span on this unanswerable question "
+    "from 'capital' to 'recent infrastructure investments' (the pipeline abstains on both); strict, so a "
+    "quantization that fixes it shows up"))
 
 
-@pytest.mark.parametrize("question", [pytest.param(q, marks=INT8_DISAGREES) if "enterprise" in q else q
-                                      for q, _, _ in ANSWERABLE] + UNANSWERABLE)
+@pytest.mark.parametrize("question", [q for q, _, _ in ANSWERABLE] + [
+    pytest.param(q, marks=INT8_DISAGREES) if "France" in q else q for q in UNANSWERABLE])
 def test_onnx_and_torch_readers_agree_on_the_best_span_of_the_seed_questions(pipeline, onnx_pipeline, question):
     """The same best answer over the same retrieved passages (where it stands too). The calibrated score
     is not compared: int8 moves the logits enough to move it (see the README's reader backends table)."""
@@ -45,12 +46,16 @@ def test_onnx_and_torch_readers_agree_on_the_best_span_of_the_seed_questions(pip
 
 
 def test_onnx_reader_scores_spans_like_the_torch_reader(pipeline, onnx_pipeline):
+    """The answer's passage gets the same best span with a close score, and every passage a close no-answer
+    score (the best span of a passage without the answer is noise that int8 may reorder)."""
     contexts = [p.chunk.text for p in pipeline.retriever.run(ANSWERABLE[0][0])]
     torch_read = pipeline.reader.run(ANSWERABLE[0][0], contexts)
     onnx_read = onnx_pipeline.reader.run(ANSWERABLE[0][0], contexts)
-    for t, o in zip(torch_read, onnx_read):
-        assert (t.spans[0].start, t.spans[0].end) == (o.spans[0].start, o.spans[0].end)
-        assert abs(t.spans[0].score - o.spans[0].score) < 1.5 and abs(t.null_score - o.null_score) < 1.5
+    best = max(range(len(torch_read)), key=lambda i: torch_read[i].spans[0].score)
+    t, o = torch_read[best], onnx_read[best]
+    assert (t.spans[0].start, t.spans[0].end) == (o.spans[0].start, o.spans[0].end)
+    assert abs(t.spans[0].score - o.spans[0].score) < 1.5
+    assert all(abs(t.null_score - o.null_score) < 1.5 for t, o in zip(torch_read, onnx_read))
 
 
 def test_missing_onnx_export_is_a_clear_error(tmp_path):

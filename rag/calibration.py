@@ -104,20 +104,24 @@ def fit_calibrator(features: np.ndarray, correct: np.ndarray, threshold: float =
 
 
 def choose_threshold(evaluate: Callable[[float], dict], min_no_answer_accuracy: float = 0.0,
+                     f1_tolerance: float = 0.0,
                      thresholds: np.ndarray | None = None) -> tuple[float, list[tuple[float, dict]]]:
-    """The abstention threshold: the one with the best F1 of `evaluate(threshold)` (SQuAD 2.0 metrics in
-    percent) among those whose no-answer accuracy reaches the floor (all of them if none does); and the sweep."""
+    """The abstention threshold from `evaluate(threshold)` (SQuAD 2.0 metrics in percent): among thresholds
+    whose no-answer accuracy reaches the floor (all of them if none does), the highest one whose F1 is within
+    `f1_tolerance` points of the best (0: the best F1 itself); and the sweep."""
     grid = np.arange(0.05, 0.951, 0.01) if thresholds is None else thresholds
     sweep = [(float(round(t, 2)), evaluate(float(round(t, 2)))) for t in grid]
     allowed = [(t, m) for t, m in sweep if m["no_answer_accuracy"] >= min_no_answer_accuracy] or sweep
-    return max(allowed, key=lambda tm: tm[1]["f1"])[0], sweep
+    best = max(m["f1"] for _, m in allowed)
+    return max(t for t, m in allowed if m["f1"] >= best - f1_tolerance), sweep
 
 
 def fit_with_threshold(features: np.ndarray, correct: np.ndarray, judged: Callable[[Calibrator, float], dict],
-                       min_no_answer_accuracy: float = 0.0) -> tuple[Calibrator, list[tuple[float, dict]]]:
+                       min_no_answer_accuracy: float = 0.0,
+                       f1_tolerance: float = 0.0) -> tuple[Calibrator, list[tuple[float, dict]]]:
     """Fit the calibrator, then choose its threshold with `judged(calibrator, threshold)` -> metrics."""
     calibrator = fit_calibrator(features, correct)
-    threshold, sweep = choose_threshold(lambda t: judged(calibrator, t), min_no_answer_accuracy)
+    threshold, sweep = choose_threshold(lambda t: judged(calibrator, t), min_no_answer_accuracy, f1_tolerance)
     return replace(calibrator, threshold=threshold), sweep
 
 

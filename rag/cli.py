@@ -20,6 +20,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         reader_model=getattr(args, "reader", None),
         follow_links=getattr(args, "follow_links", None),
         reader_backend=getattr(args, "reader_backend", None),
+        store=getattr(args, "store", None),
     )
 
 
@@ -28,6 +29,14 @@ def cmd_index(args: argparse.Namespace) -> int:
     from rag.index import index_corpus
 
     settings = _settings(args)
+    if settings.store:
+        from rag.postgres import index_postgres
+
+        r = index_postgres(settings, Embedder.from_settings(settings), full=args.full, progress=True)
+        print(f"indexed {r.documents} documents into {r.passages} passages in {r.seconds:.1f} s ({r.added_or_changed} "
+              f"added or changed, {r.removed} removed, {r.embedded} passages embedded) -> PostgreSQL store")
+        _print_skipped(r.skipped)
+        return 0
     index = index_corpus(settings, Embedder.from_settings(settings), full=args.full)
     m = index.manifest
     formats = ", ".join(f"{n} {kind}" for kind, n in m["formats"].items())
@@ -36,11 +45,15 @@ def cmd_index(args: argparse.Namespace) -> int:
            if build["incremental"] else "full build")
     print(f"indexed {m['n_documents']} documents ({formats}) into {m['n_chunks']} passages in "
           f"{m['build_seconds']:.1f} s ({how}) -> {settings.index_dir}")
-    if m["skipped"]:
-        print(f"skipped {len(m['skipped'])}:")
-        for source, reason in m["skipped"].items():
-            print(f"  {source}: {reason}")
+    _print_skipped(m["skipped"])
     return 0
+
+
+def _print_skipped(skipped: dict[str, str]) -> None:
+    if skipped:
+        print(f"skipped {len(skipped)}:")
+        for source, reason in skipped.items():
+            print(f"  {source}: {reason}")
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -49,9 +62,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     from rag.index import load_index
 
     settings = _settings(args)
-    document = load_index(settings.index_dir).documents.get(args.source)
+    if settings.store:
+        from rag.postgres import PostgresStore
+
+        store = PostgresStore(settings)
+        try:
+            document = store.documents.get(args.source)
+        finally:
+            store.close()
+    else:
+        document = load_index(settings.index_dir).documents.get(args.source)
     if document is None:
-        raise UsageError(f"{args.source!r} is not a document of the index at {settings.index_dir}")
+        raise UsageError(f"{args.source!r} is not a document of the index at {settings.store and 'the store' or settings.index_dir}")
     text = document.text
     if not 0 <= args.start < args.end <= len(text):
         raise UsageError(f"START and END must satisfy 0 <= START < END <= {len(text)} (the document's length)")
@@ -253,7 +275,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_calibrate_reader(args: argparse.Namespace) -> int:
     from rag.offline.training import calibrate_reader
 
-    meta = calibrate_reader(Path(args.train_file), Path(args.model))
+    if args.study:
+        from rag.offline.training import calibration_study
+
+        print(calibration_study(Path(args.train_file), Path(args.model), args.f1_tolerance or 0.5))
+        return 0
+    meta = calibrate_reader(Path(args.train_file), Path(args.model), f1_tolerance=args.f1_tolerance)
     print(json.dumps(meta["calibration_report"], indent=2))
     return 0
 
@@ -333,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     def corpus_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--docs", type=Path, help="corpus folder (default: seeds/)")
         p.add_argument("--index", type=Path, help="index folder (default: index/)")
+        p.add_argument("--store", metavar="DSN",
+                       help="keep the index in PostgreSQL + pgvector instead of --index (postgresql://user@host/db;"
+                            " default: $RAG_STORE)")
         p.add_argument("--follow-links", action="store_true", default=None,
                        help="also index files that symbolic links inside the corpus folder point to outside it")
 
@@ -398,6 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate-reader", help="refit the reader's answerability calibration on the dev split")
     p.add_argument("--train", dest="train_file", required=True, help="the SQuAD 2.0 file the reader was trained on")
     p.add_argument("--model", required=True, help="reader model folder")
+    p.add_argument("--study", action="store_true",
+                   help="write nothing; compare calibration features and threshold rules on dev and test")
+    p.add_argument("--f1-tolerance", type=float, default=None,
+                   help="choose the highest threshold whose open-domain dev F1 is within this many points of the"
+                        " best: fewer wrong answers for a little F1 (default Settings: 0, the max-F1 threshold;"
+                        " --study compares 0 with this, default 0.5)")
     p.set_defaults(func=cmd_calibrate_reader)
 
     p = sub.add_parser("lineage", help="the runs that made a reader, as a table (the learning curve of cumulative training)")

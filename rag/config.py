@@ -46,6 +46,11 @@ class Settings:
     rrf_k: int = 20
     dense_weight: float = 0.3
     candidates_per_retriever: int = 20
+    # Index store: None for the files in index_dir, or a PostgreSQL DSN (postgresql://…) for rag.postgres.
+    store: str | None = field(default_factory=lambda: os.environ.get("RAG_STORE") or None)
+    store_pool_size: int = 4  # connections per process
+    store_timeout_seconds: float = 10.0  # connecting, waiting for a pooled connection, and each query
+    hnsw_ef_search: int = 100  # pgvector HNSW search breadth (at least the candidates asked for)
     # Reader.
     reader_model: str = PACKAGED_READER
     max_seq_length: int = 384
@@ -60,6 +65,10 @@ class Settings:
     reader_batch_size: int = 32  # windows per forward pass
     reader_backend: str = "torch"  # torch (fp32) | onnx (int8 export through ONNX Runtime: `rag export-reader`)
     torch_threads: int = 0  # 0: leave torch's own choice
+    # Calibration picks the highest abstention threshold whose open-domain dev F1 is within this many points
+    # of the best (0: the max-F1 threshold). F1 scores a wrong answer and an abstention alike; a deployment
+    # where wrong answers cost more can trade a little F1 for many fewer (`rag calibrate-reader --study`).
+    threshold_f1_tolerance: float = 0.0
     # The abstention threshold of a reader that has no calibration in its metadata.
     fallback_threshold: float = 0.5
     # Question limits shared by the CLI and the server.

@@ -8,6 +8,10 @@ class RagError(Exception):
     """An expected failure; its message says what is wrong and what to do, in one line."""
 
 
+class UnavailableError(RagError):
+    """Something an answer depends on (the index database) cannot be reached now; retrying later may work."""
+
+
 class QuestionError(RagError):
     """The question cannot be answered as asked (too long for the reader, nothing left after cleaning)."""
 

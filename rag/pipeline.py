@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,20 +66,22 @@ class Pipeline:
     Calls are serialised by a lock: the fast tokenizers are not safe to share between threads, and on a
     small CPU two concurrent forward passes are no faster than one after the other."""
 
-    def __init__(self, retriever: Retriever, reader: Reader, documents: dict[str, Document],
-                 fallback_threshold: float = Settings.fallback_threshold) -> None:
+    def __init__(self, retriever: Retriever, reader: Reader, documents: Mapping[str, Document],
+                 fallback_threshold: float = Settings.fallback_threshold, calibrated: bool = True) -> None:
         self.retriever = retriever
+        self.calibrated = calibrated  # False: ignore the reader's stored calibration (while refitting it)
         self.fallback_threshold = fallback_threshold
         self.reader = reader
         self.documents = documents
         self.calibrator: Calibrator | None = None
-        self._sentences: dict[str, list[tuple[int, int]]] = {}
+        self._sentences: dict[str, tuple[str, list[tuple[int, int]]]] = {}
         self._lock = threading.Lock()
         self._warm = False
 
     @classmethod
     def from_settings(cls, settings: Settings, rebuild: bool = True, index: SearchIndex | None = None,
-                      embedder: Embedder | None = None, reader: Reader | None = None) -> Pipeline:
+                      embedder: Embedder | None = None, reader: Reader | None = None,
+                      calibrated: bool = True) -> Pipeline:
         """Wire the stages from settings, reusing any stage given (an embedder or index already loaded, a
         reader in memory), so each model is loaded once per process; then warm everything up."""
         if settings.torch_threads:
@@ -86,8 +89,8 @@ class Pipeline:
 
             torch.set_num_threads(settings.torch_threads)
         retriever = Retriever.open(settings, embedder=embedder, index=index, rebuild=rebuild)
-        pipeline = cls(retriever, reader or Reader.from_settings(settings), retriever.index.documents,
-                       settings.fallback_threshold)
+        pipeline = cls(retriever, reader or Reader.from_settings(settings), retriever.store.documents,
+                       settings.fallback_threshold, calibrated)
         pipeline.warm_up()
         return pipeline
 
@@ -96,7 +99,7 @@ class Pipeline:
             return
         self.retriever.embedder.warm_up()
         self.reader.warm_up()
-        self.calibrator = Calibrator.from_meta(self.reader.meta)
+        self.calibrator = Calibrator.from_meta(self.reader.meta) if self.calibrated else None
         self._warm = True
 
     @property
@@ -105,9 +108,11 @@ class Pipeline:
 
     def describe(self) -> dict:
         """What /health reports about the loaded pipeline."""
+        documents, passages = self.retriever.store.counts()
         return {
-            "documents": len(self.documents),
-            "passages": len(self.retriever.index.chunks),
+            "documents": documents,
+            "passages": passages,
+            "store": self.retriever.store.describe(),
             "embedding_model": self.retriever.embedder.model_name,
             "reader_model": self.reader.model_name,
             "retrieval_mode": self.retriever.mode,
@@ -165,16 +170,17 @@ class Pipeline:
         citations = []
         for source, start, end in cited:
             document = self.documents[source]
-            citations.append(Citation(source, start, end, *self._quote(source, start, end),
+            citations.append(Citation(source, start, end, *self._quote(document, start, end),
                                       page=document.page_at(start), heading=document.heading_at(start)))
         return citations
 
-    def _quote(self, source: str, start: int, end: int) -> tuple[str, int]:
+    def _quote(self, document: Document, start: int, end: int) -> tuple[str, int]:
         """The sentence(s) of the document that contain [start, end), and where they start."""
-        text = self.documents[source].text
-        spans = self._sentences.get(source)
-        if spans is None:
-            spans = self._sentences[source] = sentence_spans(text)
+        text = document.text
+        cached = self._sentences.get(document.source)
+        if cached is None or cached[0] is not text and cached[0] != text:  # a shared store's document can change
+            cached = self._sentences[document.source] = (text, sentence_spans(text))
+        spans = cached[1]
         ends = [e for _, e in spans]
         first = min(bisect.bisect_right(ends, start), len(spans) - 1)
         last = min(bisect.bisect_left(ends, end), len(spans) - 1)

@@ -1,9 +1,13 @@
-"""Retriever: top passages for a question from the dense index, the BM25 index, or both fused (RRF)."""
+"""Retriever: top passages for a question from the store's dense ranking, its BM25 ranking, or both fused
+(weighted RRF, computed here for every store)."""
 from __future__ import annotations
+
+from collections.abc import Hashable
 
 from rag.config import RETRIEVAL_MODES, Settings
 from rag.embedding import Embedder
 from rag.index import SearchIndex, open_index, tokenize
+from rag.store import FileStore, Store
 from rag.types import Passage
 
 MODES = RETRIEVAL_MODES
@@ -14,7 +18,7 @@ class Retriever:
 
     def __init__(
         self,
-        index: SearchIndex,
+        store: Store | SearchIndex,
         embedder: Embedder,
         mode: str = Settings.retrieval_mode,
         top_k: int = Settings.top_k,
@@ -26,7 +30,7 @@ class Retriever:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if top_k < 1 or candidates < 1 or rrf_k < 0 or dense_weight < 0:
             raise ValueError("top_k and candidates must be at least 1, rrf_k and dense_weight at least 0")
-        self.index = index
+        self.store: Store = FileStore(store) if isinstance(store, SearchIndex) else store
         self.embedder = embedder
         self.mode = mode
         self.top_k = top_k
@@ -35,38 +39,40 @@ class Retriever:
         self.dense_weight = dense_weight
 
     @classmethod
-    def from_settings(cls, index: SearchIndex, embedder: Embedder, settings: Settings, mode: str | None = None,
+    def from_settings(cls, store: Store | SearchIndex, embedder: Embedder, settings: Settings, mode: str | None = None,
                       top_k: int | None = None) -> Retriever:
         """A retriever with the settings' fusion parameters; `mode` and `top_k` override theirs."""
-        return cls(index, embedder, mode or settings.retrieval_mode, top_k or settings.top_k, settings.rrf_k,
+        return cls(store, embedder, mode or settings.retrieval_mode, top_k or settings.top_k, settings.rrf_k,
                    settings.candidates_per_retriever, settings.dense_weight)
 
     @classmethod
     def open(cls, settings: Settings, embedder: Embedder | None = None, index: SearchIndex | None = None,
              rebuild: bool = True) -> Retriever:
-        """The one way to wire embedder -> index -> retriever: what is given is reused, the rest is loaded
-        (the index opened, and rebuilt if missing or stale when `rebuild`)."""
+        """The one way to wire embedder -> store -> retriever: what is given is reused, the rest is loaded
+        (the file index opened, and rebuilt if missing or stale when `rebuild`; or the PostgreSQL store of
+        settings.store, brought up to date the same way)."""
         embedder = embedder or Embedder.from_settings(settings)
-        if index is None:
-            index = open_index(settings, embedder, rebuild=rebuild)
-        return cls.from_settings(index, embedder, settings)
+        if index is not None:
+            return cls.from_settings(index, embedder, settings)
+        if settings.store:
+            from rag.postgres import PostgresStore
 
-    def dense_ranking(self, query: str, n: int) -> list[tuple[int, float]]:
+            return cls.from_settings(PostgresStore.open(settings, embedder, rebuild=rebuild), embedder, settings)
+        return cls.from_settings(open_index(settings, embedder, rebuild=rebuild), embedder, settings)
+
+    @property
+    def index(self) -> SearchIndex:
+        """The in-memory index of a file store (evaluation and training build those)."""
+        return self.store.index
+
+    def dense_ranking(self, query: str, n: int) -> list[tuple[Hashable, float]]:
         """(chunk id, cosine similarity) of the n nearest chunks."""
-        n = min(n, self.index.dense.ntotal)
-        vector = self.embedder.run([query])
-        scores, ids = self.index.dense.search(vector, n)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        return self.store.dense_ranking(self.embedder.run([query]), n)
 
-    def bm25_ranking(self, query: str, n: int) -> list[tuple[int, float]]:
+    def bm25_ranking(self, query: str, n: int) -> list[tuple[Hashable, float]]:
         """(chunk id, BM25 score) of the n best chunks that share a term with the query."""
-        vocab = self.index.vocabulary
-        tokens = [t for t in tokenize([query])[0] if t in vocab]
-        if not tokens:
-            return []
-        n = min(n, len(self.index.chunks))
-        ids, scores = self.index.bm25.retrieve([tokens], k=n, show_progress=False, n_threads=1)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
+        tokens = tokenize([query])[0]
+        return self.store.lexical_ranking(tokens, n) if tokens else []
 
     def run(self, query: str, top_k: int | None = None) -> list[Passage]:
         """The top_k passages for `query`, best first."""
@@ -79,12 +85,14 @@ class Retriever:
             n = max(self.candidates, k)
             rankings = [self.dense_ranking(query, n), self.bm25_ranking(query, n)]
             ranked = fuse(rankings, [self.dense_weight, 1.0], self.rrf_k)[:k]
-        return [Passage(self.index.chunks[i], score, rank) for rank, (i, score) in enumerate(ranked[:k])]
+        ranked = ranked[:k]
+        chunks = self.store.chunks([i for i, _ in ranked])
+        return [Passage(chunk, score, rank) for rank, (chunk, (_, score)) in enumerate(zip(chunks, ranked))]
 
 
-def fuse(rankings: list[list[tuple[int, float]]], weights: list[float], rrf_k: int) -> list[tuple[int, float]]:
+def fuse(rankings: list[list[tuple[Hashable, float]]], weights: list[float], rrf_k: int) -> list[tuple[Hashable, float]]:
     """Weighted reciprocal rank fusion: an id scores sum(weight / (rrf_k + rank)) over the rankings it is in."""
-    scores: dict[int, float] = {}
+    scores: dict[Hashable, float] = {}
     for ranking, weight in zip(rankings, weights):
         for rank, (i, _) in enumerate(ranking, start=1):
             scores[i] = scores.get(i, 0.0) + weight / (rrf_k + rank)

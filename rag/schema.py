@@ -74,6 +74,7 @@ class HealthResponse(BaseModel):
     corpus_changes: list[str] = Field(default_factory=list, description="Files changed, removed or added since indexing.")
     documents: int
     passages: int
+    store: dict = Field(default_factory=dict, description="The index store: kind (files or postgresql), database, reachable.")
     embedding_model: str
     reader_model: str
     retrieval_mode: str

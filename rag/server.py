@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from rag.config import Settings
-from rag.errors import QuestionError, RagError
+from rag.errors import QuestionError, RagError, UnavailableError
 from rag.ingest import CorpusWatch
 from rag.pipeline import Pipeline
 from rag.schema import AskRequest, AskResponse, DocumentResponse, HealthResponse
@@ -172,11 +172,12 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
     async def lifespan(app: FastAPI):
         app.state.pipeline = pipeline or Pipeline.from_settings(settings, rebuild=rebuild)
         p = app.state.pipeline
-        files = p.retriever.index.manifest.get("files")
+        store = p.retriever.store
+        files = store.file_hashes() if store.kind == "files" else None  # a shared database changes by itself
         app.state.watch = (CorpusWatch(settings.docs_dir, files, settings.follow_links, settings.max_file_bytes,
                                        settings.corpus_check_seconds)
                            if files is not None and settings.docs_dir.is_dir() else None)
-        log.info("ready: %d documents, %d passages", len(p.documents), len(p.retriever.index.chunks))
+        log.info("ready: %d documents, %d passages (%s store)", *store.counts(), store.kind)
         yield
 
     app = FastAPIOffline(  # /docs and /redoc from the package's own copies of Swagger UI and ReDoc, not a CDN
@@ -199,6 +200,9 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
         (a damaged model or index found while answering) is ours (500), each with its one-line message."""
         if isinstance(exc, QuestionError):
             return JSONResponse(status_code=422, content={"detail": f"question: {exc}"})
+        if isinstance(exc, UnavailableError):  # the database is down or slow: the client may retry
+            log.error("unavailable on %s %s: %s", request.method, request.url.path, exc)
+            return JSONResponse(status_code=503, content={"detail": str(exc)}, headers={"Retry-After": "5"})
         log.error("error on %s %s: %s", request.method, request.url.path, exc)
         return JSONResponse(status_code=500, content={"detail": str(exc)})
 
@@ -208,7 +212,8 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
         return JSONResponse(status_code=500, content={"detail": "internal error; see the server log"})
 
     @app.post("/ask", response_model=AskResponse, summary="Answer a question from the documents, or abstain",
-              responses={413: {"description": "Body too large"}, 422: {"description": "Invalid request"}})
+              responses={413: {"description": "Body too large"}, 422: {"description": "Invalid request"},
+                         503: {"description": "The index database is unreachable or slow; retry later"}})
     async def ask(body: AskRequest, request: Request, pipeline: Pipeline = Depends(loaded_pipeline)) -> AskResponse:
         answer = await run_in_threadpool(pipeline.run, body.question, body.top_k)
         response = AskResponse.from_answer(answer)

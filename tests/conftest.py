@@ -14,6 +14,8 @@ import pytest  # noqa: E402
 
 from rag.config import Settings  # noqa: E402
 
+from postgres_server import LocalPostgres, PostgresUnavailable  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = REPO / "seeds"
 
@@ -51,3 +53,22 @@ def pipeline(settings, seed_index):
     from rag.pipeline import Pipeline
 
     return Pipeline.from_settings(settings, index=seed_index)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL 18 + pgvector server (tests/postgres_server.py), started once per session; `.dsn`
+    points at the `rag_test` database. Skips the test when no server can be started here."""
+    try:
+        pg = LocalPostgres().setup()
+    except PostgresUnavailable as exc:
+        pytest.skip(f"no local PostgreSQL: {exc}")
+    try:
+        yield pg
+    finally:
+        if pg.running:
+            try:
+                pg.stop()
+            except PostgresUnavailable:
+                pass  # close() falls back to an immediate stop
+        pg.close()

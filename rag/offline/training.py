@@ -37,6 +37,7 @@ from rag.offline.squad import (
     squad_corpus,
 )
 from rag.reader import ONNX_FILE, Reader, load_reader_meta, tokenize_pairs, write_reader_meta
+from rag.text import normalize_answer
 
 log = logging.getLogger(__name__)
 
@@ -695,7 +696,7 @@ def _hardware() -> str:
 
 
 def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: float = 0.0,
-                     embedder=None, reader: Reader | None = None) -> dict:
+                     embedder=None, reader: Reader | None = None, f1_tolerance: float | None = None) -> dict:
     """Fit the answerability model on the dev articles read open-domain (retrieved passages over all dev
     paragraphs, as in deployment) and choose its threshold (rag.calibration); record it, the threshold
     sweep, the reliability table and the metrics (open-domain and gold paragraph) in the metadata. A loaded
@@ -707,11 +708,11 @@ def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: 
     from rag.index import memory_index
     from rag.pipeline import Pipeline
 
-    settings = Settings(reader_model=str(model_dir))
+    settings = Settings(reader_model=str(model_dir)).with_overrides(threshold_f1_tolerance=f1_tolerance)
     _, dev = split_by_title(load_squad(train_file), set(DEV_TITLES))
     embedder = embedder or Embedder.from_settings(settings)
     index = memory_index(squad_corpus(dev), embedder, settings, progress=True)
-    pipeline = Pipeline.from_settings(settings, index=index, embedder=embedder, reader=reader)
+    pipeline = Pipeline.from_settings(settings, index=index, embedder=embedder, reader=reader, calibrated=False)
 
     rows = {"open": [], "gold": []}
     for q in tqdm(dev, desc="calibration (dev)", unit="question"):
@@ -734,17 +735,20 @@ def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: 
         return out
 
     x_open, y_open = labelled(rows["open"])
-    # The operating point: the best open-domain dev F1, unless a floor on no-answer accuracy is asked for.
+    # The operating point: the best open-domain dev F1 (or the highest threshold within
+    # threshold_f1_tolerance of it), above a floor on no-answer accuracy when one is asked for.
     calibrator, sweep = fit_with_threshold(
         np.array(x_open), np.array(y_open), lambda c, t: squad2_metrics(dev, predictions(c, rows["open"], t)),
-        min_no_answer_accuracy)
+        min_no_answer_accuracy, settings.threshold_f1_tolerance)
     best_t = calibrator.threshold
     probs_open = [float(calibrator.probability(j.features)[0]) if j.best else 0.0 for j in rows["open"]]
     answerable = [q for q in dev if q.answers]
     forced = lambda js: squad2_metrics(answerable, [j.best.text if j.best else "" for q, j in zip(dev, js) if q.answers])  # noqa: E731
     report = {
         "threshold": best_t,
-        "threshold_rule": f"max open-domain dev F1 with no-answer accuracy >= {min_no_answer_accuracy}%",
+        "threshold_rule": (f"max open-domain dev F1 with no-answer accuracy >= {min_no_answer_accuracy}%"
+                           + (f", then the highest threshold within {settings.threshold_f1_tolerance} F1 of it"
+                              if settings.threshold_f1_tolerance else "")),
         "sweep_open_domain": [{"threshold": t, **{k: round(v, 1) for k, v in m.items() if k != "n"}}
                               for t, m in sweep if round(t * 100) % 5 == 0],
         "open_domain": {"passages": len(index.chunks),
@@ -758,11 +762,117 @@ def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: 
     meta = load_reader_meta(model_dir)
     meta["calibration"] = calibrator.to_meta()
     meta["calibration_report"] = report
-    meta["calibrate_command"] = f"rag calibrate-reader --train {train_file} --model {model_dir}"
+    meta["calibrate_command"] = (f"rag calibrate-reader --train {train_file} --model {model_dir}"
+                                 + (f" --f1-tolerance {settings.threshold_f1_tolerance}" if settings.threshold_f1_tolerance else ""))
     if meta.get("lineage"):  # this run's entry records its open-domain dev F1 too
         meta["lineage"][-1].setdefault("dev", {})["open_domain_f1_at_threshold"] = round(report["open_domain"]["at_threshold"]["f1"], 2)
     write_reader_meta(model_dir, meta)
     return meta
+
+
+# Study-only answerability features (`rag calibrate-reader --study`): measured, not (yet) used in serving.
+_STOPWORDS = frozenset("""
+a an the of in on at to for from by with without about as into onto over under after before during since
+and or but nor not no so than then that this these those there here it its he she him her his hers they
+them their theirs we us our you your i me my is are was were be been being am do does did done have has had
+having can could will would shall should may might must what which who whom whose when where why how
+""".split())
+_NUMBER_WORDS = frozenset("""
+one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen
+eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million billion
+first second third half dozen
+""".split())
+_ASKS_NUMBER = ("how many", "how much", "how long", "how old", "how far", "how big", "how large", "how tall",
+                "what year", "which year", "what percentage", "what percent", "when")
+_ASKS_PERSON = ("who", "whom", "whose")
+STUDY_FEATURES = ("question_overlap", "answer_in_question", "type_match")
+
+
+def content_words(text: str) -> set[str]:
+    """The normalised words of `text` that carry meaning (no function words)."""
+    return {w for w in normalize_answer(text).split() if w not in _STOPWORDS}
+
+
+def type_match(question: str, answer: str) -> float:
+    """Whether the answer is the kind of thing the question's wh-word asks for: a number or date for
+    "how many"/"when"/"what year", a capitalised name for "who"; 0.5 when the question does not say."""
+    q = " " + " ".join(question.lower().split()) + " "
+    if any(f" {cue} " in q for cue in _ASKS_NUMBER):
+        return float(any(ch.isdigit() for ch in answer) or any(w in _NUMBER_WORDS for w in normalize_answer(answer).split()))
+    if any(f" {cue} " in q for cue in _ASKS_PERSON):
+        return float(answer[:1].isupper())
+    return 0.5
+
+
+def study_features(question: str, best, passages: list) -> list[float]:
+    """STUDY_FEATURES of the best candidate: the share of the question's content words found in the
+    answer's sentence, the share of the answer's content words the question already holds, type_match."""
+    from rag.chunking import sentence_spans
+
+    passage, start, _ = best.places[0]
+    text = passages[passage].chunk.text
+    sentence = next((text[a:b] for a, b in sentence_spans(text) if a <= start < b), text)
+    asked, said = content_words(question), content_words(best.text)
+    return [len(asked & content_words(sentence)) / len(asked) if asked else 0.0,
+            len(said & asked) / len(said) if said else 0.0,
+            type_match(question, best.text)]
+
+
+def calibration_study(train_file: Path, model_dir: Path, f1_tolerance: float = 0.5) -> str:
+    """What the answer-or-abstain decision would gain from each change, as a Markdown table: the calibrator
+    fitted on the dev articles read open-domain with the serving features or with STUDY_FEATURES added, its
+    threshold chosen on dev by the max-F1 rule or the cautious one (the highest within `f1_tolerance` F1);
+    each scored on dev and on the test articles read open-domain (never used to choose anything), with the
+    count of wrong answers given. Writes nothing."""
+    from tqdm import tqdm
+
+    from rag.calibration import FEATURES, choose_threshold, fit_calibrator
+    from rag.embedding import Embedder
+    from rag.index import memory_index
+    from rag.pipeline import Pipeline
+
+    settings = Settings(reader_model=str(model_dir))
+    rest, test = split_by_title(load_squad(train_file), set(TEST_TITLES))
+    _, dev = split_by_title(rest, set(DEV_TITLES))
+    embedder = Embedder.from_settings(settings)
+    reader = Reader.from_settings(settings)
+    reads = {}
+    for name, questions in (("dev", dev), ("test", test)):
+        index = memory_index(squad_corpus(questions), embedder, settings)
+        pipeline = Pipeline.from_settings(settings, index=index, embedder=embedder, reader=reader, calibrated=False)
+        rows = []
+        for q in tqdm(questions, desc=f"open-domain reads ({name})", unit="question"):
+            passages = pipeline.retriever.run(q.question)
+            j = pipeline.judge(q.question, passages)
+            rows.append((j.best, None if j.best is None else np.concatenate([j.features, study_features(q.question, j.best, passages)])))
+        reads[name] = rows
+
+    def metrics(questions, rows, calibrator, columns, threshold):
+        out = [best.text if best is not None and float(calibrator.probability(x[columns])[0]) >= threshold else None
+               for best, x in rows]
+        m = squad2_metrics(questions, out)
+        m["wrong"] = sum(1 for q, a in zip(questions, out)
+                         if a is not None and (not q.answers or score_prediction(a, q.answers)[1] < 0.5))
+        return m
+
+    n = len(FEATURES)
+    feature_sets = {f"serving ({n})": list(range(n)), f"serving + {', '.join(STUDY_FEATURES)}": list(range(n + len(STUDY_FEATURES)))}
+    rules = {"max dev F1": 0.0, f"highest within {f1_tolerance} of max dev F1": f1_tolerance}
+    answered = [(q, best, x) for q, (best, x) in zip(dev, reads["dev"]) if best is not None]
+    x = np.array([x for _, _, x in answered])
+    y = np.array([bool(q.answers) and score_prediction(best.text, q.answers)[1] >= 0.5 for q, best, _ in answered])
+    lines = ["| features | threshold rule | threshold | dev F1 | dev NoAns | dev wrong answers | test F1 | test NoAns | test wrong answers |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for fname, columns in feature_sets.items():
+        calibrator = fit_calibrator(x[:, columns], y)
+        for rname, tolerance in rules.items():
+            threshold, _ = choose_threshold(lambda t, c=calibrator, k=columns: metrics(dev, reads["dev"], c, k, t),
+                                            f1_tolerance=tolerance)
+            d = metrics(dev, reads["dev"], calibrator, columns, threshold)
+            t = metrics(test, reads["test"], calibrator, columns, threshold)
+            lines.append(f"| {fname} | {rname} | {threshold:.2f} | {d['f1']:.1f} | {d['no_answer_accuracy']:.1f} | {d['wrong']}"
+                         f" | {t['f1']:.1f} | {t['no_answer_accuracy']:.1f} | {t['wrong']} |")
+    return "\n".join(lines)
 
 
 def lineage_table(model_dir: Path) -> str:

@@ -1,0 +1,426 @@
+"""PostgreSQL + pgvector as the index store, for corpora past one machine's memory and for several answering
+servers on one database. Documents and chunks live in tables; dense search is pgvector's HNSW index (inner
+product on the normalised MiniLM vectors); lexical search is BM25 computed in SQL over a tsvector of the
+project's own BM25 tokens (GIN index), the same formula as bm25s, so both stores rank alike; the retriever
+fuses the two rankings as for the file store. Indexing is incremental by file hash, one transaction per file
+(a crash leaves no half-indexed file), one indexer at a time (an advisory lock).
+
+The project only ships the client side (psycopg, psycopg_pool, pgvector): users point it at their own
+database with `--store postgresql://…` or RAG_STORE."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from rag.chunking import blob_chars, chunk_document
+from rag.config import Settings
+from rag.embedding import Embedder
+from rag.errors import RagError, UnavailableError
+from rag.index import StaleIndexError, index_params, tokenize
+from rag.ingest import corpus_hashes, load_corpus
+from rag.types import Chunk, Document
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+#: Key of the advisory lock an indexer holds, so two `rag index` runs on one database take turns.
+INDEX_LOCK = 0x72616769
+#: bm25s's defaults, with which rag.index builds the file store's BM25 (Lucene idf, Robertson tf).
+BM25_K1, BM25_B = 1.5, 0.75
+#: Passages embedded per batch while indexing (each file is still written in its own transaction).
+EMBED_BATCH = 256
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS rag_meta (key text PRIMARY KEY, value jsonb NOT NULL);
+CREATE TABLE IF NOT EXISTS rag_documents (
+    source text PRIMARY KEY,
+    hash text NOT NULL,
+    text text NOT NULL,
+    format text NOT NULL,
+    pages jsonb NOT NULL DEFAULT '[]',
+    headings jsonb NOT NULL DEFAULT '[]',
+    indexed_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS rag_chunks (
+    id bigserial PRIMARY KEY,
+    source text NOT NULL REFERENCES rag_documents (source) ON DELETE CASCADE,
+    ord integer NOT NULL,
+    start_offset integer NOT NULL,
+    end_offset integer NOT NULL,
+    text text NOT NULL,
+    embedding vector({dimension}) NOT NULL,
+    lexemes text NOT NULL,
+    n_tokens integer NOT NULL,
+    tsv tsvector GENERATED ALWAYS AS (lexemes::tsvector) STORED,
+    UNIQUE (source, ord)
+);
+CREATE INDEX IF NOT EXISTS rag_chunks_embedding_hnsw ON rag_chunks USING hnsw (embedding vector_ip_ops);
+CREATE INDEX IF NOT EXISTS rag_chunks_tsv_gin ON rag_chunks USING gin (tsv);
+"""
+
+# BM25 over the chunks that share a term with the query (found through the GIN index): idf from each
+# term's document frequency, tf from the tsvector's positions, length from n_tokens.
+BM25_SQL = """
+WITH q AS (SELECT * FROM unnest(%(terms)s::text[], %(literals)s::text[]) AS q (term, literal)),
+d AS (SELECT u.term, (SELECT count(*) FROM rag_chunks WHERE tsv @@ u.literal::tsquery)::float8 AS df
+      FROM (SELECT DISTINCT term, literal FROM q) AS u),
+s AS (SELECT count(*)::float8 AS n, coalesce(avg(n_tokens), 1)::float8 AS avgdl FROM rag_chunks),
+c AS (SELECT id, tsv, n_tokens FROM rag_chunks WHERE tsv @@ %(query)s::tsquery)
+SELECT c.id, sum(ln(1 + (s.n - d.df + 0.5) / (d.df + 0.5))
+                 * cardinality(l.positions) / (cardinality(l.positions)
+                                              + %(k1)s * (1 - %(b)s + %(b)s * c.n_tokens / s.avgdl))) AS score
+FROM c CROSS JOIN LATERAL unnest(c.tsv) AS l (lexeme, positions, weights)
+JOIN q ON q.term = l.lexeme JOIN d ON d.term = l.lexeme CROSS JOIN s
+GROUP BY c.id ORDER BY score DESC, c.id LIMIT %(n)s
+"""
+
+
+class StoreError(RagError):
+    """The database cannot be used as an index store as it is (schema, extension, settings)."""
+
+
+class StoreUnavailableError(UnavailableError):
+    """The database cannot be reached or did not answer in time."""
+
+
+def describe_dsn(dsn: str) -> str:
+    """host:port/dbname of a DSN, without the password, for messages and /health."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = conninfo_to_dict(dsn)
+    except Exception:  # noqa: BLE001 - psycopg raises ProgrammingError on a malformed DSN
+        raise StoreError("the --store value is not a valid PostgreSQL DSN (postgresql://user@host:port/dbname)") from None
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', parts.get('user', ''))}"
+
+
+def lexeme(token: str) -> str:
+    """A BM25 token as a quoted tsvector/tsquery lexeme (taken as is: no parser, no stemming)."""
+    return "'" + token.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def lexemes(tokens: list[str]) -> str:
+    """A tsvector literal of the tokens with their positions, so a term's count is its number of positions."""
+    return " ".join(f"{lexeme(t)}:{min(i, 16383)}" for i, t in enumerate(tokens, start=1))
+
+
+@dataclass
+class IndexReport:
+    """What one `rag index --store` did."""
+
+    documents: int
+    passages: int
+    added_or_changed: int
+    removed: int
+    embedded: int
+    seconds: float
+    skipped: dict[str, str]
+
+
+class PostgresStore:
+    """The store on a PostgreSQL database with the pgvector extension, through a connection pool."""
+
+    kind = "postgresql"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dsn = settings.store or ""
+        self.where = describe_dsn(self.dsn)
+        self.timeout = settings.store_timeout_seconds
+        self._check_server()
+        from psycopg_pool import ConnectionPool
+
+        self.pool = ConnectionPool(
+            self.dsn, min_size=1, max_size=settings.store_pool_size, timeout=self.timeout, open=False,
+            kwargs=self._connect_args(), configure=self._configure, name="rag-store")
+        with self._errors():
+            self.pool.open(wait=True, timeout=self.timeout)
+        self.documents = PostgresDocuments(self)
+
+    @classmethod
+    def open(cls, settings: Settings, embedder: Embedder, rebuild: bool = True) -> PostgresStore:
+        """The store of settings.store, schema created if missing; like the file index, brought up to date
+        with the corpus folder first when that folder is here and `rebuild` (else a stale store is an error)."""
+        store = cls(settings)
+        try:
+            store.ensure_schema(embedder.dimension)
+            same = store.params() in (None, store.expected_params(embedder.dimension))
+            if settings.docs_dir.is_dir():
+                reasons = [] if same else ["the store was built with other settings"]
+                if same:
+                    now = corpus_hashes(settings.docs_dir, settings.follow_links, settings.max_file_bytes)
+                    built = store.file_hashes()
+                    reasons += [f"{s} was added" for s in sorted(now.keys() - built.keys())]
+                    reasons += [f"{s} was removed" for s in sorted(built.keys() - now.keys())]
+                    reasons += [f"{s} changed" for s in sorted(now.keys() & built.keys()) if now[s] != built[s]]
+                if reasons:
+                    summary = "; ".join(reasons[:5]) + (f" (and {len(reasons) - 5} more)" if len(reasons) > 5 else "")
+                    if not rebuild:
+                        raise StaleIndexError(f"the store at {store.where} is out of date with {settings.docs_dir}: "
+                                              f"{summary}. Update it with `rag index --store …`.")
+                    log.warning("the store is out of date (%s): updating it", summary)
+                    index_postgres(settings, embedder, store, full=not same)
+            elif not same:
+                raise StoreError(f"the store at {store.where} was built with other settings; rebuild it with "
+                                 "`rag index --store … --full`")
+            if store.counts()[1] == 0:
+                raise StoreError(f"the store at {store.where} holds no passages yet; build it with `rag index --store …`")
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    # -- connections -------------------------------------------------------------------------------------
+
+    def _connect_args(self) -> dict:
+        return {"connect_timeout": max(1, round(self.timeout)),
+                "options": f"-c statement_timeout={round(self.timeout * 1000)}", "application_name": "rag"}
+
+    def _check_server(self) -> None:
+        """Connect once without the pool, to tell an unreachable server from one without pgvector."""
+        import psycopg
+
+        try:
+            with psycopg.connect(self.dsn, **self._connect_args()) as conn:
+                row = conn.execute("SELECT (SELECT extversion FROM pg_extension WHERE extname = 'vector'),"
+                                   " EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector')").fetchone()
+                if row[0] is None:
+                    if not row[1]:
+                        raise StoreError(f"the PostgreSQL server at {self.where} has no pgvector extension: install "
+                                         "pgvector there (https://github.com/pgvector/pgvector)")
+                    try:
+                        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                    except psycopg.errors.InsufficientPrivilege:
+                        raise StoreError(f"the database at {self.where} does not have the pgvector extension enabled and "
+                                         "this user may not enable it: run `CREATE EXTENSION vector;` as its owner") from None
+        except psycopg.OperationalError as err:
+            raise StoreUnavailableError(f"cannot connect to PostgreSQL at {self.where}: {_first_line(err)}") from None
+
+    @staticmethod
+    def _configure(conn) -> None:
+        from pgvector.psycopg import register_vector
+
+        register_vector(conn)
+        conn.commit()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Database failures as the package's one-line errors (unreachable or slow: StoreUnavailableError)."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        try:
+            yield
+        except PoolTimeout:
+            raise StoreUnavailableError(f"PostgreSQL at {self.where} is unreachable (no connection within "
+                                        f"{self.timeout:g} s)") from None
+        except psycopg.errors.QueryCanceled:
+            raise StoreUnavailableError(f"PostgreSQL at {self.where} did not answer within {self.timeout:g} s") from None
+        except psycopg.OperationalError as err:
+            raise StoreUnavailableError(f"lost the connection to PostgreSQL at {self.where}: {_first_line(err)}") from None
+        except psycopg.errors.UndefinedTable:
+            raise StoreError(f"the database at {self.where} has no rag tables; build the store with `rag index --store …`") from None
+
+    @contextlib.contextmanager
+    def connection(self):
+        """A pooled connection; its transaction commits at the end of the block (rolls back on error)."""
+        with self._errors(), self.pool.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # -- schema ------------------------------------------------------------------------------------------
+
+    def ensure_schema(self, dimension: int) -> None:
+        """Create the tables and indexes if missing; refuse a schema of another version or dimension."""
+        with self.connection() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (INDEX_LOCK + 1,))  # one creator at a time
+            exists = conn.execute("SELECT to_regclass('rag_meta') IS NOT NULL").fetchone()[0]
+            if exists:
+                row = conn.execute("SELECT value FROM rag_meta WHERE key = 'schema_version'").fetchone()
+                found = row[0] if row else None
+                if found != SCHEMA_VERSION:
+                    raise StoreError(f"the rag tables at {self.where} are schema version {found}, this rag uses "
+                                     f"{SCHEMA_VERSION}: drop them (rag_meta, rag_documents, rag_chunks) and run `rag index --store …`")
+                stored = conn.execute("SELECT atttypmod FROM pg_attribute WHERE attrelid = 'rag_chunks'::regclass"
+                                      " AND attname = 'embedding'").fetchone()
+                if stored and stored[0] != dimension:
+                    raise StoreError(f"the store at {self.where} holds {stored[0]}-dimensional vectors, the embedder "
+                                     f"makes {dimension}: use the same embedding model or a new database")
+                return
+            conn.execute(SCHEMA.format(dimension=int(dimension)))
+            conn.execute("INSERT INTO rag_meta VALUES ('schema_version', %s)", (json.dumps(SCHEMA_VERSION),))
+
+    def expected_params(self, dimension: int) -> dict:
+        return {**index_params(self.settings), "embedding_dimension": dimension}
+
+    def params(self) -> dict | None:
+        """The settings the stored chunks were made with (None before the first index)."""
+        with self.connection() as conn:
+            row = conn.execute("SELECT value FROM rag_meta WHERE key = 'params'").fetchone()
+        return row[0] if row else None
+
+    # -- what the retriever and the pipeline ask -----------------------------------------------------------
+
+    def dense_ranking(self, vector: np.ndarray, n: int) -> list[tuple[int, float]]:
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        with self.connection() as conn:
+            conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(n, self.settings.hnsw_ef_search)),))
+            rows = conn.execute("SELECT id, -(embedding <#> %s) FROM rag_chunks ORDER BY embedding <#> %s LIMIT %s",
+                                (vector, vector, n)).fetchall()
+        return [(int(i), float(s)) for i, s in rows]
+
+    def lexical_ranking(self, tokens: list[str], n: int) -> list[tuple[int, float]]:
+        if not tokens:
+            return []
+        query = " | ".join(lexeme(t) for t in dict.fromkeys(tokens))
+        with self.connection() as conn:
+            rows = conn.execute(BM25_SQL, {"terms": tokens, "literals": [lexeme(t) for t in tokens], "query": query,
+                                           "k1": BM25_K1, "b": BM25_B, "n": n}).fetchall()
+        return [(int(i), float(s)) for i, s in rows if s > 0]
+
+    def chunks(self, ids: list[int]) -> list[Chunk]:
+        """The chunks with these ids, in order; one removed meanwhile by another indexer is left out."""
+        if not ids:
+            return []
+        with self.connection() as conn:
+            rows = conn.execute("SELECT id, source, start_offset, end_offset, text FROM rag_chunks WHERE id = ANY(%s)",
+                                (list(ids),)).fetchall()
+        found = {r[0]: Chunk(r[1], r[2], r[3], r[4]) for r in rows}
+        return [found[i] for i in ids if i in found]
+
+    def counts(self) -> tuple[int, int]:
+        with self.connection() as conn:
+            return tuple(conn.execute("SELECT (SELECT count(*) FROM rag_documents), (SELECT count(*) FROM rag_chunks)").fetchone())
+
+    def file_hashes(self) -> dict[str, str]:
+        with self.connection() as conn:
+            return dict(conn.execute("SELECT source, hash FROM rag_documents").fetchall())
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "database": self.where, "reachable": True}
+
+
+class PostgresDocuments(Mapping):
+    """source -> Document, read from the database when asked (it may change under a running server)."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+
+    def __getitem__(self, source: str) -> Document:
+        with self.store.connection() as conn:
+            row = conn.execute("SELECT text, format, pages, headings FROM rag_documents WHERE source = %s",
+                               (source,)).fetchone()
+        if row is None:
+            raise KeyError(source)
+        return Document.from_dict(source, {"text": row[0], "format": row[1], "pages": row[2], "headings": row[3]})
+
+    def __iter__(self) -> Iterator[str]:
+        with self.store.connection() as conn:
+            return iter([r[0] for r in conn.execute("SELECT source FROM rag_documents ORDER BY source").fetchall()])
+
+    def __len__(self) -> int:
+        return self.store.counts()[0]
+
+
+def index_postgres(settings: Settings, embedder: Embedder, store: PostgresStore | None = None,
+                   full: bool = False, progress: bool = False) -> IndexReport:
+    """Bring the store up to date with the corpus folder: files whose hash is unchanged are not read
+    again, removed files are deleted, and each added or changed file is written in one transaction (its old
+    chunks replaced). With `full`, or when the settings changed, everything is rebuilt."""
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    own = store is None
+    store = store or PostgresStore(settings)
+    try:
+        store.ensure_schema(embedder.dimension)
+        with store.connection() as conn:
+            conn.autocommit = True  # the lock is the session's; each file gets its own transaction below
+            conn.execute("SELECT pg_advisory_lock(%s)", (INDEX_LOCK,))
+            try:
+                expected = store.expected_params(embedder.dimension)
+                stored_params = conn.execute("SELECT value FROM rag_meta WHERE key = 'params'").fetchone()
+                if full or (stored_params and stored_params[0] != expected):
+                    with conn.transaction():
+                        conn.execute("DELETE FROM rag_documents")
+                with conn.transaction():
+                    conn.execute("INSERT INTO rag_meta VALUES ('params', %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                                 (json.dumps(expected),))
+                stored = dict(conn.execute("SELECT source, hash FROM rag_documents").fetchall())
+                unchanged = {s: (h, Document(s, "")) for s, h in stored.items()}  # stand-ins: not read again
+                corpus = load_corpus(settings.docs_dir, settings.follow_links, settings.max_file_bytes, previous=unchanged)
+                changed = [d for d in corpus.documents if unchanged.get(d.source, (None, None))[1] is not d]
+                removed = sorted(stored.keys() - {d.source for d in corpus.documents})
+                for source in removed:
+                    with conn.transaction():
+                        conn.execute("DELETE FROM rag_documents WHERE source = %s", (source,))
+                embedded = _write_documents(conn, changed, corpus.file_hashes, embedder, settings, progress, tqdm)
+            finally:
+                if not conn.closed:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (INDEX_LOCK,))
+                    conn.autocommit = False  # back to the pool as the others are
+        documents, passages = store.counts()
+        return IndexReport(documents, passages, len(changed), len(removed), embedded,
+                           round(time.perf_counter() - started, 2), corpus.skipped)
+    finally:
+        if own:
+            store.close()
+
+
+def _write_documents(conn, documents: list[Document], hashes: dict[str, str], embedder: Embedder,
+                     settings: Settings, progress: bool, tqdm) -> int:
+    """Chunk, embed (in batches across files) and write each document in its own transaction."""
+    pending: list[tuple[Document, list[Chunk]]] = []
+    embedded = 0
+    bar = tqdm(total=len(documents), desc="files", unit="file", disable=not progress)
+
+    def flush() -> None:
+        nonlocal embedded
+        texts = [c.text for _, chunks in pending for c in chunks]
+        vectors = embedder.run(texts) if texts else np.zeros((0, embedder.dimension), dtype=np.float32)
+        tokens = tokenize(texts) if texts else []
+        row = 0
+        for doc, chunks in pending:
+            with conn.transaction():
+                conn.execute("DELETE FROM rag_documents WHERE source = %s", (doc.source,))
+                data = doc.to_dict()
+                conn.execute("INSERT INTO rag_documents (source, hash, text, format, pages, headings)"
+                             " VALUES (%s, %s, %s, %s, %s, %s)",
+                             (doc.source, hashes[doc.source], doc.text, doc.format, json.dumps(data["pages"]),
+                              json.dumps(data["headings"])))
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO rag_chunks (source, ord, start_offset, end_offset, text, embedding, lexemes, n_tokens)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                        [(c.source, k, c.start, c.end, c.text, vectors[row + k], lexemes(tokens[row + k]), len(tokens[row + k]))
+                         for k, c in enumerate(chunks)])
+            row += len(chunks)
+            bar.update(1)
+        embedded += len(texts)
+        pending.clear()
+
+    size = 0
+    for doc in documents:
+        if n := blob_chars(doc.text):
+            log.warning("%s: %d characters of encoded data (base64/hex runs without spaces) are not indexed", doc.source, n)
+        chunks = chunk_document(doc, settings.chunk_max_chars, settings.chunk_overlap_sentences)
+        pending.append((doc, chunks))
+        size += len(chunks)
+        if size >= EMBED_BATCH:
+            flush()
+            size = 0
+    flush()
+    bar.close()
+    return embedded
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]

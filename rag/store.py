@@ -1,0 +1,73 @@
+"""Index stores: where the passages, their vectors and their documents live, behind the few questions the
+retriever and the pipeline ask. Two implementations: the files in `index/` (FAISS + bm25s, the default,
+here) and PostgreSQL + pgvector (rag.postgres), chosen by Settings.store."""
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Protocol
+
+import numpy as np
+
+from rag.index import SearchIndex
+from rag.types import Chunk, Document
+
+
+class Store(Protocol):
+    """What retrieval and answering need from an index store. Chunk ids are the store's own keys."""
+
+    kind: str
+    documents: Mapping[str, Document]  # source -> Document, read when an answer is cited
+
+    def dense_ranking(self, vector: np.ndarray, n: int) -> list[tuple[Hashable, float]]:
+        """(chunk id, inner product) of the n chunks nearest to a normalised query vector, best first."""
+
+    def lexical_ranking(self, tokens: list[str], n: int) -> list[tuple[Hashable, float]]:
+        """(chunk id, BM25 score) of the n best chunks for the query's lexical tokens (rag.index.tokenize)."""
+
+    def chunks(self, ids: list[Hashable]) -> list[Chunk]:
+        """The chunks with these ids, in the same order."""
+
+    def counts(self) -> tuple[int, int]:
+        """(documents, passages) in the store now."""
+
+    def file_hashes(self) -> dict[str, str]:
+        """source -> SHA-256 of the file each document was read from (to spot changed corpus files)."""
+
+    def describe(self) -> dict:
+        """What /health says about the store."""
+
+
+class FileStore:
+    """The default store: an index read from `index/` (rag.index), all in memory."""
+
+    kind = "files"
+
+    def __init__(self, index: SearchIndex) -> None:
+        self.index = index
+        self.documents = index.documents
+
+    def dense_ranking(self, vector: np.ndarray, n: int) -> list[tuple[int, float]]:
+        n = min(n, self.index.dense.ntotal)
+        scores, ids = self.index.dense.search(np.atleast_2d(vector), n)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+    def lexical_ranking(self, tokens: list[str], n: int) -> list[tuple[int, float]]:
+        vocab = self.index.vocabulary
+        tokens = [t for t in tokens if t in vocab]
+        if not tokens:
+            return []
+        n = min(n, len(self.index.chunks))
+        ids, scores = self.index.bm25.retrieve([tokens], k=n, show_progress=False, n_threads=1)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
+
+    def chunks(self, ids: list[int]) -> list[Chunk]:
+        return [self.index.chunks[i] for i in ids]
+
+    def counts(self) -> tuple[int, int]:
+        return len(self.index.documents), len(self.index.chunks)
+
+    def file_hashes(self) -> dict[str, str]:
+        return dict(self.index.manifest.get("files") or {})
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "reachable": True}

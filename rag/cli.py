@@ -268,6 +268,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.incremental:
         print(run_incremental_benchmark(args.incremental, args.files))
         return 0
+    if args.stores:
+        from rag.offline.bench import run_store_benchmark
+
+        if not args.store:
+            raise UsageError("--stores needs --store DSN (a PostgreSQL server where databases may be created)")
+        print(run_store_benchmark(args.store, args.stores, args.passages))
+        return 0
     print(run_benchmark(requests_per_level=args.requests, levels=args.concurrency, docs=args.docs, index=args.index))
     return 0
 
@@ -423,6 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--incremental", type=Path, metavar="SQUAD_FILE",
                    help="instead: time a full and an incremental index of --files files made from this file's contexts")
     p.add_argument("--files", type=int, default=1000, help="with --incremental: corpus size in files (default 1000)")
+    p.add_argument("--stores", type=Path, metavar="SQUAD_FILE",
+                   help="instead: compare the file store with PostgreSQL (--store) on the seeds and on a corpus of"
+                        " --passages passages made from this file's contexts")
+    p.add_argument("--passages", type=int, default=10_000, help="with --stores: size of the large corpus")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("calibrate-reader", help="refit the reader's answerability calibration on the dev split")

@@ -65,13 +65,14 @@ CREATE INDEX IF NOT EXISTS rag_chunks_tsv_gin ON rag_chunks USING gin (tsv);
 """
 
 # BM25 over the chunks that share a term with the query (found through the GIN index): idf from each
-# term's document frequency, tf from the tsvector's positions, length from n_tokens.
+# term's document frequency, tf from the tsvector's positions, length from n_tokens. MATERIALIZED: each
+# term's count is computed once, not once per candidate row (which the planner does when it inlines them).
 BM25_SQL = """
-WITH q AS (SELECT * FROM unnest(%(terms)s::text[], %(literals)s::text[]) AS q (term, literal)),
-d AS (SELECT u.term, (SELECT count(*) FROM rag_chunks WHERE tsv @@ u.literal::tsquery)::float8 AS df
-      FROM (SELECT DISTINCT term, literal FROM q) AS u),
-s AS (SELECT count(*)::float8 AS n, coalesce(avg(n_tokens), 1)::float8 AS avgdl FROM rag_chunks),
-c AS (SELECT id, tsv, n_tokens FROM rag_chunks WHERE tsv @@ %(query)s::tsquery)
+WITH q AS MATERIALIZED (SELECT * FROM unnest(%(terms)s::text[], %(literals)s::text[]) AS q (term, literal)),
+d AS MATERIALIZED (SELECT u.term, (SELECT count(*) FROM rag_chunks WHERE tsv @@ u.literal::tsquery)::float8 AS df
+                   FROM (SELECT DISTINCT term, literal FROM q) AS u),
+s AS MATERIALIZED (SELECT count(*)::float8 AS n, coalesce(avg(n_tokens), 1)::float8 AS avgdl FROM rag_chunks),
+c AS MATERIALIZED (SELECT id, tsv, n_tokens FROM rag_chunks WHERE tsv @@ %(query)s::tsquery)
 SELECT c.id, sum(ln(1 + (s.n - d.df + 0.5) / (d.df + 0.5))
                  * cardinality(l.positions) / (cardinality(l.positions)
                                               + %(k1)s * (1 - %(b)s + %(b)s * c.n_tokens / s.avgdl))) AS score
@@ -139,8 +140,12 @@ class PostgresStore:
         self.pool = ConnectionPool(
             self.dsn, min_size=1, max_size=settings.store_pool_size, timeout=self.timeout, open=False,
             kwargs=self._connect_args(), configure=self._configure, name="rag-store")
-        with self._errors():
-            self.pool.open(wait=True, timeout=self.timeout)
+        try:
+            with self._errors():
+                self.pool.open(wait=True, timeout=self.timeout)
+        except BaseException:
+            self.pool.close()  # no pool workers left retrying in the background
+            raise
         self.documents = PostgresDocuments(self)
 
     @classmethod

@@ -289,3 +289,12 @@ class LocalPostgres:
             raise PostgresUnavailable(f"psql failed to run: {exc}") from None
         if result.returncode != 0:
             raise PostgresUnavailable(f"{sql!r} failed: {result.stderr.strip() or result.stdout.strip()}")
+
+
+if __name__ == "__main__":  # a throwaway server for trying the store by hand: prints its DSN, stops on Ctrl-C
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    with LocalPostgres() as pg:
+        print(pg.dsn, flush=True)
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})

@@ -63,7 +63,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if settings.store:
-        from rag.postgres import PostgresStore
+        from rag.postgres import PostgresStore, describe_dsn
 
         store = PostgresStore(settings)
         try:
@@ -73,7 +73,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     else:
         document = load_index(settings.index_dir).documents.get(args.source)
     if document is None:
-        raise UsageError(f"{args.source!r} is not a document of the index at {settings.store and 'the store' or settings.index_dir}")
+        where = f"the store at {describe_dsn(settings.store)}" if settings.store else f"the index at {settings.index_dir}"
+        raise UsageError(f"{args.source!r} is not a document of {where}")
     text = document.text
     if not 0 <= args.start < args.end <= len(text):
         raise UsageError(f"START and END must satisfy 0 <= START < END <= {len(text)} (the document's length)")

@@ -291,15 +291,15 @@ class PostgresStore:
                                            "k1": BM25_K1, "b": BM25_B, "n": n}).fetchall()
         return [(int(i), float(s)) for i, s in rows if s > 0]
 
-    def chunks(self, ids: list[int]) -> list[Chunk]:
-        """The chunks with these ids, in order; one removed meanwhile by another indexer is left out."""
+    def chunks(self, ids: list[int]) -> list[Chunk | None]:
+        """The chunks with these ids, in order; None for one removed meanwhile by another indexer."""
         if not ids:
             return []
         with self.connection() as conn:
             rows = conn.execute("SELECT id, source, start_offset, end_offset, text FROM rag_chunks WHERE id = ANY(%s)",
                                 (list(ids),)).fetchall()
         found = {r[0]: Chunk(r[1], r[2], r[3], r[4]) for r in rows}
-        return [found[i] for i in ids if i in found]
+        return [found.get(i) for i in ids]
 
     def counts(self) -> tuple[int, int]:
         with self.connection() as conn:

@@ -86,8 +86,9 @@ class Retriever:
             rankings = [self.dense_ranking(query, n), self.bm25_ranking(query, n)]
             ranked = fuse(rankings, [self.dense_weight, 1.0], self.rrf_k)[:k]
         ranked = ranked[:k]
-        chunks = self.store.chunks([i for i, _ in ranked])
-        return [Passage(chunk, score, rank) for rank, (chunk, (_, score)) in enumerate(zip(chunks, ranked))]
+        found = [(chunk, score) for chunk, (_, score) in zip(self.store.chunks([i for i, _ in ranked]), ranked)
+                 if chunk is not None]  # a shared store may have dropped a chunk since it was ranked
+        return [Passage(chunk, score, rank) for rank, (chunk, score) in enumerate(found)]
 
 
 def fuse(rankings: list[list[tuple[Hashable, float]]], weights: list[float], rrf_k: int) -> list[tuple[Hashable, float]]:

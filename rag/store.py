@@ -24,8 +24,8 @@ class Store(Protocol):
     def lexical_ranking(self, tokens: list[str], n: int) -> list[tuple[Hashable, float]]:
         """(chunk id, BM25 score) of the n best chunks for the query's lexical tokens (rag.index.tokenize)."""
 
-    def chunks(self, ids: list[Hashable]) -> list[Chunk]:
-        """The chunks with these ids, in the same order."""
+    def chunks(self, ids: list[Hashable]) -> list[Chunk | None]:
+        """The chunks with these ids, in the same order (None for one removed since it was ranked)."""
 
     def counts(self) -> tuple[int, int]:
         """(documents, passages) in the store now."""

@@ -124,8 +124,9 @@ class Pipeline:
         with self._lock:
             self.warm_up()
             self.reader.check_question(question)  # before any work: a too-long question is refused, not cut
-            passages = self.retriever.run(question, top_k)
-            return self._answer(question, passages)
+            with self.retriever.store.snapshot():  # passages and cited documents from one state of the store
+                passages = self.retriever.run(question, top_k)
+                return self._answer(question, passages)
 
     def answer_from(self, question: str, passages: list[Passage]) -> Answer:
         """Answer from given passages (the retrieved ones, or a gold paragraph in evaluation)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -134,6 +135,7 @@ class PostgresStore:
         self.dsn = settings.store or ""
         self.where = describe_dsn(self.dsn)
         self.timeout = settings.store_timeout_seconds
+        self._pinned = threading.local()  # the connection of this thread's snapshot(), if any
         self._check_server()
         from psycopg_pool import ConnectionPool
 
@@ -234,9 +236,31 @@ class PostgresStore:
 
     @contextlib.contextmanager
     def connection(self):
-        """A pooled connection; its transaction commits at the end of the block (rolls back on error)."""
+        """A pooled connection; its transaction commits at the end of the block (rolls back on error).
+        Inside snapshot(), the snapshot's connection and transaction."""
+        pinned = getattr(self._pinned, "conn", None)
+        if pinned is not None:
+            with self._errors():
+                yield pinned
+            return
         with self._errors(), self.pool.connection() as conn:
             yield conn
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Everything read inside the block (rankings, chunks, documents) comes from one REPEATABLE READ,
+        READ ONLY transaction: an indexer committing meanwhile cannot make a question's passages and the
+        document text its citation offsets index disagree."""
+        if getattr(self._pinned, "conn", None) is not None:
+            yield
+            return
+        with self._errors(), self.pool.connection() as conn:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            self._pinned.conn = conn
+            try:
+                yield
+            finally:
+                self._pinned.conn = None
 
     def close(self) -> None:
         self.pool.close()

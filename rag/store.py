@@ -3,6 +3,7 @@ retriever and the pipeline ask. Two implementations: the files in `index/` (FAIS
 here) and PostgreSQL + pgvector (rag.postgres), chosen by Settings.store."""
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Hashable, Mapping
 from typing import Protocol
 
@@ -35,6 +36,9 @@ class Store(Protocol):
 
     def describe(self) -> dict:
         """What /health says about the store."""
+
+    def snapshot(self) -> contextlib.AbstractContextManager:
+        """A block within which every read sees the store as of its start (one question's reads)."""
 
 
 class FileStore:
@@ -71,3 +75,6 @@ class FileStore:
 
     def describe(self) -> dict:
         return {"kind": self.kind, "reachable": True}
+
+    def snapshot(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()  # an in-memory index does not change under a reader

@@ -69,6 +69,26 @@ def test_answer_and_citation_match_the_file_store(seed_store, pipeline, embedder
         pg.retriever.store.close()
 
 
+def test_a_question_reads_one_snapshot_of_the_store(seed_store):
+    """What another process commits while a question is being answered is not seen by that question."""
+    from rag.postgres import PostgresStore
+
+    store = PostgresStore(seed_store)
+    source = sorted(store.documents)[0]
+    before = store.documents[source].text
+    try:
+        with store.snapshot():
+            assert store.documents[source].text == before
+            with psycopg.connect(seed_store.store) as other:
+                other.execute("UPDATE rag_documents SET text = text || ' Appended.' WHERE source = %s", (source,))
+            assert store.documents[source].text == before  # still the snapshot's state
+        assert store.documents[source].text == before + " Appended."  # the next question sees it
+    finally:
+        with psycopg.connect(seed_store.store) as other:
+            other.execute("UPDATE rag_documents SET text = %s WHERE source = %s", (before, source))
+        store.close()
+
+
 def test_incremental_updates_one_transaction_per_file(postgres, embedder, tmp_path, monkeypatch):
     import rag.postgres as pgmod
 

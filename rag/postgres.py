@@ -158,7 +158,13 @@ class PostgresStore:
         try:
             store.ensure_schema(embedder.dimension)
             same = store.params() in (None, store.expected_params(embedder.dimension))
-            if settings.docs_dir.is_dir():
+            folder = store.corpus_folder()
+            # Only the folder the store was indexed from is kept in step with it: a server started elsewhere
+            # (with some other ./seeds) must not rewrite a shared database to its own folder.
+            ours = settings.docs_dir.is_dir() and folder in (None, str(settings.docs_dir.resolve()))
+            if settings.docs_dir.is_dir() and not ours:
+                log.info("the store was indexed from %s, not %s: using it as it is", folder, settings.docs_dir)
+            if ours:
                 reasons = [] if same else ["the store was built with other settings"]
                 if same:
                     now = corpus_hashes(settings.docs_dir, settings.follow_links, settings.max_file_bytes)
@@ -233,6 +239,8 @@ class PostgresStore:
             raise StoreUnavailableError(f"lost the connection to PostgreSQL at {self.where}: {_first_line(err)}") from None
         except psycopg.errors.UndefinedTable:
             raise StoreError(f"the database at {self.where} has no rag tables; build the store with `rag index --store …`") from None
+        except psycopg.Error as err:  # privileges, a read-only replica, an old pgvector without HNSW, …
+            raise StoreError(f"PostgreSQL at {self.where}: {_first_line(err)}") from None
 
     @contextlib.contextmanager
     def connection(self):
@@ -330,8 +338,16 @@ class PostgresStore:
             return tuple(conn.execute("SELECT (SELECT count(*) FROM rag_documents), (SELECT count(*) FROM rag_chunks)").fetchone())
 
     def file_hashes(self) -> dict[str, str]:
+        """Every file the last index run read (those skipped as unconvertible too, as the file store does)."""
         with self.connection() as conn:
-            return dict(conn.execute("SELECT source, hash FROM rag_documents").fetchall())
+            row = conn.execute("SELECT value FROM rag_meta WHERE key = 'files'").fetchone()
+            return row[0] if row else dict(conn.execute("SELECT source, hash FROM rag_documents").fetchall())
+
+    def corpus_folder(self) -> str | None:
+        """The folder the store was last indexed from (absolute path on the indexing machine)."""
+        with self.connection() as conn:
+            row = conn.execute("SELECT value FROM rag_meta WHERE key = 'docs_dir'").fetchone()
+        return row[0] if row else None
 
     def describe(self) -> dict:
         return {"kind": self.kind, "database": self.where, "reachable": True}
@@ -373,8 +389,9 @@ def index_postgres(settings: Settings, embedder: Embedder, store: PostgresStore 
         store.ensure_schema(embedder.dimension)
         with store.connection() as conn:
             conn.autocommit = True  # the lock is the session's; each file gets its own transaction below
-            conn.execute("SELECT pg_advisory_lock(%s)", (INDEX_LOCK,))
+            conn.execute("SET statement_timeout = 0")  # waiting for another indexer, or a large delete, is no fault
             try:
+                conn.execute("SELECT pg_advisory_lock(%s)", (INDEX_LOCK,))
                 expected = store.expected_params(embedder.dimension)
                 stored_params = conn.execute("SELECT value FROM rag_meta WHERE key = 'params'").fetchone()
                 if full or (stored_params and stored_params[0] != expected):
@@ -392,10 +409,17 @@ def index_postgres(settings: Settings, embedder: Embedder, store: PostgresStore 
                     with conn.transaction():
                         conn.execute("DELETE FROM rag_documents WHERE source = %s", (source,))
                 embedded = _write_documents(conn, changed, corpus.file_hashes, embedder, settings, progress, tqdm)
+                with conn.transaction():
+                    for key, value in (("files", corpus.file_hashes), ("docs_dir", str(settings.docs_dir.resolve()))):
+                        conn.execute("INSERT INTO rag_meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                                     (key, json.dumps(value)))
             finally:
                 if not conn.closed:
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (INDEX_LOCK,))
-                    conn.autocommit = False  # back to the pool as the others are
+                    try:
+                        conn.execute("SELECT pg_advisory_unlock(%s)", (INDEX_LOCK,))
+                        conn.execute("RESET statement_timeout")
+                    finally:
+                        conn.autocommit = False  # back to the pool as the others are
         documents, passages = store.counts()
         return IndexReport(documents, passages, len(changed), len(removed), embedded,
                            round(time.perf_counter() - started, 2), corpus.skipped)

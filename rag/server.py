@@ -231,7 +231,7 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
     @app.get("/documents/{source:path}", include_in_schema=False)
     async def document_page(source: str, pipeline: Pipeline = Depends(loaded_pipeline)) -> FileResponse:
         """The same page in document mode; only a source of the index exists here (no file is read)."""
-        if source not in pipeline.documents:
+        if not await run_in_threadpool(pipeline.documents.__contains__, source):  # may be a database query
             raise HTTPException(status_code=404, detail="no such document in the index")
         return FileResponse(WEB_DIR / "index.html", headers=PAGE_HEADERS)
 
@@ -239,7 +239,8 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
              summary="The indexed text of a document (citations' offsets index it)",
              responses={404: {"description": "No such document in the index"}})
     async def document_text(source: str, pipeline: Pipeline = Depends(loaded_pipeline)) -> DocumentResponse:
-        document = pipeline.documents.get(source)  # a lookup among indexed sources: never a path on disk
+        # A lookup among indexed sources (never a path on disk), off the event loop: it may query a database.
+        document = await run_in_threadpool(pipeline.documents.get, source)
         if document is None:
             raise HTTPException(status_code=404, detail="no such document in the index")
         return DocumentResponse(source=document.source, text=document.text)
@@ -252,7 +253,7 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
         return HealthResponse(
             status="stale" if changes else "ok",
             corpus_changes=[f"{source} {what}" for source, what in sorted(changes.items())],
-            **pipeline.describe(),
+            **await run_in_threadpool(pipeline.describe),
         )
 
     return app

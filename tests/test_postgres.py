@@ -141,6 +141,28 @@ def test_incremental_updates_one_transaction_per_file(postgres, embedder, tmp_pa
     assert (third.documents, third.added_or_changed) == (4, 1)
 
 
+def test_only_the_indexed_folder_updates_the_store(postgres, embedder, tmp_path):
+    """A server started beside some other folder uses the shared store as it is (it must not rewrite it to
+    that folder); a file that cannot be converted does not leave the store looking stale forever."""
+    from rag.postgres import PostgresStore, index_postgres
+
+    docs, other = tmp_path / "docs", tmp_path / "other"
+    docs.mkdir()
+    other.mkdir()
+    (docs / "a.txt").write_text("Alpha Corp was founded in 1999 by Ada Lovelace.")
+    (docs / "broken.pdf").write_bytes(b"not a pdf at all")
+    (other / "z.txt").write_text("Zeta is somewhere else entirely.")
+    s = Settings(docs_dir=docs, store=_database(postgres, "rag_folders"))
+    report = index_postgres(s, embedder)
+    assert report.documents == 1 and "broken.pdf" in report.skipped
+    PostgresStore.open(s, embedder, rebuild=False).close()  # not stale: broken.pdf was read, and skipped
+    store = PostgresStore.open(replace(s, docs_dir=other), embedder, rebuild=True)
+    try:
+        assert sorted(store.documents) == ["a.txt"]
+    finally:
+        store.close()
+
+
 def test_settings_mismatch_and_schema_version_are_clear_errors(postgres, embedder, tmp_path):
     from rag.postgres import PostgresStore, StoreError, index_postgres
 

@@ -355,12 +355,20 @@ def staleness(manifest: dict, settings: Settings) -> list[str]:
         for key, value in index_params(settings).items()
         if manifest.get("params", {}).get(key) != value
     ]
-    built = {**manifest.get("files", {})}
+    return reasons + file_changes(manifest.get("files", {}), settings)
+
+
+def file_changes(built: dict[str, str], settings: Settings) -> list[str]:
+    """What was added, removed or changed in the corpus folder since an index recorded these file hashes."""
     now = corpus_hashes(settings.docs_dir, settings.follow_links, settings.max_file_bytes)
-    reasons += [f"{s} was added" for s in sorted(now.keys() - built.keys())]
-    reasons += [f"{s} was removed" for s in sorted(built.keys() - now.keys())]
-    reasons += [f"{s} changed" for s in sorted(now.keys() & built.keys()) if now[s] != built[s]]
-    return reasons
+    return ([f"{s} was added" for s in sorted(now.keys() - built.keys())]
+            + [f"{s} was removed" for s in sorted(built.keys() - now.keys())]
+            + [f"{s} changed" for s in sorted(now.keys() & built.keys()) if now[s] != built[s]])
+
+
+def summarize(reasons: list[str]) -> str:
+    """The first five reasons an index is stale, and how many more."""
+    return "; ".join(reasons[:5]) + (f" (and {len(reasons) - 5} more)" if len(reasons) > 5 else "")
 
 
 def open_index(settings: Settings, embedder: Embedder, rebuild: bool = True) -> SearchIndex:
@@ -373,7 +381,7 @@ def open_index(settings: Settings, embedder: Embedder, rebuild: bool = True) -> 
         log.warning("%s: building it", err if isinstance(err, OutdatedIndexError) else f"no index at {settings.index_dir} yet")
         return index_corpus(settings, embedder)
     if reasons:
-        summary = "; ".join(reasons[:5]) + (f" (and {len(reasons) - 5} more)" if len(reasons) > 5 else "")
+        summary = summarize(reasons)
         if not rebuild:
             raise StaleIndexError(
                 f"the index at {settings.index_dir} is out of date with {settings.docs_dir}: {summary}. "

@@ -23,8 +23,8 @@ from rag.chunking import blob_chars, chunk_document
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.errors import RagError, UnavailableError
-from rag.index import StaleIndexError, index_params, tokenize
-from rag.ingest import corpus_hashes, load_corpus
+from rag.index import StaleIndexError, file_changes, index_params, summarize, tokenize
+from rag.ingest import load_corpus
 from rag.types import Chunk, Document
 
 log = logging.getLogger(__name__)
@@ -165,15 +165,9 @@ class PostgresStore:
             if settings.docs_dir.is_dir() and not ours:
                 log.info("the store was indexed from %s, not %s: using it as it is", folder, settings.docs_dir)
             if ours:
-                reasons = [] if same else ["the store was built with other settings"]
-                if same:
-                    now = corpus_hashes(settings.docs_dir, settings.follow_links, settings.max_file_bytes)
-                    built = store.file_hashes()
-                    reasons += [f"{s} was added" for s in sorted(now.keys() - built.keys())]
-                    reasons += [f"{s} was removed" for s in sorted(built.keys() - now.keys())]
-                    reasons += [f"{s} changed" for s in sorted(now.keys() & built.keys()) if now[s] != built[s]]
+                reasons = file_changes(store.file_hashes(), settings) if same else ["the store was built with other settings"]
                 if reasons:
-                    summary = "; ".join(reasons[:5]) + (f" (and {len(reasons) - 5} more)" if len(reasons) > 5 else "")
+                    summary = summarize(reasons)
                     if not rebuild:
                         raise StaleIndexError(f"the store at {store.where} is out of date with {settings.docs_dir}: "
                                               f"{summary}. Update it with `rag index --store …`.")

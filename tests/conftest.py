@@ -66,9 +66,4 @@ def postgres():
     try:
         yield pg
     finally:
-        if pg.running:
-            try:
-                pg.stop()
-            except PostgresUnavailable:
-                pass  # close() falls back to an immediate stop
-        pg.close()
+        pg.shutdown()

@@ -195,6 +195,10 @@ class LocalPostgres:
         return self.setup()
 
     def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop the server (fast, else immediate) and remove its folder."""
         if self.running:
             try:
                 self.stop()

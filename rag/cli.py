@@ -27,8 +27,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_index(args: argparse.Namespace) -> int:
     from rag.embedding import Embedder
     from rag.index import index_corpus
+    from rag.offline.export import prepare_fast_start
 
     settings = _settings(args)
+    for line in prepare_fast_start(settings):  # once per model: later processes then start without torch
+        print(line)
     if settings.store:
         from rag.postgres import index_postgres
 
@@ -269,6 +272,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.incremental:
         print(run_incremental_benchmark(args.incremental, args.files))
         return 0
+    if args.backends:
+        from rag.offline.bench import run_backend_benchmark
+
+        print(run_backend_benchmark(args.requests))
+        return 0
+    if args.curve:
+        from rag.offline.bench import run_learning_curve
+
+        readers = []
+        for spec in args.readers or []:
+            label, _, folder = spec.rpartition("=")
+            readers.append((label or Path(folder).name, Path(folder)))
+        if not readers:
+            raise UsageError("--curve needs --readers LABEL=DIR ... (the reader versions to compare)")
+        print(run_learning_curve(args.curve, readers))
+        return 0
+    if args.scale:
+        from rag.offline.bench import run_scale_benchmark
+
+        print(run_scale_benchmark(args.scale, args.sizes, args.requests))
+        return 0
     if args.stores:
         from rag.offline.bench import run_store_benchmark
 
@@ -380,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--mode", choices=RETRIEVAL_MODES, help=f"retrieval mode (default {Settings.retrieval_mode})")
         p.add_argument("--reader", help="reader model folder or hub name (default: the packaged reader)")
         p.add_argument("--reader-backend", choices=BACKENDS,
-                       help=f"fp32 torch, or the int8 ONNX export through ONNX Runtime (default {Settings.reader_backend})")
+                       help="auto: the fp32 weights through their cached ONNX export (made by `rag index`) when there is one, "
+                            f"else torch; torch: always torch; onnx: the int8 export (default {Settings.reader_backend})")
         p.add_argument("--no-rebuild", action="store_true", help="fail instead of rebuilding a missing or stale index")
         p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -435,6 +460,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead: compare the file store with PostgreSQL (--store) on the seeds and on a corpus of"
                         " --passages passages made from this file's contexts")
     p.add_argument("--passages", type=int, default=10_000, help="with --stores: size of the large corpus")
+    p.add_argument("--backends", action="store_true",
+                   help="instead: the reader through torch fp32, ONNX Runtime fp32 and int8 on the seeds: /ask latency,"
+                        " answer quality and a per-stage profile")
+    p.add_argument("--scale", type=Path, metavar="SQUAD_FILE",
+                   help="instead: build corpora of --sizes passages from this file's contexts; index build time,"
+                        " size, peak memory and /ask latency for each, with a plot")
+    p.add_argument("--curve", type=Path, metavar="SQUAD_FILE",
+                   help="instead: the learning curve of --readers (windows seen against dev, seed-set and test F1)")
+    p.add_argument("--readers", nargs="+", metavar="LABEL=DIR", help="with --curve: the reader versions, oldest first")
+    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000],
+                   help="with --scale: corpus sizes in passages (default 1000 10000 100000)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("calibrate-reader", help="refit the reader's answerability calibration on the dev split")
@@ -489,11 +525,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_model_loading() -> None:
-    """No weight-loading progress bars or load reports: the models are local and known."""
-    from transformers.utils import logging as hf_logging
+    """No weight-loading progress bars or load reports: the models are local and known. Through the
+    environment, which transformers reads when (and only if) it is imported: importing it here would cost
+    a one-shot `rag ask` most of a second."""
+    import os
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,8 +15,12 @@ PACKAGED_READER = "packaged"
 PACKAGED_READER_DIR = PACKAGE_DIR / "models" / "reader"
 #: Retrieval modes (the CLI's choices and the retriever's check).
 RETRIEVAL_MODES = ("hybrid", "dense", "bm25")
-#: How the reader's forward pass runs: fp32 torch, or its int8 ONNX export through ONNX Runtime.
-READER_BACKENDS = ("torch", "onnx")
+#: How the reader's forward pass runs: "auto" (its fp32 weights through their cached ONNX export when
+#: there is one, else torch), "torch" (fp32 torch always), "onnx" (its int8 ONNX export).
+READER_BACKENDS = ("auto", "torch", "onnx")
+#: How the embedder runs: "auto" (its cached fp32 ONNX export when there is one, else
+#: sentence-transformers on torch) or "torch" (sentence-transformers always).
+EMBEDDING_BACKENDS = ("auto", "torch")
 
 
 def _default_dir(env: str, name: str) -> Path:
@@ -39,6 +43,7 @@ class Settings:
     # Embedding and retrieval.
     embedding_model: str = PACKAGED_EMBEDDER
     embedding_batch_size: int = 32
+    embedding_backend: str = "auto"  # one of EMBEDDING_BACKENDS
     retrieval_mode: str = "hybrid"  # one of RETRIEVAL_MODES
     top_k: int = 5
     # Reciprocal rank fusion; BM25 counts fully, dense at dense_weight (MiniLM alone ranks this kind of
@@ -63,7 +68,7 @@ class Settings:
     max_windows_per_passage: int = 8
     max_windows_per_question: int = 24  # at least max_top_k, so every retrieved passage is read
     reader_batch_size: int = 32  # windows per forward pass
-    reader_backend: str = "torch"  # torch (fp32) | onnx (int8 export through ONNX Runtime: `rag export-reader`)
+    reader_backend: str = "auto"  # one of READER_BACKENDS; the int8 "onnx" needs `rag export-reader`
     torch_threads: int = 0  # 0: leave torch's own choice
     # Calibration picks the highest abstention threshold whose open-domain dev F1 is within this many points
     # of the best (0: the max-F1 threshold). F1 scores a wrong answer and an abstention alike; a deployment

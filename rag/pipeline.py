@@ -114,7 +114,9 @@ class Pipeline:
             "passages": passages,
             "store": self.retriever.store.describe(),
             "embedding_model": self.retriever.embedder.model_name,
+            "embedding_runtime": self.retriever.embedder.runtime,
             "reader_model": self.reader.model_name,
+            "reader_runtime": self.reader.runtime,
             "retrieval_mode": self.retriever.mode,
             "no_answer_threshold": self.threshold,
         }
@@ -128,24 +130,27 @@ class Pipeline:
                 passages = self.retriever.run(question, top_k)
                 return self._answer(question, passages)
 
-    def answer_from(self, question: str, passages: list[Passage]) -> Answer:
-        """Answer from given passages (the retrieved ones, or a gold paragraph in evaluation)."""
+    def answer_from(self, question: str, passages: list[Passage], readings: list[ContextReading] | None = None) -> Answer:
+        """Answer from given passages (the retrieved ones, or a gold paragraph in evaluation), and from
+        the reader's readings of them when already made (the stage profile times the reading apart)."""
         with self._lock:
-            return self._answer(question, passages)
+            return self._answer(question, passages, readings)
 
-    def _answer(self, question: str, passages: list[Passage]) -> Answer:
-        judgement = self.judge(question, passages)
+    def _answer(self, question: str, passages: list[Passage], readings: list[ContextReading] | None = None) -> Answer:
+        judgement = self.judge(question, passages, readings)
         best = judgement.best
         if best is None or judgement.probability < self.threshold:
             return Answer(question, None, round(judgement.probability, 4), [], passages)
         return Answer(question, best.text, round(judgement.probability, 4), self._citations(best, passages), passages)
 
-    def judge(self, question: str, passages: list[Passage]) -> Judgement:
-        """Read all passages in one batch and score the best answer's chance of being right."""
+    def judge(self, question: str, passages: list[Passage], readings: list[ContextReading] | None = None) -> Judgement:
+        """Read all passages in one batch (unless their readings are given) and score the best answer's
+        chance of being right."""
         self.warm_up()
         if not passages:
             return Judgement(None, None, 0.0)
-        readings = self.reader.run(question, [p.chunk.text for p in passages])
+        if readings is None:
+            readings = self.reader.run(question, [p.chunk.text for p in passages])
         candidates = merge_candidates(readings)
         if not candidates:
             return Judgement(None, None, 0.0)

@@ -16,6 +16,7 @@ import numpy as np
 
 from rag.config import PACKAGED_READER, PACKAGED_READER_DIR, READER_BACKENDS, Settings
 from rag.errors import QuestionError, RagError
+from rag.runtime import ModelRuntimeError, PairTokenizer, cached_export, onnx_session
 
 log = logging.getLogger(__name__)
 
@@ -90,23 +91,20 @@ def _check_export_is_current(folder: Path) -> None:
         raise ReaderError(f"the ONNX export in {folder} was made from other weights; run `rag export-reader` again")
 
 
-def _onnx_session(path: Path, threads: int):
-    """An ONNX Runtime session on the CPU with all graph optimisations."""
-    if not path.is_file():
-        raise ReaderError(f"the reader has no ONNX export ({path} is missing): run `rag export-reader`, "
-                          "or use --reader-backend torch")
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+def _cached_session(path: Path, threads: int):
+    """A session on a cached export, or None (with a warning) when it does not load: the cache only
+    speeds things up, so a damaged export falls back to torch instead of failing the question."""
+    try:
+        return onnx_session(path, threads)
+    except ModelRuntimeError as err:
+        log.warning("%s; running the reader through torch (delete the file to re-export it)", err)
+        return None
 
 
 def tokenize_pairs(tokenizer, questions: list[str], contexts: list[str], max_length: int, stride: int, **options):
     """(question, context) pairs as overlapping windows of at most `max_length` tokens with character
-    offsets: the one tokenisation that training labels and the reader reads."""
+    offsets, through transformers: how training labels its windows. The reader makes the same windows with
+    `tokenizers` alone (rag.runtime.PairTokenizer; a test holds the two equal)."""
     return tokenizer(
         [q.strip() for q in questions],
         contexts,
@@ -163,8 +161,9 @@ class Reader:
         self.backend = backend
         self.threads = threads
         self.meta: dict = {}
+        self.runtime = ""  # what runs the forward pass, once loaded (for /health and the benchmarks)
         self._model = None  # a torch module, or an onnxruntime session
-        self._tokenizer = None
+        self._tokenizer: PairTokenizer | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Reader:
@@ -173,39 +172,62 @@ class Reader:
                    settings.max_windows_per_passage, settings.max_windows_per_question, settings.reader_backend,
                    settings.torch_threads)
 
-    def attach(self, model, tokenizer) -> None:
-        """Use a model already in memory (training's, just saved) instead of loading it again."""
+    def attach(self, model) -> None:
+        """Use a torch model already in memory (training's, just saved to this reader's folder) instead of
+        loading it again."""
+        path = resolve_reader_model(self.model_name)
+        self._tokenizer = self._load_tokenizer(path)
         self._model = model.float().eval()
-        self._tokenizer = tokenizer
-        self.meta = load_reader_meta(resolve_reader_model(self.model_name))
+        self.runtime = "torch fp32"
+        self.meta = load_reader_meta(path)
+
+    def _load_tokenizer(self, path: str) -> PairTokenizer:
+        try:
+            return PairTokenizer.from_folder(path, self.max_seq_length, self.doc_stride)
+        except ModelRuntimeError as err:
+            raise ReaderError(f"cannot load the reader model {self.model_name!r}: {err}") from None
 
     def warm_up(self) -> None:
-        """Load tokenizer and model once: the torch model in fp32 whatever the stored precision, or the
-        int8 ONNX export through ONNX Runtime."""
+        """Load tokenizer and model once. "auto": the fp32 weights through their cached ONNX export (made
+        by `rag index` or `rag export-reader`) when there is one, else through torch; "torch": always
+        torch; "onnx": the int8 export beside the weights. Torch is imported only when it runs the model."""
         if self._model is not None:
             return
-        from transformers import AutoTokenizer
-
         path = resolve_reader_model(self.model_name)
+        if not Path(path).is_dir():  # a hub name: fetched into the hub cache (fails offline, said in one line)
+            try:
+                from huggingface_hub import snapshot_download
+
+                path = snapshot_download(path)
+            except Exception as err:  # noqa: BLE001 - the hub client raises many unrelated types
+                raise ReaderError(f"cannot load the reader model {self.model_name!r}: it is not a folder and "
+                                  f"cannot be downloaded ({type(err).__name__})") from None
+        self._tokenizer = self._load_tokenizer(path)
+        fp32_export = cached_export("reader", path) if self.backend == "auto" else None
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(path)
             if self.backend == "onnx":
+                int8 = Path(path) / ONNX_FILE
+                if not int8.is_file():
+                    raise ReaderError(f"the reader has no ONNX export ({int8} is missing): run `rag export-reader`, "
+                                      "or use --reader-backend torch")
                 _check_export_is_current(Path(path))
-                self._model = _onnx_session(Path(path) / ONNX_FILE, self.threads)
+                self._model, self.runtime = onnx_session(int8, self.threads), "onnxruntime int8"
+            elif fp32_export is not None and (session := _cached_session(fp32_export, self.threads)) is not None:
+                self._model, self.runtime = session, "onnxruntime fp32"
             else:
                 import torch
                 from transformers import AutoModelForQuestionAnswering
 
                 model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=torch.float32)
-                self._model = model.float().eval()
-        except OSError as err:
+                self._model, self.runtime = model.float().eval(), "torch fp32"
+        except (OSError, ModelRuntimeError) as err:
             raise ReaderError(f"cannot load the reader model {self.model_name!r}: {err}") from None
         self.meta = load_reader_meta(path)
 
     def question_tokens(self, question: str) -> int:
         """How many tokens the question takes in a window (it must fit in max_question_tokens)."""
         self.warm_up()
-        return len(self._tokenizer(question.strip(), add_special_tokens=False)["input_ids"])
+        return self._tokenizer.count(question)
 
     def check_question(self, question: str) -> None:
         """Refuse a question too long to leave the reader room for context (a QuestionError, not a crash)."""
@@ -220,8 +242,7 @@ class Reader:
         for q in questions:
             self.check_question(q)
         limit = self.max_windows_per_context * self.max_seq_length * 24  # characters: far more than any window holds
-        return tokenize_pairs(self._tokenizer, questions, [c[:limit] for c in contexts], self.max_seq_length,
-                              self.doc_stride, padding="longest", return_tensors="np")
+        return self._tokenizer.windows(questions, [c[:limit] for c in contexts])
 
     def kept_windows(self, encoding, max_total: int | None = None) -> list[int]:
         """The windows read: at most max_windows_per_context of each context (its first ones) and, with
@@ -260,8 +281,8 @@ class Reader:
         return np.concatenate(starts), np.concatenate(ends)
 
     def _forward(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        if self.backend == "onnx":
-            start, end = self._model.run(None, {n: v.astype(np.int64) for n, v in batch.items()})
+        if self.runtime.startswith("onnxruntime"):
+            start, end = self._model.run(["start_logits", "end_logits"], {n: v.astype(np.int64) for n, v in batch.items()})
             return start, end
         import torch
 
@@ -282,6 +303,11 @@ class Reader:
         encoding = self.encode(questions, contexts)
         windows = self.kept_windows(encoding, max_windows)
         start_logits, end_logits = self.logits(encoding, windows)
+        return self.readings(encoding, windows, start_logits, end_logits, contexts)
+
+    def readings(self, encoding, windows: list[int], start_logits: np.ndarray, end_logits: np.ndarray,
+                 contexts: list[str]) -> list[ContextReading]:
+        """The n-best spans and the no-answer score of each context, from its windows' logits."""
         per_pair: list[dict[tuple[int, int], Span]] = [{} for _ in contexts]
         nulls = [float("inf")] * len(contexts)
         for row, w in enumerate(windows):

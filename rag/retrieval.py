@@ -85,7 +85,10 @@ class Retriever:
             n = max(self.candidates, k)
             rankings = [self.dense_ranking(query, n), self.bm25_ranking(query, n)]
             ranked = fuse(rankings, [self.dense_weight, 1.0], self.rrf_k)[:k]
-        ranked = ranked[:k]
+        return self.passages(ranked[:k])
+
+    def passages(self, ranked: list[tuple[Hashable, float]]) -> list[Passage]:
+        """The chunks of a ranking as passages, best first."""
         found = [(chunk, score) for chunk, (_, score) in zip(self.store.chunks([i for i, _ in ranked]), ranked)
                  if chunk is not None]  # a shared store may have dropped a chunk since it was ranked
         return [Passage(chunk, score, rank) for rank, (chunk, score) in enumerate(found)]

@@ -76,7 +76,9 @@ class HealthResponse(BaseModel):
     passages: int
     store: dict = Field(default_factory=dict, description="The index store: kind (files or postgresql), database, reachable.")
     embedding_model: str
+    embedding_runtime: str = Field("", description="What runs the embedder: onnxruntime fp32 or sentence-transformers (torch fp32).")
     reader_model: str
+    reader_runtime: str = Field("", description="What runs the reader: onnxruntime fp32, torch fp32 or onnxruntime int8.")
     retrieval_mode: str
     no_answer_threshold: float
 

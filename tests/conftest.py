@@ -6,6 +6,16 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+# The ONNX export cache (rag.runtime) of this test session, not the user's: every session starts with none,
+# so the torch paths run until a test (or a `rag index` the tests run) makes the exports.
+if "RAG_CACHE" not in os.environ:
+    os.environ["RAG_CACHE"] = tempfile.mkdtemp(prefix="rag-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["RAG_CACHE"], True)
+
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402

@@ -31,9 +31,9 @@ def free_port() -> int:
 
 
 def start_server(port: int, docs: Path | None = None, index: Path | None = None, timeout: float = 180.0,
-                 store: str | None = None) -> subprocess.Popen:
+                 store: str | None = None, extra: tuple[str, ...] = ()) -> subprocess.Popen:
     """`rag serve` in a child process; returns once /health answers (or raises, having stopped it)."""
-    cmd = [sys.executable, "-m", "rag.cli", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "rag.cli", "serve", "--port", str(port), *extra]
     if docs:
         cmd += ["--docs", str(docs)]
     if index:
@@ -183,32 +183,15 @@ def run_store_benchmark(dsn: str, squad_file: Path, passages: int = 10_000, requ
     import psycopg
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    from rag.chunking import chunk_document
     from rag.config import Settings
     from rag.embedding import Embedder
     from rag.index import index_corpus
     from rag.offline.evaluation import evaluate_qa_file
-    from rag.offline.squad import load_squad
     from rag.postgres import index_postgres
-    from rag.types import Document
 
     shutil.rmtree(workdir, ignore_errors=True)
     corpus = workdir / "docs"
-    corpus.mkdir(parents=True)
-    extra = squad_file.with_name("reader-train-extra.squad2.json")
-    questions_big, count, i, seen = [], 0, 0, set()
-    for path in [squad_file] + ([extra] if extra.is_file() else []):
-        for q in load_squad(path):
-            if count >= passages:
-                break
-            if q.context in seen:
-                continue
-            seen.add(q.context)
-            (corpus / f"{i:06d}.txt").write_text(q.context, encoding="utf-8")
-            count += len(chunk_document(Document("x", q.context), Settings.chunk_max_chars, Settings.chunk_overlap_sentences))
-            i += 1
-            if path == squad_file and q.answers and len(questions_big) < requests:
-                questions_big.append(q.question)
+    count, questions_big = passage_corpus(squad_file, passages, corpus, requests)
     seeds = Path("seeds")
     admin = conninfo_to_dict(dsn)
     embedder = Embedder.from_settings(Settings())
@@ -263,3 +246,315 @@ def run_store_benchmark(dsn: str, squad_file: Path, passages: int = 10_000, requ
         "| corpus | store | passages | index build (s) | passages/s | size on disk (MiB) | /ask p50 (ms) | /ask p95 (ms) | errors | server peak memory (MiB) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *rows, *notes])
+
+
+def passage_corpus(squad_file: Path, passages: int, folder: Path, n_questions: int) -> tuple[int, list[str]]:
+    """Write one text file per distinct context of `squad_file` (then of the extra file beside it) into
+    `folder` until they make about `passages` passages; return the passage count and up to `n_questions`
+    answerable questions about the written contexts (for /ask timings)."""
+    from rag.chunking import chunk_document
+    from rag.config import Settings
+    from rag.offline.squad import load_squad
+    from rag.types import Document
+
+    folder.mkdir(parents=True)
+    extra = squad_file.with_name("reader-train-extra.squad2.json")
+    questions, count, i, seen = [], 0, 0, set()
+    for path in [squad_file] + ([extra] if extra.is_file() else []):
+        for q in load_squad(path):
+            if count >= passages:
+                break
+            if q.context in seen:
+                continue
+            seen.add(q.context)
+            (folder / f"{i:06d}.txt").write_text(q.context, encoding="utf-8")
+            count += len(chunk_document(Document("x", q.context), Settings.chunk_max_chars, Settings.chunk_overlap_sentences))
+            i += 1
+            if path == squad_file and q.answers and len(questions) < n_questions:
+                questions.append(q.question)
+    if count < passages:
+        raise ValueError(f"{squad_file} and the extra file beside it hold only {count:,} passages, not {passages:,}")
+    return count, questions
+
+
+STAGES = ("embed question", "dense search", "BM25 search", "fuse + fetch passages", "tokenize windows",
+          "reader forward pass", "span search", "calibrate + cite")
+
+
+def profile_stages(pipeline, questions: list[str], rounds: int = 3) -> dict[str, list[float]]:
+    """Milliseconds spent in each stage of one answer, per question: the same calls `Pipeline.run` makes,
+    timed one by one."""
+    from rag.retrieval import fuse
+
+    retriever, reader = pipeline.retriever, pipeline.reader
+    times: dict[str, list[float]] = {s: [] for s in (*STAGES, "total")}
+    for question in questions * rounds:
+        clock = [time.perf_counter()]
+        with retriever.store.snapshot():
+            n = max(retriever.candidates, retriever.top_k)
+            vector = retriever.embedder.run([question])
+            clock.append(time.perf_counter())
+            dense = retriever.store.dense_ranking(vector, n)
+            clock.append(time.perf_counter())
+            lexical = retriever.bm25_ranking(question, n)
+            clock.append(time.perf_counter())
+            passages = retriever.passages(fuse([dense, lexical], [retriever.dense_weight, 1.0], retriever.rrf_k)[: retriever.top_k])
+            clock.append(time.perf_counter())
+            contexts = [p.chunk.text for p in passages]
+            encoding = reader.encode([question] * len(contexts), contexts)
+            windows = reader.kept_windows(encoding, reader.max_windows)
+            clock.append(time.perf_counter())
+            start, end = reader.logits(encoding, windows)
+            clock.append(time.perf_counter())
+            readings = reader.readings(encoding, windows, start, end, contexts)
+            clock.append(time.perf_counter())
+            pipeline.answer_from(question, passages, readings)
+            clock.append(time.perf_counter())
+        for stage, a, b in zip(STAGES, clock, clock[1:]):
+            times[stage].append((b - a) * 1000)
+        times["total"].append((clock[-1] - clock[0]) * 1000)
+    return times
+
+
+def run_backend_benchmark(requests: int = 48, workdir: Path = Path("build/backend-bench")) -> str:
+    """The reader's three runtimes side by side on the seeds: torch fp32, its fp32 ONNX export and its
+    int8 ONNX export through ONNX Runtime. For each: /ask p50/p95 through a real `rag serve` (one request
+    at a time), answer quality (`rag eval` on the hand-written set, in process) and the per-stage profile."""
+    import shutil
+
+    from rag.config import PACKAGED_READER_DIR, Settings
+    from rag.embedding import Embedder
+    from rag.index import open_index
+    from rag.offline.evaluation import load_qa, run_items
+    from rag.offline.export import export_reader, prepare_fast_start
+    from rag.pipeline import Pipeline
+
+    shutil.rmtree(workdir, ignore_errors=True)
+    int8_folder = workdir / "reader"
+    shutil.copytree(PACKAGED_READER_DIR, int8_folder)
+    export_reader(str(int8_folder))
+    base = Settings()
+    prepare_fast_start(base)
+    embedder = Embedder.from_settings(base)
+    index = open_index(base, embedder)
+    questions, items = load_questions(), load_qa(QUESTIONS_FILE)
+    runs = (("torch fp32", PACKAGED_READER_DIR, "torch"), ("onnxruntime fp32", PACKAGED_READER_DIR, "auto"),
+            ("onnxruntime int8", int8_folder, "onnx"))
+    rows, profiles, answers = [], {}, {}
+    for name, folder, backend in runs:
+        settings = base.with_overrides(reader_model=str(folder), reader_backend=backend)
+        pipeline = Pipeline.from_settings(settings, index=index, embedder=embedder, rebuild=False)
+        if pipeline.reader.runtime != name:
+            raise RuntimeError(f"asked for {name}, the reader runs on {pipeline.reader.runtime}")
+        report = run_items(pipeline, items, name=name)
+        answers[name] = [r.prediction for r in report.rows]
+        profiles[name] = profile_stages(pipeline, questions)
+        del pipeline
+        port = free_port()
+        proc = start_server(port, extra=("--reader", str(folder), "--reader-backend", backend))
+        try:
+            url = f"http://127.0.0.1:{port}/ask"
+            measure(url, questions, 1, 3)
+            m = measure(url, questions, 1, requests)
+        finally:
+            stop_server(proc)
+        q = report.metrics
+        changed = sum(a != b for a, b in zip(answers[name], answers["torch fp32"]))
+        rows.append(f"| {name} | {m['p50_ms']:.0f} | {m['p95_ms']:.0f} | {np.median(profiles[name]['reader forward pass']):.0f} | "
+                    f"{q['exact_match']:.1f} | {q['f1']:.1f} | {q['no_answer_accuracy']:.1f} | {changed} of {len(items)} |")
+    lines = [
+        f"machine: {platform.machine()}, {os.cpu_count()} cores; {_cpu_flags()}; /ask through `rag serve`, one request at a "
+        f"time, {requests} requests over {len(questions)} seed questions after 3 warm-up; quality: `rag eval` on {QUESTIONS_FILE}",
+        "| reader runtime | /ask p50 (ms) | /ask p95 (ms) | forward pass p50 (ms) | EM | F1 | NoAns acc. | answers unlike torch fp32 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        f"per-stage p50 in ms (in process, {len(questions)} questions x 3):",
+        "| stage | " + " | ".join(name for name, _, _ in runs) + " |",
+        "|---|" + "---:|" * len(runs),
+    ]
+    for stage in (*STAGES, "total"):
+        lines.append(f"| {stage} | " + " | ".join(f"{np.median(profiles[name][stage]):.1f}" for name, _, _ in runs) + " |")
+    return "\n".join(lines)
+
+
+def _cpu_flags() -> str:
+    """The int8/bf16-relevant instruction sets this CPU has (from /proc/cpuinfo)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "CPU flags unknown"
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+    return "CPU has " + (", ".join(f for f in wanted if f in flags) or "none of avx2/avx512/vnni")
+
+
+def _run_measured(cmd: list[str], log: Path) -> tuple[float, float]:
+    """Run a command to its end, its output in `log`; its wall seconds and peak resident memory (MiB)."""
+    started = time.perf_counter()
+    with log.open("w", encoding="utf-8") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {log.read_text(encoding='utf-8')[-2000:]}")
+    return time.perf_counter() - started, usage.ru_maxrss / 1024
+
+
+def run_scale_benchmark(squad_file: Path, sizes: list[int], requests: int = 48,
+                        workdir: Path = Path("build/scale-bench"), plot: Path = Path("docs/scale.png")) -> str:
+    """How cost grows with the corpus: for each size, a corpus of that many passages (one file per distinct
+    SQuAD context), `rag index --full` in a child process (its build time as the index records it, the
+    process's wall time and peak memory, the index's size on disk), then /ask p50/p95 through `rag serve`
+    (one request at a time, questions about the corpus) and the server's peak memory. Writes a plot."""
+    import shutil
+
+    rows = []
+    for size in sorted(sizes):
+        folder = workdir / f"{size}"
+        shutil.rmtree(folder, ignore_errors=True)
+        count, questions = passage_corpus(squad_file, size, folder / "docs", requests)
+        index = folder / "index"
+        print(f"[{size:,} passages] indexing (progress in {folder / 'index.log'})…", file=sys.stderr, flush=True)
+        wall, peak_index = _run_measured([sys.executable, "-m", "rag.cli", "index", "--full", "--docs",
+                                          str(folder / "docs"), "--index", str(index)], folder / "index.log")
+        manifest = json.loads((index / "manifest.json").read_text(encoding="utf-8"))
+        size_mib = sum(f.stat().st_size for f in index.rglob("*") if f.is_file()) / 2**20
+        port = free_port()
+        proc = start_server(port, folder / "docs", index, timeout=900, extra=("--no-rebuild",))
+        try:
+            url = f"http://127.0.0.1:{port}/ask"
+            measure(url, questions, 1, 3)
+            m = measure(url, questions, 1, requests)
+            peak_server = peak_rss_mib(proc.pid)
+        finally:
+            stop_server(proc)
+        rows.append({"passages": manifest["n_chunks"], "documents": manifest["n_documents"],
+                     "build_seconds": manifest["build_seconds"], "index_wall_seconds": wall,
+                     "passages_per_second": manifest["n_chunks"] / manifest["build_seconds"],
+                     "index_mib": size_mib, "index_peak_mib": peak_index, "server_peak_mib": peak_server,
+                     "p50_ms": m["p50_ms"], "p95_ms": m["p95_ms"], "errors": m["errors"]})
+        shutil.rmtree(folder / "docs")
+    (workdir / "results.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    written = _plot_scale(rows, plot)
+    lines = [
+        f"machine: {platform.machine()}, {os.cpu_count()} cores; corpora from {squad_file.name} (+ the extra file beside it);"
+        f" /ask through `rag serve`, one request at a time, {requests} requests after 3 warm-up",
+        "| passages | documents | index build (s) | passages/s | `rag index` wall (s) | index on disk (MiB) | "
+        "`rag index` peak memory (MiB) | /ask p50 (ms) | /ask p95 (ms) | errors | server peak memory (MiB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *[f"| {r['passages']:,} | {r['documents']:,} | {r['build_seconds']:.1f} | {r['passages_per_second']:.1f} | "
+          f"{r['index_wall_seconds']:.1f} | {r['index_mib']:.1f} | {r['index_peak_mib']:.0f} | {r['p50_ms']:.0f} | "
+          f"{r['p95_ms']:.0f} | {r['errors']} | {r['server_peak_mib']:.0f} |" for r in rows],
+        written,
+    ]
+    return "\n".join(lines)
+
+
+def _plot_scale(rows: list[dict], path: Path) -> str:
+    """Build time and /ask latency against corpus size, log-log, as a PNG; the line saying where."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "plot skipped: matplotlib is not installed (pip install -e \".[bench]\")"
+    n = [r["passages"] for r in rows]
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(12, 3.6))
+    a.plot(n, [r["build_seconds"] for r in rows], "o-")
+    a.set(xscale="log", yscale="log", xlabel="passages", ylabel="seconds", title="index build")
+    b.plot(n, [r["p50_ms"] for r in rows], "o-", label="p50")
+    b.plot(n, [r["p95_ms"] for r in rows], "s--", label="p95")
+    b.set(xscale="log", xlabel="passages", ylabel="ms", title="/ask latency")
+    b.legend()
+    c.plot(n, [r["server_peak_mib"] for r in rows], "o-", label="server")
+    c.plot(n, [r["index_mib"] for r in rows], "s--", label="index on disk")
+    c.set(xscale="log", xlabel="passages", ylabel="MiB", title="memory and disk")
+    c.legend()
+    for ax in (a, b, c):
+        ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"plot: {path}"
+
+
+def run_learning_curve(squad_file: Path, readers: list[tuple[str, Path]], plot: Path = Path("docs/learning-curve.png")) -> str:
+    """Cumulative training's learning curve: for each reader version, the training windows its lineage saw
+    against its dev F1s (from its reader_meta.json), its hand-written seed-set F1 and its SQuAD test-article
+    F1 (both evaluated here, open-domain, at its own threshold), with the wrong answers (answers given with
+    F1 < 50) of each. Table and plot."""
+    from rag.config import Settings
+    from rag.embedding import Embedder
+    from rag.index import memory_index, open_index
+    from rag.offline.evaluation import load_qa, run_items, squad_items
+    from rag.offline.squad import squad_corpus
+    from rag.offline.training import lineage_of, lineage_totals
+    from rag.pipeline import Pipeline
+    from rag.reader import load_reader_meta
+
+    settings = Settings()
+    embedder = Embedder.from_settings(settings)
+    seed_index = open_index(settings, embedder)
+    questions, pairs = squad_items(squad_file, None, "test")
+    test_index = memory_index(squad_corpus(questions), embedder, settings)
+    items, test_items = load_qa(QUESTIONS_FILE), [item for _, item in pairs]
+    rows, previous = [], []
+    for label, folder in readers:
+        meta = load_reader_meta(folder)
+        runs = lineage_of(folder)
+        if "lineage" not in meta and previous:
+            # a reader from before lineages were recorded names its base by a path that may hold a later
+            # reader now (v3's "rag/models/reader"): its base is the version listed before it
+            runs = previous + runs[-1:]
+        previous = runs
+        totals = lineage_totals(runs)
+        settings_r = settings.with_overrides(reader_model=str(folder))
+        seeds = run_items(Pipeline.from_settings(settings_r, index=seed_index, embedder=embedder), items, name=f"{label} seeds")
+        test = run_items(Pipeline.from_settings(settings_r, index=test_index, embedder=embedder), test_items, name=f"{label} test")
+        wrong = lambda report: sum(r.prediction is not None and r.f1 < 0.5 for r in report.rows)  # noqa: E731
+        rows.append({"version": label, "folder": str(folder), "windows_seen": totals["windows_seen"], "steps": totals["steps"],
+                     "dev_gold_forced_f1": meta.get("dev_gold_paragraph", {}).get("forced_answer", {}).get("f1"),
+                     "dev_open_f1": meta.get("calibration_report", {}).get("open_domain", {}).get("at_threshold", {}).get("f1"),
+                     "threshold": meta.get("calibration", {}).get("threshold"),
+                     "seed_f1": seeds.metrics["f1"], "seed_wrong": wrong(seeds),
+                     "test_f1": test.metrics["f1"], "test_wrong": wrong(test)})
+    fmt = lambda x: "–" if x is None else f"{x:.1f}"  # noqa: E731
+    lines = [
+        f"seed set: {QUESTIONS_FILE} ({len(items)} questions); test: the {len(test_items)} questions of the test articles of"
+        f" {squad_file.name}, open-domain over their paragraphs; each reader at its own calibrated threshold",
+        "| version | windows seen | steps | dev gold ¶ forced F1 | dev open-domain F1 (threshold) | seed F1 | seed wrong answers "
+        "| test F1 | test wrong answers |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *[f"| {r['version']} | {r['windows_seen']:,} | {r['steps']:,} | {fmt(r['dev_gold_forced_f1'])} | "
+          f"{fmt(r['dev_open_f1'])} ({r['threshold']}) | {fmt(r['seed_f1'])} | {r['seed_wrong']} | {fmt(r['test_f1'])} | "
+          f"{r['test_wrong']} |" for r in rows],
+    ]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        lines.append("plot skipped: matplotlib is not installed (pip install -e \".[bench]\")")
+        return "\n".join(lines)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    x = [r["windows_seen"] for r in rows]
+    for key, name, style in (("dev_gold_forced_f1", "dev, gold paragraph, forced", "o-"),
+                             ("dev_open_f1", "dev, open-domain, at threshold", "s-"),
+                             ("seed_f1", "hand-written seed set", "^-"), ("test_f1", "SQuAD test articles", "d-")):
+        ax.plot(x, [r[key] for r in rows], style, label=name)
+    for r in rows:
+        ax.annotate(r["version"], (r["windows_seen"], r["dev_gold_forced_f1"] or 0), textcoords="offset points",
+                    xytext=(0, 6), ha="center", fontsize=8)
+    ax.set(xlabel="training windows seen (cumulative, all runs of the lineage)", ylabel="F1",
+           title="reader: cumulative CPU training")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(plot, dpi=110)
+    plt.close(fig)
+    lines.append(f"plot: {plot}")
+    return "\n".join(lines)

@@ -1,4 +1,6 @@
-"""`rag export-reader`: the reader as an int8 ONNX model for ONNX Runtime, written beside its safetensors.
+"""ONNX exports. `rag export-reader`: the reader as an int8 ONNX model for ONNX Runtime, written beside its
+safetensors. `prepare_fast_start` (run by `rag index`): the embedder and the reader in fp32, cached where
+rag.runtime finds them, so later processes answer without importing torch.
 
 Exported from the stored weights with torch's ONNX exporter (dynamic batch and sequence length), then
 quantized by ONNX Runtime's own dynamic quantization: int8 weights per output channel with the reduced
@@ -7,11 +9,17 @@ Per-tensor int8 changed the reader's best span on seed questions; per-channel ke
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import tempfile
 import time
 from pathlib import Path
 
+from rag.config import Settings
 from rag.reader import ONNX_FILE, load_reader_meta, resolve_reader_model, write_reader_meta
+from rag.runtime import cached_export, export_path
+
+log = logging.getLogger(__name__)
 
 
 def export_reader(model: str) -> dict:
@@ -50,3 +58,73 @@ def export_reader(model: str) -> dict:
     meta["onnx"] = record
     write_reader_meta(folder, meta)
     return record
+
+
+def export_fp32(kind: str, folder: str | Path) -> Path:
+    """Export model `folder` ("embedder": its encoder's last hidden state; "reader": start and end logits)
+    to fp32 ONNX in the cache (written beside, then renamed, so a cut-off export is never loaded)."""
+    import torch
+    from transformers import AutoModel, AutoModelForQuestionAnswering, AutoTokenizer
+
+    folder = Path(folder)
+    target = export_path(kind, folder)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    if kind == "reader":
+        model = AutoModelForQuestionAnswering.from_pretrained(folder, dtype=torch.float32).float().eval()
+        outputs = ["start_logits", "end_logits"]
+        example = tokenizer(["Who led it?"] * 2, ["Eric Boyd led the effort."] * 2, return_tensors="pt", padding=True)
+    else:
+        encoder = AutoModel.from_pretrained(folder, dtype=torch.float32).float().eval()
+
+        class LastHidden(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.encoder = encoder
+
+            def forward(self, input_ids, attention_mask, token_type_ids):
+                return self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                                    token_type_ids=token_type_ids).last_hidden_state
+
+        model, outputs = LastHidden().eval(), ["last_hidden_state"]
+        example = tokenizer(["Eric Boyd led the effort.", "Who?"], return_tensors="pt", padding=True)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    try:
+        with torch.inference_mode():
+            torch.onnx.export(model, tuple(example[n] for n in names), str(partial), input_names=names,
+                              output_names=outputs, opset_version=17, dynamo=False,
+                              dynamic_axes={n: {0: "batch", 1: "sequence"} for n in [*names, *outputs]})
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def prepare_fast_start(settings: Settings) -> list[str]:
+    """Make the fp32 ONNX exports of the configured embedder and reader that the cache lacks; one line per
+    export made. An export that fails is logged and skipped: the models then run through torch."""
+    from rag.embedding import onnx_compatible, resolve_embedding_model
+
+    wanted = []
+    if settings.embedding_backend == "auto":
+        folder = resolve_embedding_model(settings.embedding_model)
+        if Path(folder).is_dir() and onnx_compatible(folder):
+            wanted.append(("embedder", folder))
+    if settings.reader_backend == "auto":
+        folder = resolve_reader_model(settings.reader_model)
+        if Path(folder).is_dir():
+            wanted.append(("reader", folder))
+    done = []
+    for kind, folder in wanted:
+        if cached_export(kind, folder) is not None:
+            continue
+        started = time.time()
+        try:
+            path = export_fp32(kind, folder)
+        except Exception as err:  # noqa: BLE001 - an optional speed-up must never fail indexing
+            log.warning("could not export the %s to ONNX (%s: %s); it will run through torch", kind,
+                        type(err).__name__, err)
+            continue
+        done.append(f"exported the {kind} to ONNX for fast start in {time.time() - started:.1f} s -> {path}")
+    return done

@@ -502,7 +502,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     model.half().cpu().save_pretrained(out)
     tokenizer.save_pretrained(out)
     reader = Reader.from_settings(Settings(reader_model=str(out)))
-    reader.attach(model, tokenizer)  # the fp16-rounded weights just saved, as a load would give them
+    reader.attach(model)  # the fp16-rounded weights just saved, as a load would give them
     dev_metrics = evaluate_gold(reader, prep.dev)
     run = {
         "command": command,

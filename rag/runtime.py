@@ -1,0 +1,165 @@
+"""Where the models run without torch: ONNX Runtime sessions, the cache of fp32 ONNX exports they load,
+and the tokenizers-only windowing the reader reads.
+
+A one-shot `rag ask` spends most of its time importing torch, transformers and sentence-transformers
+(~6 s here). `rag index` (or `rag export-reader`) exports the embedder and the reader once, in fp32 (same
+weights, same numbers up to float rounding), into a cache keyed by the weights file; every later process
+loads those through ONNX Runtime and the `tokenizers` library alone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from rag.errors import RagError
+
+
+class ModelRuntimeError(RagError):
+    """An ONNX model or a tokenizer cannot be loaded; the message is meant for the user."""
+
+
+def cache_dir() -> Path:
+    """Where exports are kept: $RAG_CACHE, else $XDG_CACHE_HOME/rag, else ~/.cache/rag."""
+    if os.environ.get("RAG_CACHE"):
+        return Path(os.environ["RAG_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rag"
+
+
+def weights_file(folder: str | Path) -> Path:
+    """The weights file of a model folder (safetensors, else a torch .bin)."""
+    folder = Path(folder)
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return folder / name
+    raise ModelRuntimeError(f"no model weights (model.safetensors) in {folder}")
+
+
+def fingerprint(folder: str | Path) -> str:
+    """A key for a model's weights that costs no read: the weights file's resolved path, size and
+    modification time (a re-trained or replaced model gets a new key, and so a new export)."""
+    path = weights_file(folder).resolve()
+    st = path.stat()
+    return hashlib.sha256(f"{path}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:20]
+
+
+def export_path(kind: str, folder: str | Path) -> Path:
+    """Where the fp32 ONNX export of model `folder` (kind "embedder" or "reader") is cached."""
+    return cache_dir() / "onnx" / f"{kind}-{fingerprint(folder)}.onnx"
+
+
+def cached_export(kind: str, folder: str | Path) -> Path | None:
+    """The cached export of `folder`, if one was made."""
+    try:
+        path = export_path(kind, folder)
+    except (OSError, ModelRuntimeError):
+        return None
+    return path if path.is_file() else None
+
+
+def onnx_session(path: Path, threads: int = 0):
+    """An ONNX Runtime session on the CPU with all graph optimisations."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own unrelated exception types
+        raise ModelRuntimeError(f"cannot load the ONNX model {path}: {err}") from None
+
+
+def load_tokenizer(folder: str | Path):
+    """The fast tokenizer of a model folder (`tokenizer.json`) through the `tokenizers` library, with
+    no truncation or padding of its own."""
+    from tokenizers import Tokenizer
+
+    path = Path(folder) / "tokenizer.json"
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception
+        raise ModelRuntimeError(f"cannot load the tokenizer {path}: {err}") from None
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def pad_id(folder: str | Path, tokenizer) -> int:
+    """The padding token's id, as the model's tokenizer_config.json names it ([PAD] by default)."""
+    name = "[PAD]"
+    config = Path(folder) / "tokenizer_config.json"
+    if config.is_file():
+        pad = json.loads(config.read_text(encoding="utf-8")).get("pad_token")
+        name = pad.get("content", name) if isinstance(pad, dict) else (pad or name)
+    token = tokenizer.token_to_id(name)
+    return 0 if token is None else int(token)
+
+
+class Windows:
+    """(question, context) pairs cut into overlapping windows, padded to the longest: the arrays a
+    transformers fast tokenizer returns for `return_overflowing_tokens=True, return_offsets_mapping=True,
+    padding="longest"`, with the same order (each pair's windows in turn) and the same values."""
+
+    def __init__(self, encodings: list, pairs: list[int], pad: int) -> None:
+        width = max(len(e.ids) for e in encodings)
+        n = len(encodings)
+        self._sequence_ids = [e.sequence_ids + [None] * (width - len(e.ids)) for e in encodings]
+        self.data = {
+            "input_ids": np.full((n, width), pad, dtype=np.int64),
+            "token_type_ids": np.zeros((n, width), dtype=np.int64),
+            "attention_mask": np.zeros((n, width), dtype=np.int64),
+            "offset_mapping": np.zeros((n, width, 2), dtype=np.int64),
+            "overflow_to_sample_mapping": np.asarray(pairs, dtype=np.int64),
+        }
+        for i, e in enumerate(encodings):
+            k = len(e.ids)
+            self.data["input_ids"][i, :k] = e.ids
+            self.data["token_type_ids"][i, :k] = e.type_ids
+            self.data["attention_mask"][i, :k] = e.attention_mask
+            self.data["offset_mapping"][i, :k] = e.offsets
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.data[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.data
+
+    def sequence_ids(self, window: int) -> list[int | None]:
+        """0 for question tokens, 1 for context tokens, None for special and padding tokens."""
+        return self._sequence_ids[window]
+
+
+class PairTokenizer:
+    """Question/context windowing with `tokenizers` alone (no transformers import): truncation of the
+    context only, `stride` tokens of overlap, offsets into the context."""
+
+    def __init__(self, tokenizer, pad: int, max_length: int, stride: int) -> None:
+        from tokenizers import Tokenizer
+
+        self._plain = tokenizer
+        self._windows = Tokenizer.from_str(tokenizer.to_str())
+        self._windows.enable_truncation(max_length, stride=stride, strategy="only_second")
+        self.pad = pad
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, max_length: int, stride: int) -> PairTokenizer:
+        tokenizer = load_tokenizer(folder)
+        return cls(tokenizer, pad_id(folder, tokenizer), max_length, stride)
+
+    def count(self, text: str) -> int:
+        """Tokens of `text` alone, no special tokens."""
+        return len(self._plain.encode(text.strip(), add_special_tokens=False).ids)
+
+    def windows(self, questions: list[str], contexts: list[str]) -> Windows:
+        encodings, pairs = [], []
+        for i, e in enumerate(self._windows.encode_batch([(q.strip(), c) for q, c in zip(questions, contexts)])):
+            for w in (e, *e.overflowing):
+                encodings.append(w)
+                pairs.append(i)
+        return Windows(encodings, pairs, self.pad)

@@ -64,6 +64,19 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def serve_and_measure(questions: list[str], requests: int, **server) -> tuple[dict, float]:
+    """Start `rag serve` (start_server's arguments), send 3 warm-up questions and then `requests` one at a
+    time; the /ask measurement and the server's peak memory (MiB)."""
+    port = free_port()
+    proc = start_server(port, **server)
+    try:
+        url = f"http://127.0.0.1:{port}/ask"
+        measure(url, questions, 1, 3)
+        return measure(url, questions, 1, requests), peak_rss_mib(proc.pid)
+    finally:
+        stop_server(proc)
+
+
 def peak_rss_mib(pid: int) -> float:
     """Peak resident memory of a process (VmHWM), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -213,15 +226,7 @@ def run_store_benchmark(dsn: str, squad_file: Path, passages: int = 10_000, requ
             pg_bytes = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
         for kind, args, seconds, size in (("files", {"index": index_dir}, file_seconds, file_bytes),
                                           ("postgresql", {"store": store}, report.seconds, pg_bytes)):
-            port = free_port()
-            proc = start_server(port, docs, **args)
-            try:
-                url = f"http://127.0.0.1:{port}/ask"
-                measure(url, questions, 1, 3)
-                m = measure(url, questions, 1, requests)
-                peak = peak_rss_mib(proc.pid)
-            finally:
-                stop_server(proc)
+            m, peak = serve_and_measure(questions, requests, docs=docs, **args)
             rows.append(f"| {name} | {kind} | {built.manifest['n_chunks']} | {seconds:.1f} | "
                         f"{built.manifest['n_chunks'] / seconds:.0f} | {size / 2**20:.1f} | {m['p50_ms']:.0f} | "
                         f"{m['p95_ms']:.0f} | {m['errors']} | {peak:.0f} |")
@@ -350,14 +355,7 @@ def run_backend_benchmark(requests: int = 48, workdir: Path = Path("build/backen
         answers[name] = [r.prediction for r in report.rows]
         profiles[name] = profile_stages(pipeline, questions)
         del pipeline
-        port = free_port()
-        proc = start_server(port, extra=("--reader", str(folder), "--reader-backend", backend))
-        try:
-            url = f"http://127.0.0.1:{port}/ask"
-            measure(url, questions, 1, 3)
-            m = measure(url, questions, 1, requests)
-        finally:
-            stop_server(proc)
+        m, _ = serve_and_measure(questions, requests, extra=("--reader", str(folder), "--reader-backend", backend))
         q = report.metrics
         changed = sum(a != b for a, b in zip(answers[name], answers["torch fp32"]))
         rows.append(f"| {name} | {m['p50_ms']:.0f} | {m['p95_ms']:.0f} | {np.median(profiles[name]['reader forward pass']):.0f} | "
@@ -419,15 +417,8 @@ def run_scale_benchmark(squad_file: Path, sizes: list[int], requests: int = 48,
                                           str(folder / "docs"), "--index", str(index)], folder / "index.log")
         manifest = json.loads((index / "manifest.json").read_text(encoding="utf-8"))
         size_mib = sum(f.stat().st_size for f in index.rglob("*") if f.is_file()) / 2**20
-        port = free_port()
-        proc = start_server(port, folder / "docs", index, timeout=900, extra=("--no-rebuild",))
-        try:
-            url = f"http://127.0.0.1:{port}/ask"
-            measure(url, questions, 1, 3)
-            m = measure(url, questions, 1, requests)
-            peak_server = peak_rss_mib(proc.pid)
-        finally:
-            stop_server(proc)
+        m, peak_server = serve_and_measure(questions, requests, docs=folder / "docs", index=index, timeout=900,
+                                           extra=("--no-rebuild",))
         rows.append({"passages": manifest["n_chunks"], "documents": manifest["n_documents"],
                      "build_seconds": manifest["build_seconds"], "index_wall_seconds": wall,
                      "passages_per_second": manifest["n_chunks"] / manifest["build_seconds"],

@@ -15,9 +15,12 @@ from test_training import _squad_file
 
 
 @pytest.fixture()
-def load_counts(monkeypatch):
-    """Counts of SentenceTransformer and QA-model loads made while the test runs."""
+def load_counts(monkeypatch, tmp_path):
+    """Counts of SentenceTransformer and QA-model loads made while the test runs (through torch: the ONNX
+    export cache is pointed at an empty folder)."""
     import sentence_transformers
+
+    monkeypatch.setenv("RAG_CACHE", str(tmp_path / "empty-cache"))
     from transformers import AutoModelForQuestionAnswering
 
     counts = {"embedder": 0, "reader": 0}

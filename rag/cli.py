@@ -398,14 +398,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--follow-links", action="store_true", default=None,
                        help="also index files that symbolic links inside the corpus folder point to outside it")
 
-    def query_args(p: argparse.ArgumentParser) -> None:
-        corpus_args(p)
-        p.add_argument("--top-k", type=_top_k, help=f"passages to retrieve (1-{Settings.max_top_k}, default {Settings.top_k})")
-        p.add_argument("--mode", choices=RETRIEVAL_MODES, help=f"retrieval mode (default {Settings.retrieval_mode})")
+    def reader_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--reader", help="reader model folder or hub name (default: the packaged reader)")
         p.add_argument("--reader-backend", choices=BACKENDS,
                        help="auto: the fp32 weights through their cached ONNX export (made by `rag index`) when there is one, "
                             f"else torch; torch: always torch; onnx: the int8 export (default {Settings.reader_backend})")
+
+    def query_args(p: argparse.ArgumentParser) -> None:
+        corpus_args(p)
+        p.add_argument("--top-k", type=_top_k, help=f"passages to retrieve (1-{Settings.max_top_k}, default {Settings.top_k})")
+        p.add_argument("--mode", choices=RETRIEVAL_MODES, help=f"retrieval mode (default {Settings.retrieval_mode})")
+        reader_args(p)
         p.add_argument("--no-rebuild", action="store_true", help="fail instead of rebuilding a missing or stale index")
         p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -444,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="serve POST /ask over HTTP")
     corpus_args(p)
+    reader_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--no-rebuild", action="store_true", help="fail instead of rebuilding a missing or stale index")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.config import EMBEDDING_BACKENDS, PACKAGED_EMBEDDER, Settings
-from rag.runtime import ModelRuntimeError, cached_export, load_tokenizer, onnx_session, pad_id
+from rag.runtime import ModelRuntimeError, cached_export, load_tokenizer, onnx_session, pad_batch, pad_id
 
 log = logging.getLogger(__name__)
 
@@ -129,16 +129,9 @@ class Embedder:
             bar = tqdm(total=len(texts), desc="embedding", unit="text")
         for i in range(0, len(order), self.batch_size):
             part = order[i : i + self.batch_size]
-            width = max(len(encodings[j].ids) for j in part)
-            ids = np.full((len(part), width), self._pad, dtype=np.int64)
-            types = np.zeros((len(part), width), dtype=np.int64)
-            mask = np.zeros((len(part), width), dtype=np.int64)
-            for row, j in enumerate(part):
-                e = encodings[j]
-                ids[row, : len(e.ids)], types[row, : len(e.ids)], mask[row, : len(e.ids)] = e.ids, e.type_ids, e.attention_mask
-            (hidden,) = self._model.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask,
-                                                                 "token_type_ids": types})
-            weights = mask[:, :, None].astype(np.float32)
+            batch = pad_batch([encodings[j] for j in part], self._pad)
+            (hidden,) = self._model.run(["last_hidden_state"], batch)
+            weights = batch["attention_mask"][:, :, None].astype(np.float32)
             pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
             out[part] = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
             if bar is not None:

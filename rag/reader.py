@@ -189,7 +189,7 @@ class Reader:
 
     def warm_up(self) -> None:
         """Load tokenizer and model once. "auto": the fp32 weights through their cached ONNX export (made
-        by `rag index` or `rag export-reader`) when there is one, else through torch; "torch": always
+        by `rag index`) when there is one, else through torch; "torch": always
         torch; "onnx": the int8 export beside the weights. Torch is imported only when it runs the model."""
         if self._model is not None:
             return

@@ -2,7 +2,7 @@
 and the tokenizers-only windowing the reader reads.
 
 A one-shot `rag ask` spends most of its time importing torch, transformers and sentence-transformers
-(~6 s here). `rag index` (or `rag export-reader`) exports the embedder and the reader once, in fp32 (same
+(~6 s here). `rag index` exports the embedder and the reader once, in fp32 (same
 weights, same numbers up to float rounding), into a cache keyed by the weights file; every later process
 loads those through ONNX Runtime and the `tokenizers` library alone.
 """
@@ -101,28 +101,33 @@ def pad_id(folder: str | Path, tokenizer) -> int:
     return 0 if token is None else int(token)
 
 
+def pad_batch(encodings: list, pad: int) -> dict[str, np.ndarray]:
+    """`tokenizers` encodings as int64 arrays padded to the longest: input_ids (padded with `pad`),
+    token_type_ids and attention_mask (padded with 0)."""
+    width = max(len(e.ids) for e in encodings)
+    batch = {"input_ids": np.full((len(encodings), width), pad, dtype=np.int64),
+             "token_type_ids": np.zeros((len(encodings), width), dtype=np.int64),
+             "attention_mask": np.zeros((len(encodings), width), dtype=np.int64)}
+    for i, e in enumerate(encodings):
+        k = len(e.ids)
+        batch["input_ids"][i, :k], batch["token_type_ids"][i, :k], batch["attention_mask"][i, :k] = \
+            e.ids, e.type_ids, e.attention_mask
+    return batch
+
+
 class Windows:
     """(question, context) pairs cut into overlapping windows, padded to the longest: the arrays a
     transformers fast tokenizer returns for `return_overflowing_tokens=True, return_offsets_mapping=True,
     padding="longest"`, with the same order (each pair's windows in turn) and the same values."""
 
     def __init__(self, encodings: list, pairs: list[int], pad: int) -> None:
-        width = max(len(e.ids) for e in encodings)
-        n = len(encodings)
+        self.data = pad_batch(encodings, pad)
+        n, width = self.data["input_ids"].shape
         self._sequence_ids = [e.sequence_ids + [None] * (width - len(e.ids)) for e in encodings]
-        self.data = {
-            "input_ids": np.full((n, width), pad, dtype=np.int64),
-            "token_type_ids": np.zeros((n, width), dtype=np.int64),
-            "attention_mask": np.zeros((n, width), dtype=np.int64),
-            "offset_mapping": np.zeros((n, width, 2), dtype=np.int64),
-            "overflow_to_sample_mapping": np.asarray(pairs, dtype=np.int64),
-        }
+        self.data["offset_mapping"] = np.zeros((n, width, 2), dtype=np.int64)
         for i, e in enumerate(encodings):
-            k = len(e.ids)
-            self.data["input_ids"][i, :k] = e.ids
-            self.data["token_type_ids"][i, :k] = e.type_ids
-            self.data["attention_mask"][i, :k] = e.attention_mask
-            self.data["offset_mapping"][i, :k] = e.offsets
+            self.data["offset_mapping"][i, : len(e.ids)] = e.offsets
+        self.data["overflow_to_sample_mapping"] = np.asarray(pairs, dtype=np.int64)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.data[name]

@@ -26,21 +26,12 @@ log = logging.getLogger(__name__)
 def export_reader(model: str) -> dict:
     """Write `reader-int8.onnx` into the reader's folder and record it in the reader's metadata."""
     import onnx
-    import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     folder = Path(resolve_reader_model(model))
     started = time.time()
-    qa = AutoModelForQuestionAnswering.from_pretrained(folder, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    example = tokenizer(["Who led it?"] * 2, ["Eric Boyd led the effort."] * 2, return_tensors="pt", padding=True)
-    names = ["input_ids", "attention_mask", "token_type_ids"]
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "reader.onnx"
-        torch.onnx.export(qa, tuple(example[n] for n in names), str(fp32), input_names=names,
-                          output_names=["start_logits", "end_logits"], opset_version=17, dynamo=False,
-                          dynamic_axes={n: {0: "batch", 1: "sequence"} for n in [*names, "start_logits", "end_logits"]})
+        fp32 = export_fp32("reader", folder, Path(tmp) / "reader.onnx")
         target = folder / ONNX_FILE
         partial = folder / (ONNX_FILE + ".tmp")
         quantize_dynamic(str(fp32), str(partial), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
@@ -61,14 +52,15 @@ def export_reader(model: str) -> dict:
     return record
 
 
-def export_fp32(kind: str, folder: str | Path) -> Path:
+def export_fp32(kind: str, folder: str | Path, target: Path | None = None) -> Path:
     """Export model `folder` ("embedder": its encoder's last hidden state; "reader": start and end logits)
-    to fp32 ONNX in the cache (written beside, then renamed, so a cut-off export is never loaded)."""
+    to fp32 ONNX at `target`, by default its place in the cache (written beside, then renamed, so a cut-off
+    export is never loaded)."""
     import torch
     from transformers import AutoModel, AutoModelForQuestionAnswering, AutoTokenizer
 
     folder = Path(folder)
-    target = export_path(kind, folder)
+    target = target or export_path(kind, folder)
     target.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     names = ["input_ids", "attention_mask", "token_type_ids"]

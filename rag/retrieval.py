@@ -83,9 +83,12 @@ class Retriever:
             ranked = self.bm25_ranking(query, k)
         else:
             n = max(self.candidates, k)
-            rankings = [self.dense_ranking(query, n), self.bm25_ranking(query, n)]
-            ranked = fuse(rankings, [self.dense_weight, 1.0], self.rrf_k)[:k]
+            ranked = self.hybrid_ranking(self.dense_ranking(query, n), self.bm25_ranking(query, n))
         return self.passages(ranked[:k])
+
+    def hybrid_ranking(self, dense: list[tuple[Hashable, float]], lexical: list[tuple[Hashable, float]]):
+        """The dense and BM25 rankings fused (weighted RRF: BM25 counts fully, dense at dense_weight)."""
+        return fuse([dense, lexical], [self.dense_weight, 1.0], self.rrf_k)
 
     def passages(self, ranked: list[tuple[Hashable, float]]) -> list[Passage]:
         """The chunks of a ranking as passages, best first."""

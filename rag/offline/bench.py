@@ -289,8 +289,6 @@ STAGES = ("embed question", "dense search", "BM25 search", "fuse + fetch passage
 def profile_stages(pipeline, questions: list[str], rounds: int = 3) -> dict[str, list[float]]:
     """Milliseconds spent in each stage of one answer, per question: the same calls `Pipeline.run` makes,
     timed one by one."""
-    from rag.retrieval import fuse
-
     retriever, reader = pipeline.retriever, pipeline.reader
     times: dict[str, list[float]] = {s: [] for s in (*STAGES, "total")}
     for question in questions * rounds:
@@ -303,7 +301,7 @@ def profile_stages(pipeline, questions: list[str], rounds: int = 3) -> dict[str,
             clock.append(time.perf_counter())
             lexical = retriever.bm25_ranking(question, n)
             clock.append(time.perf_counter())
-            passages = retriever.passages(fuse([dense, lexical], [retriever.dense_weight, 1.0], retriever.rrf_k)[: retriever.top_k])
+            passages = retriever.passages(retriever.hybrid_ranking(dense, lexical)[: retriever.top_k])
             clock.append(time.perf_counter())
             contexts = [p.chunk.text for p in passages]
             encoding = reader.encode([question] * len(contexts), contexts)
@@ -441,15 +439,26 @@ def run_scale_benchmark(squad_file: Path, sizes: list[int], requests: int = 48,
     return "\n".join(lines)
 
 
-def _plot_scale(rows: list[dict], path: Path) -> str:
-    """Build time and /ask latency against corpus size, log-log, as a PNG; the line saying where."""
+NO_MATPLOTLIB = "plot skipped: matplotlib is not installed (pip install -e \".[bench]\")"
+
+
+def _pyplot():
+    """matplotlib.pyplot drawing to files only, or None when matplotlib (the `bench` extra) is absent."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return "plot skipped: matplotlib is not installed (pip install -e \".[bench]\")"
+        return None
+    return plt
+
+
+def _plot_scale(rows: list[dict], path: Path) -> str:
+    """Build time and /ask latency against corpus size, log-log, as a PNG; the line saying where."""
+    plt = _pyplot()
+    if plt is None:
+        return NO_MATPLOTLIB
     n = [r["passages"] for r in rows]
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(12, 3.6))
     a.plot(n, [r["build_seconds"] for r in rows], "o-")
@@ -483,7 +492,7 @@ def run_learning_curve(squad_file: Path, readers: list[tuple[str, Path]], plot: 
     from rag.offline.squad import squad_corpus
     from rag.offline.training import lineage_of, lineage_totals
     from rag.pipeline import Pipeline
-    from rag.reader import load_reader_meta
+    from rag.reader import Reader, load_reader_meta
 
     settings = Settings()
     embedder = Embedder.from_settings(settings)
@@ -502,8 +511,11 @@ def run_learning_curve(squad_file: Path, readers: list[tuple[str, Path]], plot: 
         previous = runs
         totals = lineage_totals(runs)
         settings_r = settings.with_overrides(reader_model=str(folder))
-        seeds = run_items(Pipeline.from_settings(settings_r, index=seed_index, embedder=embedder), items, name=f"{label} seeds")
-        test = run_items(Pipeline.from_settings(settings_r, index=test_index, embedder=embedder), test_items, name=f"{label} test")
+        reader = Reader.from_settings(settings_r)  # loaded once, read by both pipelines
+        seeds = run_items(Pipeline.from_settings(settings_r, index=seed_index, embedder=embedder, reader=reader), items,
+                          name=f"{label} seeds")
+        test = run_items(Pipeline.from_settings(settings_r, index=test_index, embedder=embedder, reader=reader),
+                         test_items, name=f"{label} test")
         wrong = lambda report: sum(r.prediction is not None and r.f1 < 0.5 for r in report.rows)  # noqa: E731
         rows.append({"version": label, "folder": str(folder), "windows_seen": totals["windows_seen"], "steps": totals["steps"],
                      "dev_gold_forced_f1": meta.get("dev_gold_paragraph", {}).get("forced_answer", {}).get("f1"),
@@ -522,14 +534,9 @@ def run_learning_curve(squad_file: Path, readers: list[tuple[str, Path]], plot: 
           f"{fmt(r['dev_open_f1'])} ({r['threshold']}) | {fmt(r['seed_f1'])} | {r['seed_wrong']} | {fmt(r['test_f1'])} | "
           f"{r['test_wrong']} |" for r in rows],
     ]
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        lines.append("plot skipped: matplotlib is not installed (pip install -e \".[bench]\")")
-        return "\n".join(lines)
+    plt = _pyplot()
+    if plt is None:
+        return "\n".join([*lines, NO_MATPLOTLIB])
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     x = [r["windows_seen"] for r in rows]
     for key, name, style in (("dev_gold_forced_f1", "dev, gold paragraph, forced", "o-"),

@@ -20,9 +20,9 @@ def squad_file(tmp_path, n_contexts):
 
 
 def test_passage_corpus_writes_one_file_per_context_until_the_size(tmp_path):
-    count, questions = passage_corpus(squad_file(tmp_path, 30), 12, tmp_path / "docs", 5)
+    count, questions, distinct = passage_corpus(squad_file(tmp_path, 30), 12, tmp_path / "docs", 5)
     files = sorted((tmp_path / "docs").iterdir())
-    assert count == 12 and len(files) == 12  # these short contexts are one passage each
+    assert count == distinct == 12 and len(files) == 12  # these short contexts are one passage each
     assert files[0].read_text(encoding="utf-8").startswith("Paragraph 0 says")
     assert questions == [f"How long is river {i}?" for i in range(5)]  # answerable ones only
 
@@ -30,6 +30,16 @@ def test_passage_corpus_writes_one_file_per_context_until_the_size(tmp_path):
 def test_passage_corpus_refuses_a_file_too_small(tmp_path):
     with pytest.raises(ValueError, match="only 3 passages"):
         passage_corpus(squad_file(tmp_path, 3), 10, tmp_path / "docs", 5)
+
+
+def test_passage_corpus_repeats_the_contexts_only_when_asked(tmp_path):
+    count, questions, distinct = passage_corpus(squad_file(tmp_path, 3), 8, tmp_path / "docs", 5, repeat=True)
+    files = sorted(p.name for p in (tmp_path / "docs").iterdir())
+    assert (count, distinct) == (8, 3)
+    assert files == ["000000-copy1.txt", "000000-copy2.txt", "000000.txt", "000001-copy1.txt", "000001-copy2.txt",
+                     "000001.txt", "000002-copy1.txt", "000002.txt"]
+    assert (tmp_path / "docs" / "000001-copy2.txt").read_text(encoding="utf-8").startswith("Paragraph 1 says")
+    assert questions == [f"How long is river {i}?" for i in range(3)]
 
 
 def test_scale_plot_is_written(tmp_path):

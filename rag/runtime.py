@@ -40,16 +40,55 @@ def weights_file(folder: str | Path) -> Path:
 
 
 def fingerprint(folder: str | Path) -> str:
-    """A key for a model's weights that costs no read: the weights file's resolved path, size and
-    modification time (a re-trained or replaced model gets a new key, and so a new export)."""
+    """A key for a model's weights that costs no read: the weights file's resolved path, inode, size,
+    modification and change times (a re-trained or replaced model gets a new key, and so a new export, even
+    when a copy tool such as `cp -p` or `rsync -a` restores the old modification time: none can restore the
+    change time)."""
     path = weights_file(folder).resolve()
     st = path.stat()
-    return hashlib.sha256(f"{path}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:20]
+    key = f"{path}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}"
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
 def export_path(kind: str, folder: str | Path) -> Path:
     """Where the fp32 ONNX export of model `folder` (kind "embedder" or "reader") is cached."""
     return cache_dir() / "onnx" / f"{kind}-{fingerprint(folder)}.onnx"
+
+
+def record_export(kind: str, folder: str | Path, path: Path) -> list[Path]:
+    """Note beside the cached export `path` which weights file (on which host) it came from, then remove
+    the cache's other exports of `kind` made here from that same file (since retrained or replaced) or from
+    a file that is gone, and cut-off exports over a day old: a retrained reader would otherwise leave ~90 MB
+    behind each time. If the weights changed while this export was made, it is the stale one and goes.
+    Returns the files removed. Exports of other checkouts (or hosts sharing the cache) are kept, and so are
+    exports made before these notes existed."""
+    import socket
+    import time
+
+    source, host = weights_file(folder).resolve(), socket.gethostname()
+    if export_path(kind, folder) != path:  # retrained meanwhile: what was just written is already stale
+        path.unlink(missing_ok=True)
+        return [path]
+    path.with_suffix(".json").write_text(json.dumps({"kind": kind, "source": str(source), "host": host}),
+                                         encoding="utf-8")
+    removed = []
+    for note in path.parent.glob(f"{kind}-*.json"):
+        if note.stem == path.stem:
+            continue
+        try:
+            recorded = json.loads(note.read_text(encoding="utf-8"))
+            other = Path(recorded["source"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if recorded.get("host") == host and (other == source or not other.exists()):
+            for stale in (note.with_suffix(".onnx"), note):
+                stale.unlink(missing_ok=True)
+                removed.append(stale)
+    for partial in path.parent.glob(f"{kind}-*.tmp"):
+        if time.time() - partial.stat().st_mtime > 86400:
+            partial.unlink(missing_ok=True)
+            removed.append(partial)
+    return removed
 
 
 def cached_export(kind: str, folder: str | Path) -> Path | None:

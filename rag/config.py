@@ -69,7 +69,7 @@ class Settings:
     max_windows_per_question: int = 24  # at least max_top_k, so every retrieved passage is read
     reader_batch_size: int = 32  # windows per forward pass
     reader_backend: str = "auto"  # one of READER_BACKENDS; the int8 "onnx" needs `rag export-reader`
-    torch_threads: int = 0  # 0: leave torch's own choice
+    torch_threads: int = 0  # threads for each model, torch or ONNX Runtime (0: the runtime's own choice)
     # Calibration picks the highest abstention threshold whose open-domain dev F1 is within this many points
     # of the best (0: the max-F1 threshold). F1 scores a wrong answer and an abstention alike; a deployment
     # where wrong answers cost more can trade a little F1 for many fewer (`rag calibrate-reader --study`).

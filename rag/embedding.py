@@ -52,14 +52,17 @@ class Embedder:
     """Turns texts into L2-normalised float32 vectors (so inner product is cosine similarity)."""
 
     def __init__(self, model: str = Settings.embedding_model, batch_size: int = Settings.embedding_batch_size,
-                 backend: str = Settings.embedding_backend) -> None:
+                 backend: str = Settings.embedding_backend, threads: int = Settings.torch_threads) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if threads < 0:
+            raise ValueError("threads must be 0 (the runtime's choice) or more")
         if backend not in EMBEDDING_BACKENDS:
             raise ValueError(f"backend must be one of {EMBEDDING_BACKENDS}, not {backend!r}")
         self.model_name = model
         self.batch_size = batch_size
         self.backend = backend
+        self.threads = threads
         self.runtime = ""  # what runs the model, once loaded
         self._model = None  # a SentenceTransformer, or an onnxruntime session
         self._tokenizer = None
@@ -68,7 +71,8 @@ class Embedder:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Embedder:
-        return cls(settings.embedding_model, settings.embedding_batch_size, settings.embedding_backend)
+        return cls(settings.embedding_model, settings.embedding_batch_size, settings.embedding_backend,
+                   settings.torch_threads)
 
     def warm_up(self) -> None:
         """Load the model once; later calls do nothing."""
@@ -78,7 +82,7 @@ class Embedder:
         export = cached_export("embedder", path) if self.backend == "auto" and Path(path).is_dir() else None
         if export is not None:
             try:
-                session = onnx_session(export)
+                session = onnx_session(export, self.threads)
                 tokenizer = load_tokenizer(path)
                 self._dimension = int(json.loads((Path(path) / "config.json").read_text())["hidden_size"])
             except (ModelRuntimeError, OSError, ValueError, KeyError) as err:
@@ -91,8 +95,14 @@ class Embedder:
                 return
         from sentence_transformers import SentenceTransformer
 
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
         self._model = SentenceTransformer(path, device="cpu")
-        self._dimension = int(self._model.get_embedding_dimension())
+        # get_embedding_dimension in newer sentence-transformers, get_sentence_embedding_dimension before
+        dimension = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self._dimension = int(dimension())
         self.runtime = "sentence-transformers (torch fp32)"
 
     @property
@@ -122,6 +132,7 @@ class Embedder:
         encodings = self._tokenizer.encode_batch([t.strip() for t in texts])
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        inputs = {i.name for i in self._model.get_inputs()}  # a DistilBERT export has no token_type_ids
         bar = None
         if progress:
             from tqdm import tqdm
@@ -130,7 +141,7 @@ class Embedder:
         for i in range(0, len(order), self.batch_size):
             part = order[i : i + self.batch_size]
             batch = pad_batch([encodings[j] for j in part], self._pad)
-            (hidden,) = self._model.run(["last_hidden_state"], batch)
+            (hidden,) = self._model.run(["last_hidden_state"], {n: v for n, v in batch.items() if n in inputs})
             weights = batch["attention_mask"][:, :, None].astype(np.float32)
             pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
             out[part] = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)

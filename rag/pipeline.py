@@ -84,10 +84,6 @@ class Pipeline:
                       calibrated: bool = True) -> Pipeline:
         """Wire the stages from settings, reusing any stage given (an embedder or index already loaded, a
         reader in memory), so each model is loaded once per process; then warm everything up."""
-        if settings.torch_threads:
-            import torch
-
-            torch.set_num_threads(settings.torch_threads)
         retriever = Retriever.open(settings, embedder=embedder, index=index, rebuild=rebuild)
         pipeline = cls(retriever, reader or Reader.from_settings(settings), retriever.store.documents,
                        settings.fallback_threshold, calibrated)

@@ -7,6 +7,7 @@ and contexts of one batch (no per-passage softmax).
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from dataclasses import dataclass
@@ -218,6 +219,8 @@ class Reader:
                 import torch
                 from transformers import AutoModelForQuestionAnswering
 
+                if self.threads:
+                    torch.set_num_threads(self.threads)
                 model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=torch.float32)
                 self._model, self.runtime = model.float().eval(), "torch fp32"
         except (OSError, ModelRuntimeError) as err:
@@ -239,7 +242,7 @@ class Reader:
         """Tokenise (question, context) pairs into overlapping windows with character offsets. Contexts are
         cut to what max_windows_per_context windows can hold, so a huge passage costs no more than that."""
         self.warm_up()
-        for q in questions:
+        for q in dict.fromkeys(questions):  # each distinct question once (one question is read against many contexts)
             self.check_question(q)
         limit = self.max_windows_per_context * self.max_seq_length * 24  # characters: far more than any window holds
         return self._tokenizer.windows(questions, [c[:limit] for c in contexts])
@@ -282,12 +285,15 @@ class Reader:
 
     def _forward(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         if self.runtime.startswith("onnxruntime"):
-            start, end = self._model.run(["start_logits", "end_logits"], {n: v.astype(np.int64) for n, v in batch.items()})
+            inputs = {i.name for i in self._model.get_inputs()}  # a DistilBERT export has no token_type_ids
+            start, end = self._model.run(["start_logits", "end_logits"],
+                                         {n: v.astype(np.int64) for n, v in batch.items() if n in inputs})
             return start, end
         import torch
 
+        takes = inspect.signature(self._model.forward).parameters  # DistilBERT takes no token_type_ids
         with torch.inference_mode():
-            out = self._model(**{n: torch.from_numpy(v) for n, v in batch.items()})
+            out = self._model(**{n: torch.from_numpy(v) for n, v in batch.items() if n in takes})
         return out.start_logits.float().numpy(), out.end_logits.float().numpy()
 
     def run(self, question: str, contexts: list[str]) -> list[ContextReading]:

@@ -123,3 +123,60 @@ def test_damaged_export_falls_back_to_torch(tmp_path, monkeypatch, caplog):
     assert "running the reader through torch" in caplog.text
     readings = reader.run("Who leads the effort?", ["Eric Boyd leads the effort."])
     assert readings[0].spans[0].text == "Eric Boyd"
+
+
+def test_a_new_export_removes_the_stale_ones_of_the_same_weights(tmp_path, monkeypatch):
+    from rag.runtime import record_export
+
+    monkeypatch.setenv("RAG_CACHE", str(tmp_path / "cache"))
+    model, other = tmp_path / "model", tmp_path / "other"
+    for folder in (model, other):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"weights v1")
+
+    def fake_export(kind, folder):
+        path = export_path(kind, folder)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"onnx")
+        return path, record_export(kind, folder, path)
+
+    old, removed = fake_export("reader", model)
+    kept, _ = fake_export("reader", other)
+    embedder, _ = fake_export("embedder", model)
+    assert removed == []
+    (model / "model.safetensors").write_bytes(b"weights v2, retrained")  # new size and mtime: a new key
+    new, removed = fake_export("reader", model)
+    assert new != old and sorted(removed) == sorted([old, old.with_suffix(".json")])
+    assert new.is_file() and kept.is_file() and embedder.is_file()  # other weights, other kinds stay
+    (other / "model.safetensors").unlink()
+    _, removed = fake_export("reader", model)
+    assert not kept.exists() and kept in removed  # the weights it came from are gone
+
+
+def test_a_distilbert_reader_exports_and_reads_like_torch(tmp_path, monkeypatch):
+    """DistilBERT (the usual Haystack reader) has no token_type_ids: the export takes its inputs by name,
+    and both runtimes feed the model only the inputs it has."""
+    import shutil
+
+    import torch
+    from transformers import DistilBertConfig, DistilBertForQuestionAnswering
+
+    from rag.offline.export import export_fp32
+    from rag.reader import Reader
+
+    monkeypatch.setenv("RAG_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "distilbert"
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=30522, dim=32, hidden_dim=64, n_layers=2, n_heads=2)
+    DistilBertForQuestionAnswering(config).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(PACKAGED_READER_DIR / name, folder / name)
+    export_fp32("reader", folder)
+    question, contexts = "Who leads the effort?", ["Eric Boyd leads the effort.", "Paris is the capital of France."]
+    spans = {}
+    for backend in ("auto", "torch"):
+        reader = Reader(str(folder), backend=backend)
+        reader.warm_up()
+        spans[reader.runtime] = [(s.start, s.end, round(s.score, 3)) for r in reader.run(question, contexts) for s in r.spans]
+    assert set(spans) == {"onnxruntime fp32", "torch fp32"}
+    assert spans["onnxruntime fp32"] == spans["torch fp32"] and spans["torch fp32"]

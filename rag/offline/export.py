@@ -9,6 +9,7 @@ Per-tensor int8 changed the reader's best span on seed questions; per-channel ke
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import os
 import tempfile
@@ -17,8 +18,8 @@ import warnings
 from pathlib import Path
 
 from rag.config import Settings
-from rag.reader import ONNX_FILE, load_reader_meta, resolve_reader_model, write_reader_meta
-from rag.runtime import cached_export, export_path
+from rag.reader import ONNX_FILE, ReaderError, load_reader_meta, resolve_reader_model, write_reader_meta
+from rag.runtime import cached_export, export_path, record_export
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +31,28 @@ def export_reader(model: str) -> dict:
 
     folder = Path(resolve_reader_model(model))
     started = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = export_fp32("reader", folder, Path(tmp) / "reader.onnx")
-        target = folder / ONNX_FILE
-        partial = folder / (ONNX_FILE + ".tmp")
-        quantize_dynamic(str(fp32), str(partial), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-        partial.replace(target)
     weights = folder / "model.safetensors"
+
+    def weights_sha() -> str | None:
+        return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
+
+    source_sha = weights_sha()  # before the export: what the export is made from
+    target = folder / ONNX_FILE
+    partial = folder / f"{ONNX_FILE}.{os.getpid()}.tmp"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = export_fp32("reader", folder, Path(tmp) / "reader.onnx")
+            quantize_dynamic(str(fp32), str(partial), weight_type=QuantType.QInt8, per_channel=True,
+                             reduce_range=True, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        if weights_sha() != source_sha:
+            raise ReaderError(f"the weights in {folder} changed during the export; run it again")
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
     record = {
         "file": ONNX_FILE,
         "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
-        "exported_from_sha256": hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None,
+        "exported_from_sha256": source_sha,
         "quantization": "ONNX Runtime dynamic, int8 weights per channel (reduced range), opset 17",
         "seconds": round(time.time() - started, 1),
         "command": f"rag export-reader --model {model}",
@@ -60,10 +71,10 @@ def export_fp32(kind: str, folder: str | Path, target: Path | None = None) -> Pa
     from transformers import AutoModel, AutoModelForQuestionAnswering, AutoTokenizer
 
     folder = Path(folder)
+    in_cache = target is None
     target = target or export_path(kind, folder)
     target.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    names = ["input_ids", "attention_mask", "token_type_ids"]
     if kind == "reader":
         model = AutoModelForQuestionAnswering.from_pretrained(folder, dtype=torch.float32).float().eval()
         outputs = ["start_logits", "end_logits"]
@@ -76,24 +87,36 @@ def export_fp32(kind: str, folder: str | Path, target: Path | None = None) -> Pa
                 super().__init__()
                 self.encoder = encoder
 
-            def forward(self, input_ids, attention_mask, token_type_ids):
-                return self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                                    token_type_ids=token_type_ids).last_hidden_state
+            def forward(self, input_ids, attention_mask, token_type_ids=None):
+                extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+                return self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
 
         model, outputs = LastHidden().eval(), ["last_hidden_state"]
+        encoder_takes = inspect.signature(encoder.forward).parameters
         example = tokenizer(["Eric Boyd led the effort.", "Who?"], return_tensors="pt", padding=True)
+        example = {n: v for n, v in example.items() if n != "token_type_ids" or n in encoder_takes}
+    # Inputs by name, and only those both the tokenizer makes and the model takes: DistilBERT, for one, has
+    # no token_type_ids (its third positional parameter is something else).
+    takes = inspect.signature(model.forward).parameters
+    names = [n for n in takes if n in example and n in ("input_ids", "attention_mask", "token_type_ids")]
     partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     try:
         # The tracer warns about shape-dependent branches in transformers' attention code; for these models
         # they resolve the same for every input shape (the tests compare outputs at many lengths).
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, tuple(example[n] for n in names), str(partial), input_names=names,
+            torch.onnx.export(model, (), str(partial), kwargs={n: example[n] for n in names}, input_names=names,
                               output_names=outputs, opset_version=17, dynamo=False,
                               dynamic_axes={n: {0: "batch", 1: "sequence"} for n in [*names, *outputs]})
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
+    if in_cache:
+        try:
+            for stale in record_export(kind, folder, target):
+                log.info("removed the stale export %s", stale)
+        except OSError as err:  # pruning is housekeeping: the export itself was written and will be used
+            log.warning("could not tidy the export cache %s (%s)", target.parent, err)
     return target
 
 

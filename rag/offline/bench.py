@@ -486,6 +486,7 @@ def _plot_scale(rows: list[dict], path: Path) -> str:
     b.plot(n, [r["p50_ms"] for r in rows], "o-", label="p50")
     b.plot(n, [r["p95_ms"] for r in rows], "s--", label="p95")
     b.set(xscale="log", xlabel="passages", ylabel="ms", title="/ask latency")
+    b.set_ylim(bottom=0)  # from zero: a flat line should look flat
     b.legend()
     c.plot(n, [r["server_peak_mib"] for r in rows], "o-", label="server")
     c.plot(n, [r["index_mib"] for r in rows], "s--", label="index on disk")

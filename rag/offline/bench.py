@@ -414,9 +414,10 @@ def _run_measured(cmd: list[str], log: Path) -> tuple[float, float]:
 def run_scale_benchmark(squad_file: Path, sizes: list[int], requests: int = 48,
                         workdir: Path = Path("build/scale-bench"), plot: Path = Path("docs/scale.png")) -> str:
     """How cost grows with the corpus: for each size, a corpus of that many passages (one file per distinct
-    SQuAD context, then copies of them past the ~19,700 distinct ones), `rag index --full` in a child process (its build time as the index records it, the
-    process's wall time and peak memory, the index's size on disk), then /ask p50/p95 through `rag serve`
-    (one request at a time, questions about the corpus) and the server's peak memory. Writes a plot."""
+    SQuAD context, then copies of them past the ~19,700 distinct ones), `rag index --full` in a child
+    process (its build time as the index records it, the process's wall time and peak memory, the index's
+    size on disk), then /ask p50/p95 through `rag serve` (one request at a time, questions about the corpus)
+    and the server's peak memory. Writes a plot."""
     import shutil
 
     from rag.config import Settings
@@ -437,7 +438,8 @@ def run_scale_benchmark(squad_file: Path, sizes: list[int], requests: int = 48,
         size_mib = sum(f.stat().st_size for f in index.rglob("*") if f.is_file()) / 2**20
         m, peak_server = serve_and_measure(questions, requests, docs=folder / "docs", index=index, timeout=900,
                                            extra=("--no-rebuild",))
-        rows.append({"passages": manifest["n_chunks"], "distinct_passages": distinct, "documents": manifest["n_documents"],
+        rows.append({"passages": manifest["n_chunks"], "distinct_passages": distinct,
+                     "documents": manifest["n_documents"],
                      "build_seconds": manifest["build_seconds"], "index_wall_seconds": wall,
                      "passages_per_second": manifest["n_chunks"] / manifest["build_seconds"],
                      "index_mib": size_mib, "index_peak_mib": peak_index, "server_peak_mib": peak_server,

@@ -17,7 +17,7 @@ import numpy as np
 
 from rag.config import PACKAGED_READER, PACKAGED_READER_DIR, READER_BACKENDS, Settings
 from rag.errors import QuestionError, RagError
-from rag.runtime import ModelRuntimeError, PairTokenizer, cached_export, onnx_session
+from rag.runtime import ModelRuntimeError, PairTokenizer, cached_export, has_int8_dot_product, onnx_session
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,9 @@ class Reader:
                     raise ReaderError(f"the reader has no ONNX export ({int8} is missing): run `rag export-reader`, "
                                       "or use --reader-backend torch")
                 _check_export_is_current(Path(path))
+                if load_reader_meta(path).get("onnx", {}).get("reduce_range") is False and not has_int8_dot_product():
+                    log.warning("the int8 reader was exported for a CPU with VNNI/AMX (full int8 range); this CPU "
+                                "has neither, so its products may overflow: run `rag export-reader` here")
                 self._model, self.runtime = onnx_session(int8, self.threads), "onnxruntime int8"
             elif fp32_export is not None and (session := _cached_session(fp32_export, self.threads)) is not None:
                 self._model, self.runtime = session, "onnxruntime fp32"

@@ -22,6 +22,25 @@ class ModelRuntimeError(RagError):
     """An ONNX model or a tokenizer cannot be loaded; the message is meant for the user."""
 
 
+#: CPU flags (as /proc/cpuinfo names them) of int8 dot-product instructions: with one, ONNX Runtime's int8
+#: matrix products are exact over the full int8 range and several times faster than AVX2's.
+INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_flags() -> set[str]:
+    """The instruction-set flags of this CPU (from /proc/cpuinfo; empty where there is none)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return set()
+    return set(next((line.split(":", 1)[1] for line in lines if line.startswith("flags")), "").split())
+
+
+def has_int8_dot_product() -> bool:
+    """Whether this CPU has VNNI or AMX (else int8 weights need the reduced range to avoid overflow)."""
+    return bool(cpu_flags() & set(INT8_DOT_PRODUCT_FLAGS))
+
+
 def cache_dir() -> Path:
     """Where exports are kept: $RAG_CACHE, else $XDG_CACHE_HOME/rag, else ~/.cache/rag."""
     if os.environ.get("RAG_CACHE"):

@@ -391,9 +391,10 @@ def run_backend_benchmark(requests: int = 48, workdir: Path = Path("build/backen
 
 def _cpu_flags() -> str:
     """The int8/bf16-relevant instruction sets this CPU has (from /proc/cpuinfo)."""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
-    except (OSError, StopIteration):
+    from rag.runtime import cpu_flags
+
+    flags = cpu_flags()
+    if not flags:
         return "CPU flags unknown"
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
     return "CPU has " + (", ".join(f for f in wanted if f in flags) or "none of avx2/avx512/vnni")

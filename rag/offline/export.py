@@ -3,8 +3,9 @@ safetensors. `prepare_fast_start` (run by `rag index`): the embedder and the rea
 rag.runtime finds them, so later processes answer without importing torch.
 
 Exported from the stored weights with torch's ONNX exporter (dynamic batch and sequence length), then
-quantized by ONNX Runtime's own dynamic quantization: int8 weights per output channel with the reduced
-range that CPUs without VNNI (AVX2 only) need to avoid overflow, activations quantized on the fly.
+quantized by ONNX Runtime's own dynamic quantization: int8 weights per output channel (the full range on a
+CPU with VNNI or AMX; the reduced range that CPUs without them, AVX2 only, need to avoid overflow),
+activations quantized on the fly.
 Per-tensor int8 changed the reader's best span on seed questions; per-channel keeps it."""
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ from pathlib import Path
 
 from rag.config import Settings
 from rag.reader import ONNX_FILE, ReaderError, load_reader_meta, resolve_reader_model, write_reader_meta
-from rag.runtime import cached_export, export_path, record_export
+from rag.runtime import cached_export, export_path, has_int8_dot_product, record_export
 
 log = logging.getLogger(__name__)
 
 
-def export_reader(model: str) -> dict:
-    """Write `reader-int8.onnx` into the reader's folder and record it in the reader's metadata."""
+def export_reader(model: str, full_range: bool | None = None) -> dict:
+    """Write `reader-int8.onnx` into the reader's folder and record it in the reader's metadata. Weights
+    use the full int8 range when `full_range`, by default when this CPU has VNNI or AMX."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -37,13 +39,16 @@ def export_reader(model: str) -> dict:
         return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
 
     source_sha = weights_sha()  # before the export: what the export is made from
+    # Full int8 range where the CPU has VNNI/AMX; without them (AVX2) ONNX Runtime's u8s8 products can
+    # saturate, so the weights keep 7 bits (reduce_range), which costs some accuracy.
+    full_range = has_int8_dot_product() if full_range is None else full_range
     target = folder / ONNX_FILE
     partial = folder / f"{ONNX_FILE}.{os.getpid()}.tmp"
     try:
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = export_fp32("reader", folder, Path(tmp) / "reader.onnx")
             quantize_dynamic(str(fp32), str(partial), weight_type=QuantType.QInt8, per_channel=True,
-                             reduce_range=True, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                             reduce_range=not full_range, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         if weights_sha() != source_sha:
             raise ReaderError(f"the weights in {folder} changed during the export; run it again")
         partial.replace(target)
@@ -53,7 +58,9 @@ def export_reader(model: str) -> dict:
         "file": ONNX_FILE,
         "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
         "exported_from_sha256": source_sha,
-        "quantization": "ONNX Runtime dynamic, int8 weights per channel (reduced range), opset 17",
+        "quantization": "ONNX Runtime dynamic, int8 weights per channel "
+                        f"({'full range: CPU with VNNI/AMX' if full_range else 'reduced range: CPU without VNNI'}), opset 17",
+        "reduce_range": not full_range,
         "seconds": round(time.time() - started, 1),
         "command": f"rag export-reader --model {model}",
     }

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.config import EMBEDDING_BACKENDS, PACKAGED_EMBEDDER, Settings
-from rag.runtime import ModelRuntimeError, cached_export, load_tokenizer, onnx_session, pad_batch, pad_id
+from rag.runtime import ModelRuntimeError, cached_export, load_tokenizer, model_inputs, onnx_session, pad_batch, pad_id
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class Embedder:
         self.threads = threads
         self.runtime = ""  # what runs the model, once loaded
         self._model = None  # a SentenceTransformer, or an onnxruntime session
+        self._inputs: frozenset[str] = frozenset()  # the session's input names (ONNX only)
         self._tokenizer = None
         self._pad = 0
         self._dimension = 0
@@ -91,6 +92,7 @@ class Embedder:
             else:
                 tokenizer.enable_truncation(max_seq_length(path))
                 self._tokenizer, self._pad, self._model = tokenizer, pad_id(path, tokenizer), session
+                self._inputs = model_inputs(session)
                 self.runtime = "onnxruntime fp32"
                 return
         from sentence_transformers import SentenceTransformer
@@ -132,7 +134,6 @@ class Embedder:
         encodings = self._tokenizer.encode_batch([t.strip() for t in texts])
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        inputs = {i.name for i in self._model.get_inputs()}  # a DistilBERT export has no token_type_ids
         bar = None
         if progress:
             from tqdm import tqdm
@@ -141,7 +142,7 @@ class Embedder:
         for i in range(0, len(order), self.batch_size):
             part = order[i : i + self.batch_size]
             batch = pad_batch([encodings[j] for j in part], self._pad)
-            (hidden,) = self._model.run(["last_hidden_state"], {n: v for n, v in batch.items() if n in inputs})
+            (hidden,) = self._model.run(["last_hidden_state"], {n: v for n, v in batch.items() if n in self._inputs})
             weights = batch["attention_mask"][:, :, None].astype(np.float32)
             pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
             out[part] = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)

@@ -7,7 +7,6 @@ and contexts of one batch (no per-passage softmax).
 """
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 from dataclasses import dataclass
@@ -17,7 +16,14 @@ import numpy as np
 
 from rag.config import PACKAGED_READER, PACKAGED_READER_DIR, READER_BACKENDS, Settings
 from rag.errors import QuestionError, RagError
-from rag.runtime import ModelRuntimeError, PairTokenizer, cached_export, has_int8_dot_product, onnx_session
+from rag.runtime import (
+    ModelRuntimeError,
+    PairTokenizer,
+    cached_export,
+    has_int8_dot_product,
+    model_inputs,
+    onnx_session,
+)
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +170,7 @@ class Reader:
         self.meta: dict = {}
         self.runtime = ""  # what runs the forward pass, once loaded (for /health and the benchmarks)
         self._model = None  # a torch module, or an onnxruntime session
+        self._inputs: frozenset[str] = frozenset()  # the input names _model takes
         self._tokenizer: PairTokenizer | None = None
 
     @classmethod
@@ -178,9 +185,12 @@ class Reader:
         loading it again."""
         path = resolve_reader_model(self.model_name)
         self._tokenizer = self._load_tokenizer(path)
-        self._model = model.float().eval()
-        self.runtime = "torch fp32"
+        self._use(model.float().eval(), "torch fp32")
         self.meta = load_reader_meta(path)
+
+    def _use(self, model, runtime: str) -> None:
+        """Run the forward pass through `model` (a torch module or an onnxruntime session)."""
+        self._model, self.runtime, self._inputs = model, runtime, model_inputs(model)
 
     def _load_tokenizer(self, path: str) -> PairTokenizer:
         try:
@@ -212,12 +222,9 @@ class Reader:
                     raise ReaderError(f"the reader has no ONNX export ({int8} is missing): run `rag export-reader`, "
                                       "or use --reader-backend torch")
                 _check_export_is_current(Path(path))
-                if load_reader_meta(path).get("onnx", {}).get("reduce_range") is False and not has_int8_dot_product():
-                    log.warning("the int8 reader was exported for a CPU with VNNI/AMX (full int8 range); this CPU "
-                                "has neither, so its products may overflow: run `rag export-reader` here")
-                self._model, self.runtime = onnx_session(int8, self.threads), "onnxruntime int8"
+                self._use(onnx_session(int8, self.threads), "onnxruntime int8")
             elif fp32_export is not None and (session := _cached_session(fp32_export, self.threads)) is not None:
-                self._model, self.runtime = session, "onnxruntime fp32"
+                self._use(session, "onnxruntime fp32")
             else:
                 import torch
                 from transformers import AutoModelForQuestionAnswering
@@ -225,10 +232,14 @@ class Reader:
                 if self.threads:
                     torch.set_num_threads(self.threads)
                 model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=torch.float32)
-                self._model, self.runtime = model.float().eval(), "torch fp32"
+                self._use(model.float().eval(), "torch fp32")
         except (OSError, ModelRuntimeError) as err:
             raise ReaderError(f"cannot load the reader model {self.model_name!r}: {err}") from None
         self.meta = load_reader_meta(path)
+        if (self.runtime == "onnxruntime int8" and self.meta.get("onnx", {}).get("reduce_range") is False
+                and not has_int8_dot_product()):
+            log.warning("the int8 reader was exported for a CPU with VNNI/AMX (full int8 range); this CPU "
+                        "has neither, so its products may overflow: run `rag export-reader` here")
 
     def question_tokens(self, question: str) -> int:
         """How many tokens the question takes in a window (it must fit in max_question_tokens)."""
@@ -288,15 +299,13 @@ class Reader:
 
     def _forward(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         if self.runtime.startswith("onnxruntime"):
-            inputs = {i.name for i in self._model.get_inputs()}  # a DistilBERT export has no token_type_ids
             start, end = self._model.run(["start_logits", "end_logits"],
-                                         {n: v.astype(np.int64) for n, v in batch.items() if n in inputs})
+                                         {n: v.astype(np.int64) for n, v in batch.items() if n in self._inputs})
             return start, end
         import torch
 
-        takes = inspect.signature(self._model.forward).parameters  # DistilBERT takes no token_type_ids
         with torch.inference_mode():
-            out = self._model(**{n: torch.from_numpy(v) for n, v in batch.items() if n in takes})
+            out = self._model(**{n: torch.from_numpy(v) for n, v in batch.items() if n in self._inputs})
         return out.start_logits.float().numpy(), out.end_logits.float().numpy()
 
     def run(self, question: str, contexts: list[str]) -> list[ContextReading]:

@@ -133,6 +133,16 @@ def onnx_session(path: Path, threads: int = 0):
         raise ModelRuntimeError(f"cannot load the ONNX model {path}: {err}") from None
 
 
+def model_inputs(model) -> frozenset[str]:
+    """The input names a model takes: an ONNX Runtime session's declared inputs, or a torch module's
+    forward parameters. A DistilBERT model, for one, takes no token_type_ids."""
+    import inspect
+
+    if hasattr(model, "get_inputs"):
+        return frozenset(i.name for i in model.get_inputs())
+    return frozenset(inspect.signature(model.forward).parameters)
+
+
 def load_tokenizer(folder: str | Path):
     """The fast tokenizer of a model folder (`tokenizer.json`) through the `tokenizers` library, with
     no truncation or padding of its own."""

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from rag.config import PACKAGED_READER_DIR, RETRIEVAL_MODES, Settings
 from rag.config import READER_BACKENDS as BACKENDS
+from rag.console import escape_name
+from rag.text import plural
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -36,27 +38,31 @@ def cmd_index(args: argparse.Namespace) -> int:
         from rag.postgres import index_postgres
 
         r = index_postgres(settings, Embedder.from_settings(settings), full=args.full, progress=True)
-        print(f"indexed {r.documents} documents into {r.passages} passages in {r.seconds:.1f} s ({r.added_or_changed} "
-              f"added or changed, {r.removed} removed, {r.embedded} passages embedded) -> PostgreSQL store")
-        _print_skipped(r.skipped)
+        print(f"indexed {plural(r.documents, 'document')} into {plural(r.passages, 'passage')} in {r.seconds:.1f} s "
+              f"({r.added_or_changed} added or changed, {r.removed} removed, {plural(r.embedded, 'passage')} embedded)"
+              " -> PostgreSQL store")
+        _print_skipped(r.skipped, r.unsupported)
         return 0
     index = index_corpus(settings, Embedder.from_settings(settings), full=args.full)
     m = index.manifest
     formats = ", ".join(f"{n} {kind}" for kind, n in m["formats"].items())
     build = m["build"]
-    how = (f"{build['documents_reused']} unchanged reused, {build['passages_embedded']} passages embedded"
+    how = (f"{build['documents_reused']} unchanged reused, {plural(build['passages_embedded'], 'passage')} embedded"
            if build["incremental"] else "full build")
-    print(f"indexed {m['n_documents']} documents ({formats}) into {m['n_chunks']} passages in "
-          f"{m['build_seconds']:.1f} s ({how}) -> {settings.index_dir}")
-    _print_skipped(m["skipped"])
+    print(f"indexed {plural(m['n_documents'], 'document')} ({formats}) from {index.docs_dir} into "
+          f"{plural(m['n_chunks'], 'passage')} in {m['build_seconds']:.1f} s ({how}) -> {settings.index_dir}")
+    _print_skipped(m["skipped"], m["unsupported"])
     return 0
 
 
-def _print_skipped(skipped: dict[str, str]) -> None:
+def _print_skipped(skipped: dict[str, str], unsupported: dict[str, int]) -> None:
     if skipped:
         print(f"skipped {len(skipped)}:")
         for source, reason in skipped.items():
-            print(f"  {source}: {reason}")
+            print(f"  {escape_name(source)}: {reason}")
+    if unsupported:
+        kinds = ", ".join(f"{n} {ext}" for ext, n in unsupported.items())
+        print(f"not read ({plural(sum(unsupported.values()), 'file')} of formats rag does not read): {kinds}")
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -77,7 +83,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         document = load_index(settings.index_dir).documents.get(args.source)
     if document is None:
         where = f"the store at {describe_dsn(settings.store)}" if settings.store else f"the index at {settings.index_dir}"
-        raise UsageError(f"{args.source!r} is not a document of {where}")
+        raise UsageError(f"{escape_name(args.source)!r} is not a document of {where}")
     text = document.text
     if not 0 <= args.start < args.end <= len(text):
         raise UsageError(f"START and END must satisfy 0 <= START < END <= {len(text)} (the document's length)")
@@ -88,7 +94,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     where = [f"page {document.page_at(args.start)}"] if document.pages else []
     if (heading := document.heading_at(args.start)) is not None:
         where.append(f'under "{heading}"')
-    print(f"{args.source} [{args.start}:{args.end}]" + (f" ({', '.join(where)})" if where else ""))
+    print(f"{escape_name(args.source)} [{args.start}:{args.end}]" + (f" ({', '.join(where)})" if where else ""))
     print(f"{text[lo:args.start]}[[{text[args.start:args.end]}]]{text[args.end:hi]}")
     return 0
 
@@ -104,7 +110,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         for p in passages:
             c = p.chunk
-            print(f"[{p.rank + 1}] {c.source} [{c.start}:{c.end}] score={p.score:.4f}\n    {c.text}\n")
+            print(f"[{p.rank + 1}] {escape_name(c.source)} [{c.start}:{c.end}] score={p.score:.4f}\n    {c.text}\n")
     return 0
 
 
@@ -116,25 +122,32 @@ def _pipeline(args: argparse.Namespace, settings: Settings):
 
 def format_answer(answer) -> str:
     """A human-readable answer: the words, the score, the source and the quoted sentence with the answer marked."""
+    score = f"{answer.score:.2f}" + ("" if answer.calibrated else ", uncalibrated: not a probability")
     if answer.answer is None:
-        lines = [f"No answer found in the documents (confidence of the best candidate {answer.score:.2f})."]
+        lines = [f"No answer found in the documents (confidence of the best candidate {score})."]
         if answer.passages:
             lines.append("Closest passages:")
-            lines += [f"  - {p.chunk.source} [{p.chunk.start}:{p.chunk.end}]: {_shorten(p.chunk.text)}" for p in answer.passages[:3]]
-        return "\n".join(lines)
+            lines += [f"  - {escape_name(p.chunk.source)} [{p.chunk.start}:{p.chunk.end}]: {_shorten(p.chunk.text)}" for p in answer.passages[:3]]
+        return "\n".join(lines + _uncalibrated_note(answer))
     cite = answer.citations[0]
     a, b = cite.start - cite.quote_start, cite.end - cite.quote_start
     marked = f"{cite.quote[:a]}[[{cite.quote[a:b]}]]{cite.quote[b:]}"
-    lines = [f"Answer: {answer.answer}  (score {answer.score:.2f})", f"Source: {_place(cite)} [{cite.start}:{cite.end}]",
+    lines = [f"Answer: {answer.answer}  (score {score})", f"Source: {_place(cite)} [{cite.start}:{cite.end}]",
              f"  \"{marked}\""]
     if len(answer.citations) > 1:
-        lines.append("Also in: " + ", ".join(f"{c.source} [{c.start}:{c.end}]" for c in answer.citations[1:]))
-    return "\n".join(lines)
+        lines.append("Also in: " + ", ".join(f"{escape_name(c.source)} [{c.start}:{c.end}]" for c in answer.citations[1:]))
+    return "\n".join(lines + _uncalibrated_note(answer))
+
+
+def _uncalibrated_note(answer) -> list[str]:
+    from rag.schema import UNCALIBRATED
+
+    return [] if answer.calibrated else [f"Note: {UNCALIBRATED}"]
 
 
 def _place(cite) -> str:
     """A citation's file, with its page or heading where the document has them."""
-    return cite.source + (f", page {cite.page}" if cite.page else "") + (f", under \"{cite.heading}\"" if cite.heading else "")
+    return escape_name(cite.source) + (f", page {cite.page}" if cite.page else "") + (f", under \"{cite.heading}\"" if cite.heading else "")
 
 
 def _shorten(text: str, width: int = 160) -> str:
@@ -215,7 +228,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _check_port(args.host, args.port)  # before minutes of loading, not after
-    logging.getLogger().handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    from rag.console import SafeFormatter
+
+    logging.getLogger().handlers[0].setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     pipeline = _pipeline(args, settings)  # load here, so a missing index or model fails with a clear message
     logging.getLogger("rag.server").info("listening on http://%s:%d (POST /ask, GET /health, /docs)", args.host, args.port)
     uvicorn.run(create_app(settings, pipeline=pipeline), host=args.host, port=args.port,
@@ -539,9 +554,20 @@ def _quiet_model_loading() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rag.console import safe_output
+
+    with safe_output():  # nothing printed below can steer the terminal (JSON keeps its meaning)
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    from rag.console import SafeFormatter
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(SafeFormatter("%(levelname)s: %(message)s"))
     _quiet_model_loading()
     for noisy in ("httpx", "sentence_transformers", "bm25s", "transformers", "huggingface_hub", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.ERROR)

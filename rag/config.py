@@ -23,16 +23,28 @@ READER_BACKENDS = ("auto", "torch", "onnx")
 EMBEDDING_BACKENDS = ("auto", "torch")
 
 
+#: The corpus folder used when none is given and the index records none (a new index): ./seeds.
+DEFAULT_DOCS_DIR = Path("seeds")
+
+
 def _default_dir(env: str, name: str) -> Path:
     """A folder from an environment variable, else `name` in the working directory."""
     return Path(os.environ.get(env, name))
+
+
+def _env_dir(env: str) -> Path | None:
+    """A folder from an environment variable, else None."""
+    return Path(os.environ[env]) if os.environ.get(env) else None
 
 
 @dataclass(frozen=True)
 class Settings:
     """Configuration of the whole pipeline; every stage takes what it needs from here."""
 
-    docs_dir: Path = field(default_factory=lambda: _default_dir("RAG_DOCS", "seeds"))
+    # The corpus folder. None: the folder the index records it was built from (rag.index.corpus_folder), and
+    # for an index not built yet DEFAULT_DOCS_DIR; a folder given here must be the recorded one, except for
+    # an explicit `rag index`, so a question never rebuilds a user's index from some other folder.
+    docs_dir: Path | None = field(default_factory=lambda: _env_dir("RAG_DOCS"))
     index_dir: Path = field(default_factory=lambda: _default_dir("RAG_INDEX", "index"))
     # Chunking: passages of whole sentences, sized for one reader window with room for the question.
     chunk_max_chars: int = 700
@@ -83,6 +95,12 @@ class Settings:
     # with the index (/health says "stale", answers citing a changed file carry a warning).
     body_deadline_seconds: float = 10.0
     corpus_check_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("docs_dir", "index_dir"):  # a str folder works as a Path everywhere
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, Path(value))
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given fields replaced, ignoring those given as None."""

@@ -6,13 +6,17 @@ only once complete, so a crash never leaves a half-written index where a good on
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import json
 import logging
+import os
 import shutil
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +26,11 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from rag.chunking import CHUNKING_VERSION, blob_chars, chunk_document
-from rag.config import Settings
+from rag.config import DEFAULT_DOCS_DIR, Settings
 from rag.embedding import Embedder
 from rag.errors import RagError
 from rag.ingest import Corpus, CorpusError, corpus_hashes, load_corpus
+from rag.text import plural
 from rag.types import Chunk, Document
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,10 @@ class OutdatedIndexError(CorruptIndexError):
 
 class UnsafeIndexFolderError(IndexLoadError):
     """The index folder holds something other than this project's index, or overlaps the corpus."""
+
+
+class CorpusFolderMismatchError(IndexLoadError):
+    """A documents folder was given that is not the one the index was built from."""
 
 
 #: Every name an index folder of this project holds; a folder with anything else in it is never replaced.
@@ -112,6 +121,7 @@ class SearchIndex:
     dense: faiss.Index
     bm25: bm25s.BM25
     manifest: dict
+    docs_dir: Path | None = None  # the corpus folder it is kept in step with (None: not here, or not recorded)
 
     @property
     def vocabulary(self) -> dict[str, int]:
@@ -177,33 +187,98 @@ def memory_index(documents: list[Document], embedder: Embedder, settings: Settin
 
 
 def index_corpus(settings: Settings, embedder: Embedder, progress: bool = True, full: bool = False) -> SearchIndex:
-    """Read the corpus folder, build the index and save it atomically to settings.index_dir.
+    """Read the corpus folder, build the index and save it atomically to settings.index_dir (an explicit
+    `rag index`: the only build that may switch an index to another folder than the one it records).
 
     Incremental unless `full`: when the folder holds a readable index built with the same settings, the
     files whose hash is unchanged are neither converted nor embedded again (their text, chunks and
     vectors are reused), removed files drop out, and only added and changed files are processed. The
     result is the index a full rebuild gives (same chunks in the same order, same vectors to float
-    rounding), written beside the old one and swapped in."""
+    rounding), written beside the old one and swapped in. One build at a time per index folder."""
     started = time.perf_counter()
-    check_index_folder(settings.index_dir, settings.docs_dir)  # before any work, and before anything is touched
-    previous = None if full else _reusable_index(settings)
-    reuse_docs = None
-    if previous is not None:
-        files = previous.manifest["files"]
-        reuse_docs = {s: (files[s], d) for s, d in previous.documents.items() if s in files}
-    corpus = load_corpus(settings.docs_dir, settings.follow_links, settings.max_file_bytes, previous=reuse_docs)
-    reuse = None
-    if previous is not None:
-        unchanged = {d.source for d in corpus.documents if reuse_docs.get(d.source, (None, None))[1] is d}
-        keep = [i for i, c in enumerate(previous.chunks) if c.source in unchanged]
-        reuse = ([previous.chunks[i] for i in keep], previous.dense.reconstruct_n(0, previous.dense.ntotal)[keep])
-    chunks, dense, bm25, embedded = build_index(corpus.documents, embedder, settings, progress=progress, reuse=reuse)
-    manifest = _manifest(corpus, chunks, dense, settings, time.perf_counter() - started)
-    manifest["build"] = {"incremental": previous is not None, "documents_reused": corpus.reused,
-                         "passages_embedded": embedded}
-    index = SearchIndex({d.source: d for d in corpus.documents}, chunks, dense, bm25, manifest)
-    save_index(index, settings.index_dir)
+    with index_lock(settings.index_dir):
+        settings = replace(settings, docs_dir=_docs_to_index(settings))
+        check_index_folder(settings.index_dir, settings.docs_dir)  # before any work, and before anything is touched
+        previous = None if full else _reusable_index(settings)
+        reuse_docs = None
+        if previous is not None:
+            files = previous.manifest["files"]
+            reuse_docs = {s: (files[s], d) for s, d in previous.documents.items() if s in files}
+        corpus = load_corpus(settings.docs_dir, settings.follow_links, settings.max_file_bytes, previous=reuse_docs)
+        reuse = None
+        if previous is not None:
+            kept = {s for s, (digest, _) in reuse_docs.items() if corpus.file_hashes.get(s) == digest}
+            keep = [i for i, c in enumerate(previous.chunks) if c.source in kept]
+            reuse = ([previous.chunks[i] for i in keep], previous.dense.reconstruct_n(0, previous.dense.ntotal)[keep])
+        chunks, dense, bm25, embedded = build_index(corpus.documents, embedder, settings, progress=progress, reuse=reuse)
+        manifest = _manifest(corpus, chunks, dense, settings, time.perf_counter() - started)
+        manifest["build"] = {"incremental": previous is not None, "documents_reused": corpus.reused,
+                             "passages_embedded": embedded}
+        index = SearchIndex({d.source: d for d in corpus.documents}, chunks, dense, bm25, manifest, settings.docs_dir)
+        save_index(index, settings.index_dir)
     return index
+
+
+def _docs_to_index(settings: Settings) -> Path:
+    """The folder an explicit build reads: the one given, else the one the index records, else ./seeds for
+    a new index. A recorded folder that is gone is an error, never a reason to fall back to ./seeds."""
+    if settings.docs_dir is not None:
+        try:
+            manifest = read_manifest(settings.index_dir)
+        except IndexLoadError:
+            return settings.docs_dir
+        built_from = manifest.get("docs_dir")
+        if built_from and not _same_folder(settings.docs_dir, recorded_corpus(manifest, settings.index_dir)):
+            log.warning("the index at %s was built from %s: rebuilding it from %s", settings.index_dir,
+                        built_from, settings.docs_dir)
+        return settings.docs_dir
+    try:
+        manifest = read_manifest(settings.index_dir)
+    except IndexLoadError:
+        return DEFAULT_DOCS_DIR
+    if not manifest.get("docs_dir"):
+        return DEFAULT_DOCS_DIR
+    found = recorded_corpus(manifest, settings.index_dir)
+    if found is None:
+        raise CorpusError(f"the index at {settings.index_dir} was built from {manifest['docs_dir']}, which is not "
+                          "there any more; say which folder to index with --docs")
+    return found
+
+
+def recorded_corpus(manifest: dict, index_dir: Path) -> Path | None:
+    """The corpus folder an index records it was built from, where it is now: beside the index as recorded
+    (the two moved together; this is how the committed index finds seeds/ in any clone), else at its
+    absolute path; None when the index records none or neither is a folder."""
+    candidates = []
+    if isinstance(manifest.get("docs_dir_relative"), str):
+        candidates.append(Path(os.path.normpath(Path(index_dir).resolve() / manifest["docs_dir_relative"])))
+    if isinstance(manifest.get("docs_dir"), str):
+        candidates.append(Path(manifest["docs_dir"]))
+    return next((c for c in candidates if c.is_dir()), None)
+
+
+def _same_folder(a: Path | None, b: Path | None) -> bool:
+    if a is None or b is None:
+        return False
+    try:
+        return Path(a).resolve() == Path(b).resolve() or os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def corpus_folder(settings: Settings, manifest: dict) -> Path | None:
+    """The folder an existing index is kept in step with when questions are asked: the recorded one (a
+    folder given must be that one: CorpusFolderMismatchError otherwise), or the one given when the index
+    records none; None when the recorded folder is not here (the index is then used as it is)."""
+    found = recorded_corpus(manifest, settings.index_dir)
+    if settings.docs_dir is None:
+        return found
+    if manifest.get("docs_dir") and found is not None and not _same_folder(settings.docs_dir, found):
+        raise CorpusFolderMismatchError(
+            f"the index at {settings.index_dir} was built from {found}, not {settings.docs_dir}; to index "
+            f"{settings.docs_dir} there instead, run `rag index --docs {settings.docs_dir} --index {settings.index_dir}`"
+            " (or leave out --docs to use the folder it was built from)")
+    return settings.docs_dir
 
 
 def _reusable_index(settings: Settings) -> SearchIndex | None:
@@ -227,14 +302,24 @@ def _manifest(corpus: Corpus, chunks: list[Chunk], dense: faiss.Index, settings:
         "n_documents": len(corpus.documents),
         "n_chunks": len(chunks),
         "files": corpus.file_hashes,
+        # The folder it was built from, absolute and relative to the index (rag.index.recorded_corpus).
+        "docs_dir": str(Path(settings.docs_dir).resolve()),
+        "docs_dir_relative": os.path.relpath(Path(settings.docs_dir).resolve(), Path(settings.index_dir).resolve()),
         "formats": corpus.formats(),
         "skipped": corpus.skipped,
+        "unsupported": corpus.unsupported,
     }
 
 
 def save_index(index: SearchIndex, target: Path) -> None:
     """Write the index to a sibling temporary folder, then swap it in place of `target` (which must be
-    empty, new or an index of this project: see check_index_folder). The folder keeps its mode."""
+    empty, new or an index of this project: see check_index_folder). The folder keeps its mode. Writers
+    of one folder take turns (index_lock); readers that meet the swap's instant wait for it (read_manifest)."""
+    with index_lock(target):
+        _save_index(index, target)
+
+
+def _save_index(index: SearchIndex, target: Path) -> None:
     check_index_folder(target)
     target = Path(target).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -261,6 +346,42 @@ def save_index(index: SearchIndex, target: Path) -> None:
         if old.is_dir() and not target.exists():  # the swap failed half-way: put the previous index back
             old.rename(target)
         raise
+
+
+_LOCKS_GUARD = threading.Lock()
+_LOCKS: dict[str, list] = {}  # index folder -> [RLock, depth]: re-entrant within a process, flock between processes
+
+
+@contextlib.contextmanager
+def index_lock(index_dir: Path):
+    """Hold the index folder's write lock (an flock on `.NAME.lock` beside it): a second `rag index` of the
+    same folder, in this process or another, waits for the first (saying so) instead of racing its swap."""
+    target = Path(index_dir).resolve()
+    with _LOCKS_GUARD:
+        entry = _LOCKS.setdefault(str(target), [threading.RLock(), 0])
+    with entry[0]:
+        if entry[1]:  # this thread holds it already (a build that saves)
+            entry[1] += 1
+            try:
+                yield
+            finally:
+                entry[1] -= 1
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target.with_name(f".{target.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning("another process is writing the index at %s: waiting for it to finish", index_dir)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            entry[1] = 1
+            try:
+                yield
+            finally:
+                entry[1] = 0
+        finally:
+            os.close(fd)  # releases the flock
 
 
 def _remove_leftovers(target: Path) -> None:
@@ -301,9 +422,21 @@ class Manifest(BaseModel):
     skipped: dict[str, str] = {}
 
 
+def _wait_for_swap(index_dir: Path, seconds: float = 2.0) -> None:
+    """A save swaps the new folder in with two renames; a reader arriving between them finds no folder but
+    the old copy beside it, and waits for the new one (microseconds, unless the writer died there)."""
+    index_dir = index_dir.resolve()
+    old = index_dir.with_name(f".{index_dir.name}.old")
+    waited = 0.0
+    while not index_dir.exists() and old.is_dir() and waited < seconds:
+        time.sleep(0.02)
+        waited += 0.02
+
+
 def read_manifest(index_dir: Path) -> dict:
     """The manifest of the index at `index_dir`, or a clear error if there is none or it is unreadable."""
     path = Path(index_dir) / MANIFEST
+    _wait_for_swap(Path(index_dir))
     if not path.exists():
         raise MissingIndexError(f"no index at {index_dir}: build it with `rag index --index {index_dir}`")
     try:
@@ -323,9 +456,33 @@ def read_manifest(index_dir: Path) -> dict:
     return manifest
 
 
-def load_index(index_dir: Path) -> SearchIndex:
-    """Read a saved index back; any missing or damaged part gives a CorruptIndexError naming it."""
-    index_dir = Path(index_dir)
+def load_index(index_dir: Path, docs_dir: Path | None = None) -> SearchIndex:
+    """Read a saved index back; any missing or damaged part gives a CorruptIndexError naming it. A save
+    swapped in while the files were being read is read again (the parts must come from one build)."""
+    for attempt in range(3):
+        before = _identity(Path(index_dir))
+        try:
+            index = _load_index(Path(index_dir))
+        except IndexLoadError:
+            if attempt == 2 or _identity(Path(index_dir)) == before:
+                raise
+            continue
+        if _identity(Path(index_dir)) == before or attempt == 2:
+            index.docs_dir = docs_dir
+            return index
+    raise AssertionError("unreachable")
+
+
+def _identity(index_dir: Path) -> tuple[int, int] | None:
+    """Which build is in the folder now: the manifest's inode and change time (a swap changes both)."""
+    try:
+        st = (index_dir / MANIFEST).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_ctime_ns
+
+
+def _load_index(index_dir: Path) -> SearchIndex:
     manifest = read_manifest(index_dir)
     part = "documents.json"
     try:
@@ -372,21 +529,41 @@ def summarize(reasons: list[str]) -> str:
 
 
 def open_index(settings: Settings, embedder: Embedder, rebuild: bool = True) -> SearchIndex:
-    """The index for settings.docs_dir, rebuilt first if it is missing or stale and `rebuild` is allowed."""
+    """The index at settings.index_dir, kept in step with the folder it records it was built from (or the
+    one given, which must be that folder). Added and changed files are indexed first when `rebuild` is
+    allowed; removing documents takes an explicit `rag index`, so a question never empties an index because
+    a folder was moved, unmounted or emptied (the index is used as it is, with a warning)."""
     try:
-        reasons = staleness(read_manifest(settings.index_dir), settings)
+        manifest = read_manifest(settings.index_dir)
     except (MissingIndexError, OutdatedIndexError) as err:
         if not rebuild:
             raise
-        log.warning("%s: building it", err if isinstance(err, OutdatedIndexError) else f"no index at {settings.index_dir} yet")
-        return index_corpus(settings, embedder)
-    if reasons:
-        summary = summarize(reasons)
-        if not rebuild:
-            raise StaleIndexError(
-                f"the index at {settings.index_dir} is out of date with {settings.docs_dir}: {summary}. "
-                "Rebuild it with `rag index`."
-            )
-        log.warning("the index is out of date (%s): rebuilding it", summary)
-        return index_corpus(settings, embedder)
-    return load_index(settings.index_dir)
+        if isinstance(err, OutdatedIndexError) and settings.docs_dir is None:
+            raise OutdatedIndexError(f"{str(err).split(';')[0]}; rebuild it with `rag index --docs DIR "
+                                     f"--index {settings.index_dir}`") from None
+        docs = settings.docs_dir or DEFAULT_DOCS_DIR
+        log.warning("%s: building it from %s", err if isinstance(err, OutdatedIndexError)
+                    else f"no index at {settings.index_dir} yet", docs)
+        return index_corpus(replace(settings, docs_dir=docs), embedder)
+    docs = corpus_folder(settings, manifest)
+    if docs is None:
+        log.warning("the index at %s %s: answering from it as it is (give the folder with --docs to keep it in step)",
+                    settings.index_dir, f"was built from {manifest['docs_dir']}, which is not here"
+                    if manifest.get("docs_dir") else "does not record the folder it was built from")
+        return load_index(settings.index_dir)
+    settings = replace(settings, docs_dir=docs)
+    reasons = staleness(manifest, settings)
+    if not reasons:
+        return load_index(settings.index_dir, docs)
+    if not rebuild:
+        raise StaleIndexError(f"the index at {settings.index_dir} is out of date with {docs}: {summarize(reasons)}. "
+                              "Rebuild it with `rag index`.")
+    removed = [r.removesuffix(" was removed") for r in reasons if r.endswith(" was removed")]
+    if removed:
+        log.warning("%s of the index %s no longer in %s (%s): answering from the index as it is; run `rag index` "
+                    "to update it", plural(len(removed), "document"), "is" if len(removed) == 1 else "are", docs,
+                    ", ".join(removed[:3]) + (f" and {len(removed) - 3} more" if len(removed) > 3 else ""))
+        return load_index(settings.index_dir, docs)
+    log.warning("the index is out of date (%s): updating it", summarize(reasons))
+    return index_corpus(settings, embedder)
+

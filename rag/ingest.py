@@ -5,10 +5,12 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag.config import Settings
+from rag.console import escape_name
 from rag.converters import SUFFIXES, ConversionError, convert
 from rag.errors import RagError
 from rag.types import Document
@@ -28,6 +30,7 @@ class Corpus:
     documents: list[Document]
     file_hashes: dict[str, str]
     skipped: dict[str, str] = field(default_factory=dict)  # source -> reason
+    unsupported: dict[str, int] = field(default_factory=dict)  # extension -> files of a format not read
     reused: int = 0  # documents taken unchanged from the previous index instead of converted again
 
     def formats(self) -> dict[str, int]:
@@ -35,17 +38,24 @@ class Corpus:
         return dict(sorted(collections.Counter(d.format for d in self.documents).items()))
 
 
-def candidate_files(root: Path, follow_links: bool = False) -> tuple[list[Path], dict[str, str]]:
-    """The files of known formats (rag.converters.SUFFIXES) under `root` in a stable order, and the ones left out with why. Hidden files and
-    folders are ignored; names that are not valid UTF-8 and links that lead outside `root` (unless
-    `follow_links`) are skipped, since a citation could not name them or they are not the user's corpus."""
+def candidate_files(root: Path, follow_links: bool = False,
+                    unsupported: collections.Counter | None = None) -> tuple[list[Path], dict[str, str]]:
+    """The files of known formats (rag.converters.SUFFIXES) under `root` in a stable order, and the ones
+    left out with why. Hidden files and folders are ignored; names that are not valid UTF-8 or hold control
+    characters, and links that lead outside `root` (unless `follow_links`), are skipped, since a citation
+    could not name them (nor a link open them) or they are not the user's corpus. Files of other formats
+    are counted by extension in `unsupported` when it is given."""
     root = Path(root)
     real_root = root.resolve()
     files: list[Path] = []
     skipped: dict[str, str] = {}
     for p in root.rglob("*"):
         relative = p.relative_to(root)
-        if any(part.startswith(".") for part in relative.parts) or p.suffix.lower() not in SUFFIXES:
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        if p.suffix.lower() not in SUFFIXES:
+            if unsupported is not None and p.is_file():
+                unsupported[p.suffix.lower() or "(no extension)"] += 1
             continue
         name = relative.as_posix()
         try:
@@ -53,6 +63,9 @@ def candidate_files(root: Path, follow_links: bool = False) -> tuple[list[Path],
         except UnicodeEncodeError:
             shown = name.encode("utf-8", "backslashreplace").decode("utf-8")
             skipped[shown] = "its name is not valid UTF-8"
+            continue
+        if any(unicodedata.category(ch) == "Cc" for ch in name):
+            skipped[escape_name(name)] = "its name holds control characters (a newline, an escape): rename it"
             continue
         if not p.is_file():
             continue
@@ -74,7 +87,8 @@ def load_corpus(root: Path, follow_links: bool = False, max_file_bytes: int = Se
     documents: list[Document] = []
     hashes: dict[str, str] = {}
     reused = 0
-    files, skipped = candidate_files(root, follow_links)
+    unsupported: collections.Counter = collections.Counter()
+    files, skipped = candidate_files(root, follow_links, unsupported)
     for name, reason in skipped.items():
         log.warning("skipping %s: %s", name, reason)
     for path in files:
@@ -103,7 +117,8 @@ def load_corpus(root: Path, follow_links: bool = False, max_file_bytes: int = Se
         documents.append(Document(source, converted.text, converted.format, converted.pages, converted.headings))
     if not documents:
         raise CorpusError(f"no readable document under {root} (formats read: {', '.join(SUFFIXES)})")
-    return Corpus(root=root, documents=documents, file_hashes=hashes, skipped=skipped, reused=reused)
+    return Corpus(root=root, documents=documents, file_hashes=hashes, skipped=skipped,
+                  unsupported=dict(sorted(unsupported.items())), reused=reused)
 
 
 def _read(path: Path, max_bytes: int) -> bytes:

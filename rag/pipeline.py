@@ -13,10 +13,11 @@ from rag.calibration import Calibrator, answer_features, uncalibrated_probabilit
 from rag.chunking import sentence_spans
 from rag.config import Settings
 from rag.embedding import Embedder
+from rag.errors import QuestionError
 from rag.index import SearchIndex
 from rag.reader import ContextReading, Reader
 from rag.retrieval import Retriever
-from rag.text import normalize_answer
+from rag.text import clean_question, normalize_answer
 from rag.types import Answer, Citation, Document, Passage
 
 
@@ -115,10 +116,17 @@ class Pipeline:
             "reader_runtime": self.reader.runtime,
             "retrieval_mode": self.retriever.mode,
             "no_answer_threshold": self.threshold,
+            "calibrated": self.calibrator is not None,
         }
 
     def run(self, question: str, top_k: int | None = None) -> Answer:
-        """Answer `question` from the top_k retrieved passages, or abstain."""
+        """Answer `question` from the top_k retrieved passages, or abstain. The question is cleaned as the API
+        cleans it (control characters out, white space collapsed); an empty one is a QuestionError."""
+        if not isinstance(question, str):
+            raise QuestionError(f"the question must be text, not {type(question).__name__}")
+        question = clean_question(question)
+        if not question:
+            raise QuestionError("the question is empty")
         with self._lock:
             self.warm_up()
             self.reader.check_question(question)  # before any work: a too-long question is refused, not cut
@@ -135,9 +143,10 @@ class Pipeline:
     def _answer(self, question: str, passages: list[Passage], readings: list[ContextReading] | None = None) -> Answer:
         judgement = self.judge(question, passages, readings)
         best = judgement.best
+        score, calibrated = round(judgement.probability, 4), self.calibrator is not None
         if best is None or judgement.probability < self.threshold:
-            return Answer(question, None, round(judgement.probability, 4), [], passages)
-        return Answer(question, best.text, round(judgement.probability, 4), self._citations(best, passages), passages)
+            return Answer(question, None, score, [], passages, calibrated)
+        return Answer(question, best.text, score, self._citations(best, passages), passages, calibrated)
 
     def judge(self, question: str, passages: list[Passage], readings: list[ContextReading] | None = None) -> Judgement:
         """Read all passages in one batch (unless their readings are given) and score the best answer's

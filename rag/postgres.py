@@ -15,16 +15,17 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
 from rag.chunking import blob_chars, chunk_document
-from rag.config import Settings
+from rag.config import DEFAULT_DOCS_DIR, Settings
 from rag.embedding import Embedder
 from rag.errors import RagError, UnavailableError
-from rag.index import StaleIndexError, file_changes, index_params, summarize, tokenize
-from rag.ingest import load_corpus
+from rag.index import CorpusFolderMismatchError, StaleIndexError, file_changes, index_params, summarize, tokenize
+from rag.ingest import CorpusError, load_corpus
 from rag.types import Chunk, Document
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class IndexReport:
     embedded: int
     seconds: float
     skipped: dict[str, str]
+    unsupported: dict[str, int] = field(default_factory=dict)
 
 
 class PostgresStore:
@@ -149,6 +151,7 @@ class PostgresStore:
             self.pool.close()  # no pool workers left retrying in the background
             raise
         self.documents = PostgresDocuments(self)
+        self.docs_dir: Path | None = None  # the corpus folder it is kept in step with, once opened
 
     @classmethod
     def open(cls, settings: Settings, embedder: Embedder, rebuild: bool = True) -> PostgresStore:
@@ -158,24 +161,35 @@ class PostgresStore:
         try:
             store.ensure_schema(embedder.dimension)
             same = store.params() in (None, store.expected_params(embedder.dimension))
-            folder = store.corpus_folder()
-            # Only the folder the store was indexed from is kept in step with it: a server started elsewhere
-            # (with some other ./seeds) must not rewrite a shared database to its own folder.
-            ours = settings.docs_dir.is_dir() and folder in (None, str(settings.docs_dir.resolve()))
-            if settings.docs_dir.is_dir() and not ours:
-                log.info("the store was indexed from %s, not %s: using it as it is", folder, settings.docs_dir)
-            if ours:
-                reasons = file_changes(store.file_hashes(), settings) if same else ["the store was built with other settings"]
-                if reasons:
-                    summary = summarize(reasons)
-                    if not rebuild:
-                        raise StaleIndexError(f"the store at {store.where} is out of date with {settings.docs_dir}: "
-                                              f"{summary}. Update it with `rag index --store …`.")
-                    log.warning("the store is out of date (%s): updating it", summary)
-                    index_postgres(settings, embedder, store, full=not same)
+            recorded = store.corpus_folder()
+            found = Path(recorded) if recorded and Path(recorded).is_dir() else None
+            # Kept in step only with the folder it was indexed from: a server started elsewhere (with some
+            # other ./seeds) must not rewrite a shared database to its own folder, and a folder given that is
+            # not the recorded one is refused (an explicit `rag index --store …` may switch it).
+            if settings.docs_dir is not None and found is not None and found.resolve() != settings.docs_dir.resolve():
+                raise CorpusFolderMismatchError(
+                    f"the store at {store.where} was indexed from {recorded}, not {settings.docs_dir}; to index "
+                    f"{settings.docs_dir} there instead, run `rag index --docs {settings.docs_dir} --store …`")
+            docs = settings.docs_dir if recorded is None else found
+            if docs is not None and docs.is_dir():
+                reasons = file_changes(store.file_hashes(), replace(settings, docs_dir=docs)) if same else [
+                    "the store was built with other settings"]
+                removed = [r for r in reasons if r.endswith(" was removed")]
+                if reasons and not rebuild:
+                    raise StaleIndexError(f"the store at {store.where} is out of date with {docs}: "
+                                          f"{summarize(reasons)}. Update it with `rag index --store …`.")
+                if removed and same:
+                    log.warning("%d documents of the store are no longer in %s: answering from it as it is; run "
+                                "`rag index --store …` to update it", len(removed), docs)
+                elif reasons:
+                    log.warning("the store is out of date (%s): updating it", summarize(reasons))
+                    index_postgres(replace(settings, docs_dir=docs), embedder, store, full=not same)
             elif not same:
                 raise StoreError(f"the store at {store.where} was built with other settings; rebuild it with "
                                  "`rag index --store … --full`")
+            elif recorded is not None:
+                log.warning("the store was indexed from %s, which is not here: answering from it as it is", recorded)
+            store.docs_dir = docs if docs is not None and docs.is_dir() else None
             if store.counts()[1] == 0:
                 raise StoreError(f"the store at {store.where} holds no passages yet; build it with `rag index --store …`")
         except BaseException:
@@ -381,6 +395,13 @@ def index_postgres(settings: Settings, embedder: Embedder, store: PostgresStore 
     store = store or PostgresStore(settings)
     try:
         store.ensure_schema(embedder.dimension)
+        docs = settings.docs_dir
+        if docs is None:  # the folder it was indexed from, else ./seeds for a new store; never ./seeds for a moved one
+            recorded = store.corpus_folder()
+            if recorded is not None and not Path(recorded).is_dir():
+                raise CorpusError(f"the store at {store.where} was indexed from {recorded}, which is not there any "
+                                  "more; say which folder to index with --docs")
+            docs = Path(recorded) if recorded is not None else DEFAULT_DOCS_DIR
         with store.connection() as conn:
             conn.autocommit = True  # the lock is the session's; each file gets its own transaction below
             conn.execute("SET statement_timeout = 0")  # waiting for another indexer, or a large delete, is no fault
@@ -396,15 +417,15 @@ def index_postgres(settings: Settings, embedder: Embedder, store: PostgresStore 
                                  (json.dumps(expected),))
                 stored = dict(conn.execute("SELECT source, hash FROM rag_documents").fetchall())
                 unchanged = {s: (h, Document(s, "")) for s, h in stored.items()}  # stand-ins: not read again
-                corpus = load_corpus(settings.docs_dir, settings.follow_links, settings.max_file_bytes, previous=unchanged)
-                changed = [d for d in corpus.documents if unchanged.get(d.source, (None, None))[1] is not d]
+                corpus = load_corpus(docs, settings.follow_links, settings.max_file_bytes, previous=unchanged)
+                changed = [d for d in corpus.documents if stored.get(d.source) != corpus.file_hashes.get(d.source)]
                 removed = sorted(stored.keys() - {d.source for d in corpus.documents})
                 for source in removed:
                     with conn.transaction():
                         conn.execute("DELETE FROM rag_documents WHERE source = %s", (source,))
                 embedded = _write_documents(conn, changed, corpus.file_hashes, embedder, settings, progress, tqdm)
                 with conn.transaction():
-                    for key, value in (("files", corpus.file_hashes), ("docs_dir", str(settings.docs_dir.resolve()))):
+                    for key, value in (("files", corpus.file_hashes), ("docs_dir", str(docs.resolve()))):
                         conn.execute("INSERT INTO rag_meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                                      (key, json.dumps(value)))
             finally:
@@ -416,7 +437,7 @@ def index_postgres(settings: Settings, embedder: Embedder, store: PostgresStore 
                         conn.autocommit = False  # back to the pool as the others are
         documents, passages = store.counts()
         return IndexReport(documents, passages, len(changed), len(removed), embedded,
-                           round(time.perf_counter() - started, 2), corpus.skipped)
+                           round(time.perf_counter() - started, 2), corpus.skipped, corpus.unsupported)
     finally:
         if own:
             store.close()

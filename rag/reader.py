@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,8 @@ META_FILE = "reader_meta.json"
 #: The int8 ONNX export of the reader, beside its safetensors (written by `rag export-reader`).
 ONNX_FILE = "reader-int8.onnx"
 BACKENDS = READER_BACKENDS
+#: Control characters other than white space: a span holding one is never offered as an answer.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 class ReaderError(RagError):
@@ -86,6 +89,22 @@ def write_reader_meta(model_dir: str | Path, meta: dict) -> None:
     tmp = path.with_name(META_FILE + ".tmp")
     tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
     tmp.replace(path)
+
+
+def load_qa_model(path: str | Path, name: str):
+    """The torch QA model in `path`, fp32, in eval mode; a folder whose weights lack the QA head (a plain
+    encoder, which transformers would give a randomly initialised head that answers nonsense) is refused."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering
+
+    model, info = AutoModelForQuestionAnswering.from_pretrained(path, dtype=torch.float32, output_loading_info=True)
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        raise ReaderError(
+            f"the reader model {name!r} has no trained question-answering head (its weights lack "
+            f"{', '.join(missing[:2])}{' …' if len(missing) > 2 else ''}): it would answer at random; give a model "
+            "fine-tuned for extractive QA (SQuAD-style), or train one with `rag train-reader`")
+    return model.float().eval()
 
 
 def _check_export_is_current(folder: Path) -> None:
@@ -227,12 +246,10 @@ class Reader:
                 self._use(session, "onnxruntime fp32")
             else:
                 import torch
-                from transformers import AutoModelForQuestionAnswering
 
                 if self.threads:
                     torch.set_num_threads(self.threads)
-                model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=torch.float32)
-                self._use(model.float().eval(), "torch fp32")
+                self._use(load_qa_model(path, self.model_name), "torch fp32")
         except (OSError, ModelRuntimeError) as err:
             raise ReaderError(f"cannot load the reader model {self.model_name!r}: {err}") from None
         self.meta = load_reader_meta(path)
@@ -360,8 +377,8 @@ class Reader:
                 if e < s or e - s + 1 > self.max_answer_tokens:
                     continue
                 char_start, char_end = int(offsets[s][0]), int(offsets[e][1])
-                if char_end <= char_start:
-                    continue
+                if char_end <= char_start or _CONTROL.search(context, char_start, char_end):
+                    continue  # empty, or holding a control character (a terminal escape is never an answer)
                 spans.append(
                     Span(pair, char_start, char_end, context[char_start:char_end], float(start[s] + end[e]), null)
                 )

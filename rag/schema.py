@@ -1,11 +1,10 @@
 """The API's contract: pydantic models shared by `rag ask --json` and the HTTP server, so they cannot drift."""
 from __future__ import annotations
 
-import unicodedata
-
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from rag.config import Settings
+from rag.text import clean_question
 from rag.types import Answer
 
 MAX_QUESTION_CHARS = Settings.max_question_chars
@@ -28,12 +27,6 @@ class AskRequest(BaseModel):
         if not value:
             raise ValueError("the question is empty")
         return value
-
-
-def clean_question(text: str) -> str:
-    """The question without control or other invisible format characters, white space collapsed: what is
-    left is what gets answered (a question of only control characters is empty)."""
-    return " ".join("".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text).split())
 
 
 class CitationModel(BaseModel):
@@ -60,13 +53,22 @@ class AskResponse(BaseModel):
     question: str
     answer: str | None = Field(..., description="The exact words from the document, or null when abstaining.")
     score: float = Field(..., ge=0.0, le=1.0, description="Calibrated probability that the best answer found is right; below the reader's threshold it abstains.")
+    calibrated: bool = Field(True, description="False when the reader has no calibration: `score` is then not a probability (see `warnings`).")
     citations: list[CitationModel] = Field(..., description="Where the answer stands, best first; empty when abstaining.")
     passages: list[PassageModel] = Field(..., description="The passages read, in retrieval order.")
     warnings: list[str] = Field(default_factory=list, description="Anything that makes the answer less sure than its score says, e.g. a cited file changed since indexing.")
 
     @classmethod
     def from_answer(cls, answer: Answer) -> AskResponse:
-        return cls.model_validate(answer.to_dict())
+        response = cls.model_validate(answer.to_dict())
+        if not answer.calibrated:
+            response.warnings.append(UNCALIBRATED)
+        return response
+
+
+#: The warning every answer of an uncalibrated reader carries.
+UNCALIBRATED = ("the score is not calibrated: this reader's reader_meta.json holds no calibration, so the score is "
+                "not a probability and the abstain threshold is a guess; fit one with `rag calibrate-reader`")
 
 
 class HealthResponse(BaseModel):
@@ -81,6 +83,7 @@ class HealthResponse(BaseModel):
     reader_runtime: str = Field("", description="What runs the reader: onnxruntime fp32, torch fp32 or onnxruntime int8.")
     retrieval_mode: str
     no_answer_threshold: float
+    calibrated: bool = Field(True, description="False when the reader has no calibration: scores are not probabilities.")
 
 
 class DocumentResponse(BaseModel):

@@ -174,9 +174,9 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
         p = app.state.pipeline
         store = p.retriever.store
         files = store.file_hashes() if store.kind == "files" else None  # a shared database changes by itself
-        app.state.watch = (CorpusWatch(settings.docs_dir, files, settings.follow_links, settings.max_file_bytes,
+        app.state.watch = (CorpusWatch(store.docs_dir, files, settings.follow_links, settings.max_file_bytes,
                                        settings.corpus_check_seconds)
-                           if files is not None and settings.docs_dir.is_dir() else None)
+                           if files is not None and store.docs_dir is not None and store.docs_dir.is_dir() else None)
         log.info("ready: %d documents, %d passages (%s store)", *store.counts(), store.kind)
         yield
 
@@ -219,8 +219,8 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
         response = AskResponse.from_answer(answer)
         changes = await _corpus_changes(request.app)
         stale = {c.source for c in response.citations} & changes.keys()
-        response.warnings = [f"{source} was {changes[source]} since the index was built: the citation may no "
-                             "longer match the file; rebuild with `rag index`" for source in sorted(stale)]
+        response.warnings += [f"{source} was {changes[source]} since the index was built: the citation may no "
+                              "longer match the file; rebuild with `rag index`" for source in sorted(stale)]
         return response
 
     @app.get("/", include_in_schema=False)

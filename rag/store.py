@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Hashable, Mapping
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -18,6 +19,7 @@ class Store(Protocol):
 
     kind: str
     documents: Mapping[str, Document]  # source -> Document, read when an answer is cited
+    docs_dir: Path | None  # the corpus folder it is kept in step with (None: not here, or not recorded)
 
     def dense_ranking(self, vector: np.ndarray, n: int) -> list[tuple[Hashable, float]]:
         """(chunk id, inner product) of the n chunks nearest to a normalised query vector, best first."""
@@ -49,6 +51,7 @@ class FileStore:
     def __init__(self, index: SearchIndex) -> None:
         self.index = index
         self.documents = index.documents
+        self.docs_dir = index.docs_dir
 
     def dense_ranking(self, vector: np.ndarray, n: int) -> list[tuple[int, float]]:
         n = min(n, self.index.dense.ntotal)

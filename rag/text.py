@@ -24,3 +24,14 @@ def normalize_answer(text: str) -> str:
     text = "".join(ch for ch in text if ch not in _PUNCTUATION)
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
+
+
+def plural(n: int, word: str) -> str:
+    """"1 document", "2 documents" (n with thousands separators)."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def clean_question(text: str) -> str:
+    """The question without control or other invisible format characters, white space collapsed: what is
+    left is what gets answered (a question of only control characters is empty)."""
+    return " ".join("".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text).split())

@@ -89,12 +89,14 @@ class Answer:
     score: float
     citations: list[Citation] = field(default_factory=list)
     passages: list[Passage] = field(default_factory=list)
+    calibrated: bool = True  # False: the reader has no calibration, so `score` is not a probability
 
     def to_dict(self) -> dict:
         return {
             "question": self.question,
             "answer": self.answer,
             "score": self.score,
+            "calibrated": self.calibrated,
             "citations": [asdict(c) for c in self.citations],
             "passages": [p.to_dict() for p in self.passages],
         }

@@ -192,7 +192,7 @@ def test_a_crash_during_an_incremental_build_leaves_the_previous_index(mixed_doc
     with pytest.raises(KeyboardInterrupt):
         index_corpus(s, embedder, progress=False)
     assert load_index(s.index_dir).manifest == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs", "idx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".idx.lock", "docs", "idx"]  # the lock file stays (empty)
 
 
 def test_visible_text_fallback_keeps_blocks_apart():

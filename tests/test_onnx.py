@@ -1,5 +1,6 @@
 """The int8 ONNX reader: same windows, offsets and span scoring as the fp32 torch reader, only the forward
-pass differs; on the seed questions both give the same answers. And the CLI's --help imports no torch."""
+pass differs; on the seed questions it gives the gold answers (held to those, never span for span to fp32:
+int8 rounds differently per CPU). And the CLI's --help imports no torch."""
 import subprocess
 import sys
 
@@ -29,40 +30,33 @@ def onnx_pipeline(settings, seed_index, embedder, tmp_path_factory):
                                   index=seed_index, embedder=embedder)
 
 
-INT8_DISAGREES = pytest.mark.xfail(strict=True, reason=(
-    "measured with the v5 reader: dynamic int8 (per channel) moves its best span on these two unanswerable "
-    "questions (e.g. 'Andrej Karpathy' to a longer span ending 'by Fei-Fei Li'); the pipeline abstains on "
-    "both either way; strict, so a quantization that fixes it shows up"))
-INT8_DISAGREES_ON = ("France", "Pride and Prejudice")
+# int8 is an approximate runtime: how it rounds depends on the CPU (VNNI/AMX or not), so these tests hold it
+# to the gold answers, never to the fp32 reader's exact spans (fp32 ONNX against fp32 torch: tests/test_runtime.py).
 
 
-@pytest.mark.parametrize("question", [q for q, _, _ in ANSWERABLE] + [
-    pytest.param(q, marks=INT8_DISAGREES) if any(w in q for w in INT8_DISAGREES_ON) else q for q in UNANSWERABLE])
-def test_onnx_and_torch_readers_agree_on_the_best_span_of_the_seed_questions(pipeline, onnx_pipeline, question):
-    """The same best answer over the same retrieved passages (where it stands too). The calibrated score
-    is not compared: int8 moves the logits enough to move it (see the README's reader backends table)."""
-    passages = pipeline.retriever.run(question)
-    a, b = pipeline.judge(question, passages), onnx_pipeline.judge(question, passages)
-    assert a.best.text == b.best.text
-    assert a.best.places[0] == b.best.places[0]
+@pytest.mark.parametrize("question,expected,source", ANSWERABLE)
+def test_int8_reader_answers_the_seed_questions_with_the_gold_answer(onnx_pipeline, question, expected, source):
+    answer = onnx_pipeline.run(question)
+    assert answer.answer is not None and expected in answer.answer
+    assert answer.citations[0].source == source
+    document = onnx_pipeline.documents[source]
+    assert all(document.text[c.start : c.end] == answer.answer for c in answer.citations if c.source == source)
 
 
 @pytest.mark.parametrize("question", UNANSWERABLE)
-def test_onnx_pipeline_abstains_where_the_torch_one_does(pipeline, onnx_pipeline, question):
-    """Where int8 moves the best span of an unanswerable question, the user still gets no answer."""
-    assert pipeline.run(question).answer is None
+def test_int8_pipeline_abstains_where_the_documents_do_not_say(onnx_pipeline, question):
     assert onnx_pipeline.run(question).answer is None
 
 
-def test_onnx_reader_scores_spans_like_the_torch_reader(pipeline, onnx_pipeline):
-    """The answer's passage gets the same best span with a close score, and every passage a close no-answer
-    score (the best span of a passage without the answer is noise that int8 may reorder)."""
+def test_int8_reader_scores_spans_close_to_the_torch_reader(pipeline, onnx_pipeline):
+    """The answer's passage: int8's best span is the gold answer, with a score and every passage's no-answer
+    score within 1.5 logits of fp32's (the stated tolerance; the measured gap is a few tenths)."""
     contexts = [p.chunk.text for p in pipeline.retriever.run(ANSWERABLE[0][0])]
     torch_read = pipeline.reader.run(ANSWERABLE[0][0], contexts)
     onnx_read = onnx_pipeline.reader.run(ANSWERABLE[0][0], contexts)
     best = max(range(len(torch_read)), key=lambda i: torch_read[i].spans[0].score)
     t, o = torch_read[best], onnx_read[best]
-    assert (t.spans[0].start, t.spans[0].end) == (o.spans[0].start, o.spans[0].end)
+    assert ANSWERABLE[0][1] in o.spans[0].text
     assert abs(t.spans[0].score - o.spans[0].score) < 1.5
     assert all(abs(t.null_score - o.null_score) < 1.5 for t, o in zip(torch_read, onnx_read))
 

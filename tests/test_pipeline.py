@@ -66,7 +66,8 @@ def test_cli_ask_json(tmp_path):
     out = cli("ask", "--json", "--no-rebuild", "Who did Anthropic hire to lead its infrastructure effort?")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert set(result) == {"question", "answer", "score", "citations", "passages", "warnings"}
+    assert set(result) == {"question", "answer", "score", "calibrated", "citations", "passages", "warnings"}
+    assert result["calibrated"] is True and result["warnings"] == []
     assert result["answer"] == "Eric Boyd"
     c = result["citations"][0]
     assert set(c) == {"source", "start", "end", "quote", "quote_start", "page", "heading"}

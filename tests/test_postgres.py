@@ -142,8 +142,10 @@ def test_incremental_updates_one_transaction_per_file(postgres, embedder, tmp_pa
 
 
 def test_only_the_indexed_folder_updates_the_store(postgres, embedder, tmp_path):
-    """A server started beside some other folder uses the shared store as it is (it must not rewrite it to
-    that folder); a file that cannot be converted does not leave the store looking stale forever."""
+    """A server started with no folder uses the shared store as it is, kept in step with the folder it was
+    indexed from; another folder given is refused (it must not rewrite the store to that folder); a file
+    that cannot be converted does not leave the store looking stale forever."""
+    from rag.index import CorpusFolderMismatchError
     from rag.postgres import PostgresStore, index_postgres
 
     docs, other = tmp_path / "docs", tmp_path / "other"
@@ -156,9 +158,11 @@ def test_only_the_indexed_folder_updates_the_store(postgres, embedder, tmp_path)
     report = index_postgres(s, embedder)
     assert report.documents == 1 and "broken.pdf" in report.skipped
     PostgresStore.open(s, embedder, rebuild=False).close()  # not stale: broken.pdf was read, and skipped
-    store = PostgresStore.open(replace(s, docs_dir=other), embedder, rebuild=True)
+    with pytest.raises(CorpusFolderMismatchError, match="was indexed from .*docs, not .*other"):
+        PostgresStore.open(replace(s, docs_dir=other), embedder, rebuild=True)
+    store = PostgresStore.open(replace(s, docs_dir=None), embedder, rebuild=True)
     try:
-        assert sorted(store.documents) == ["a.txt"]
+        assert sorted(store.documents) == ["a.txt"] and store.docs_dir == docs.resolve()
     finally:
         store.close()
 
@@ -171,7 +175,8 @@ def test_settings_mismatch_and_schema_version_are_clear_errors(postgres, embedde
     (docs / "a.txt").write_text("Alpha Corp was founded in 1999 by Ada Lovelace.")
     s = Settings(docs_dir=docs, store=_database(postgres, "rag_mismatch"))
     index_postgres(s, embedder)
-    other = replace(s, chunk_max_chars=300, docs_dir=tmp_path / "elsewhere")
+    docs.rename(tmp_path / "moved")  # the folder it was indexed from is not here: nothing to rebuild from
+    other = replace(s, chunk_max_chars=300, docs_dir=None)
     with pytest.raises(StoreError, match="built with other settings"):
         PostgresStore.open(other, embedder)
     with psycopg.connect(s.store) as conn:
@@ -245,7 +250,8 @@ def test_two_processes_share_the_store(postgres, tmp_path):
     (docs / "zeta.txt").write_text("The Zeta Observatory was opened in 1911 by the astronomer Mira Castellano.")
     r = cli("index", "--store", dsn, "--docs", docs, timeout=300)
     assert r.returncode == 0 and "indexed 2 documents" in r.stdout, r.stderr
-    r = cli("ask", "--store", dsn, "--docs", tmp_path / "absent", "--json", "Who opened the Zeta Observatory?", timeout=300)
+    docs.rename(tmp_path / "elsewhere")  # the other process has no corpus folder of its own
+    r = cli("ask", "--store", dsn, "--json", "Who opened the Zeta Observatory?", timeout=300)
     assert r.returncode == 0, r.stderr
     answer = json.loads(r.stdout)
     assert answer["answer"] == "Mira Castellano" and answer["citations"][0]["source"] == "zeta.txt"

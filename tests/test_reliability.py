@@ -79,7 +79,7 @@ def test_rebuild_replaces_only_its_own_index_and_keeps_the_folder_mode(tiny_docs
     index_corpus(s, embedder)  # an index of ours: replaced
     assert load_index(index_dir).manifest["n_documents"] == 1
     assert index_dir.stat().st_mode & 0o777 == 0o750
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs", "idx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".idx.lock", "docs", "idx"]  # the lock file stays (empty)
 
 
 def test_manifest_with_wrong_types_is_reported_not_a_traceback(tiny_docs, tmp_path, settings, embedder):

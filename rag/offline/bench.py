@@ -12,7 +12,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 QUESTIONS_FILE = Path("eval/qa.jsonl")
@@ -46,13 +45,33 @@ def start_server(port: int, docs: Path | None = None, index: Path | None = None,
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited early: {proc.stderr.read()[-2000:]}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+            if http_json("GET", f"http://127.0.0.1:{port}/health", timeout=2)[0] == 200:
                 return proc
-        except httpx.HTTPError:
+        except (OSError, ValueError):  # not listening yet (urllib's URLError is an OSError)
             pass
         time.sleep(0.5)
     stop_server(proc)
     raise RuntimeError("the server did not become ready in time")
+
+
+def http_json(method: str, url: str, body: object = None, timeout: float = 120) -> tuple[int, object]:
+    """(status, parsed JSON body) of one request, through the standard library: the benchmarks run after
+    the plain install, which has no HTTP client package. A non-JSON body parses to None."""
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"content-type": "application/json"} if data is not None else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as err:
+        status, raw = err.code, err.read()
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, None
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -95,10 +114,10 @@ def measure(url: str, questions: list[str], concurrency: int, n: int) -> dict:
     """Send n requests with `concurrency` in flight; latency percentiles and throughput."""
     def one(i: int) -> tuple[float, int]:
         started = time.perf_counter()
-        r = client.post(url, json={"question": questions[i % len(questions)]}, timeout=120)
-        return time.perf_counter() - started, r.status_code
+        status, _ = http_json("POST", url, {"question": questions[i % len(questions)]})
+        return time.perf_counter() - started, status
 
-    with httpx.Client() as client, ThreadPoolExecutor(concurrency) as pool:
+    with ThreadPoolExecutor(concurrency) as pool:
         started = time.perf_counter()
         results = list(pool.map(one, range(n)))
         wall = time.perf_counter() - started
@@ -236,10 +255,10 @@ def run_store_benchmark(dsn: str, squad_file: Path, passages: int = 10_000, requ
             keys = ("exact_match", "f1", "no_answer_accuracy", "citation_accuracy", "recall_at_k")
             notes.append("rag eval on the seeds, files / postgresql: " + ", ".join(f"{k} {a[k]} / {b[k]}" for k in keys))
             ports = [free_port(), free_port()]
-            procs = [start_server(p, workdir / "absent", store=store) for p in ports]
+            procs = [start_server(p, store=store) for p in ports]  # the store's recorded folder: unchanged
             try:
-                same = all(httpx.post(f"http://127.0.0.1:{ports[0]}/ask", json={"question": q}, timeout=120).json()
-                           == httpx.post(f"http://127.0.0.1:{ports[1]}/ask", json={"question": q}, timeout=120).json()
+                same = all(http_json("POST", f"http://127.0.0.1:{ports[0]}/ask", {"question": q})[1]
+                           == http_json("POST", f"http://127.0.0.1:{ports[1]}/ask", {"question": q})[1]
                            for q in questions)
             finally:
                 for proc in procs:

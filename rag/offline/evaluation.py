@@ -2,18 +2,22 @@
 through the same pipeline as `rag ask`; metrics in percent, a table, and a Markdown report of the misses."""
 from __future__ import annotations
 
-import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError, field_validator
 from tqdm import tqdm
 
 from rag.config import Settings
 from rag.errors import RagError
 from rag.offline.squad import DEV_TITLES, TEST_TITLES, gold_passage, load_squad, normalize_answer, score_prediction, squad_corpus
 from rag.pipeline import Pipeline
+from rag.text import clean_question
+
+log = logging.getLogger(__name__)
 
 
 class EvalError(RagError):
@@ -50,20 +54,56 @@ class EvalReport:
     rows: list[Row] = field(default_factory=list)
 
 
+class QARecord(BaseModel):
+    """One line of a hand-written set, checked strictly: a question that is not a string, or is empty after
+    cleaning, is refused with its line number instead of failing mid-evaluation."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: StrictStr | StrictInt
+    question: StrictStr
+    answers: list[StrictStr]
+    sources: list[StrictStr]
+
+    @field_validator("question")
+    @classmethod
+    def _question(cls, value: str) -> str:
+        value = clean_question(value)
+        if not value:
+            raise ValueError("the question is empty")
+        return value
+
+
 def load_qa(path: Path) -> list[QAItem]:
     """The hand-written JSONL set; each line {"id", "question", "answers": [...], "sources": [...]}."""
     items = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise EvalError(f"{path} cannot be read ({getattr(err, 'strerror', None) or err})") from None
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-            items.append(QAItem(str(obj["id"]), obj["question"], list(obj["answers"]), list(obj["sources"])))
-        except (ValueError, KeyError, TypeError) as err:
-            raise EvalError(f"{path}, line {number}: not a valid QA record ({err})") from None
+            record = QARecord.model_validate_json(line)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or "line"
+            message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+            raise EvalError(f"{path}, line {number}: not a valid QA record ({where}: {message})") from None
+        items.append(QAItem(str(record.id), record.question, record.answers, record.sources))
     if not items:
         raise EvalError(f"{path} holds no questions")
     return items
+
+
+def warn_unknown_sources(items: list[QAItem], documents) -> None:
+    """Say which gold sources the corpus does not hold: those questions cannot be cited right."""
+    unknown = sorted({s for item in items for s in item.sources if s not in documents})
+    if unknown:
+        log.warning("%d gold source%s of the set %s not in the corpus (%s): citation accuracy counts them as misses",
+                    len(unknown), "" if len(unknown) == 1 else "s", "is" if len(unknown) == 1 else "are",
+                    ", ".join(unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""))
 
 
 def run_items(pipeline: Pipeline, items: list[QAItem], gold_passages: dict | None = None, name: str = "eval") -> EvalReport:
@@ -114,6 +154,7 @@ def evaluate_qa_file(settings: Settings, qa_path: Path, rebuild: bool = True) ->
     """The hand-written set over settings.docs_dir."""
     items = load_qa(qa_path)
     pipeline = Pipeline.from_settings(settings, rebuild=rebuild)
+    warn_unknown_sources(items, pipeline.documents)
     return run_items(pipeline, items, name=str(qa_path))
 
 

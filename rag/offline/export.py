@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 from rag.config import Settings
-from rag.reader import ONNX_FILE, ReaderError, load_reader_meta, resolve_reader_model, write_reader_meta
+from rag.reader import ONNX_FILE, ReaderError, load_qa_model, load_reader_meta, resolve_reader_model, write_reader_meta
 from rag.runtime import cached_export, export_path, has_int8_dot_product, record_export
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def export_fp32(kind: str, folder: str | Path, target: Path | None = None) -> Pa
     to fp32 ONNX at `target`, by default its place in the cache (written beside, then renamed, so a cut-off
     export is never loaded)."""
     import torch
-    from transformers import AutoModel, AutoModelForQuestionAnswering, AutoTokenizer
+    from transformers import AutoModel, AutoTokenizer
 
     folder = Path(folder)
     in_cache = target is None
@@ -83,7 +83,7 @@ def export_fp32(kind: str, folder: str | Path, target: Path | None = None) -> Pa
     target.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if kind == "reader":
-        model = AutoModelForQuestionAnswering.from_pretrained(folder, dtype=torch.float32).float().eval()
+        model = load_qa_model(folder, str(folder))
         outputs = ["start_logits", "end_logits"]
         example = tokenizer(["Who led it?"] * 2, ["Eric Boyd led the effort."] * 2, return_tensors="pt", padding=True)
     else:

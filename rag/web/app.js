@@ -17,14 +17,40 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
-/** `text` with [start, end) wrapped in a <mark> (as DOM nodes, never HTML). */
-function highlighted(text, start, end, markId) {
-  const mark = el("mark", markId ? { id: markId } : {}, text.slice(start, end));
-  return [document.createTextNode(text.slice(0, start)), mark, document.createTextNode(text.slice(end))];
+/** The UTF-16 index (what String.slice counts) of code point `offset` in `text`. The API's offsets count
+ * code points, as Python does: an emoji is one there and two UTF-16 units here, so every offset after one
+ * would otherwise land a unit early. */
+function utf16Index(text, offset) {
+  let units = 0;
+  for (let points = 0; points < offset && units < text.length; points++) {
+    const code = text.codePointAt(units);
+    units += code > 0xffff ? 2 : 1;
+  }
+  return units;
 }
 
-/** The calibrated score in words and number, e.g. "likely right, 0.82". */
-function confidence(score) {
+/** How many code points `text` holds (the API's length of it). */
+function codePointLength(text) {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    if (text.codePointAt(i) > 0xffff) i++;
+    n++;
+  }
+  return n;
+}
+
+/** `text` with code points [start, end) wrapped in a <mark> (as DOM nodes, never HTML). */
+function highlighted(text, start, end, markId) {
+  const a = utf16Index(text, start);
+  const b = a + utf16Index(text.slice(a), end - start);
+  const mark = el("mark", markId ? { id: markId } : {}, text.slice(a, b));
+  return [document.createTextNode(text.slice(0, a)), mark, document.createTextNode(text.slice(b))];
+}
+
+/** The score in words and number, e.g. "likely right, 0.82"; an uncalibrated reader's score is no
+ * probability, and says so. */
+function confidence(score, calibrated) {
+  if (calibrated === false) return `uncalibrated score ${score.toFixed(2)} (not a probability)`;
   const words = score >= 0.7 ? "likely right" : score >= 0.5 ? "probably right" : "uncertain";
   return `${words}, ${score.toFixed(2)}`;
 }
@@ -76,7 +102,7 @@ function showAnswer(body) {
     const b = cite.end - cite.quote_start;
     result.append(el("div", { className: "answer", id: "answer" },
       el("p", { className: "answer-text" }, body.answer),
-      el("p", { className: "confidence", id: "confidence" }, confidence(body.score)),
+      el("p", { className: "confidence", id: "confidence" }, confidence(body.score, body.calibrated)),
       el("blockquote", { className: "quote", id: "quote" }, ...highlighted(cite.quote, a, b)),
       el("p", { className: "citation" }, "Source: ",
         documentLink(cite.source, cite.start, cite.end, place(cite)),
@@ -152,7 +178,7 @@ async function showDocument() {
   const doc = await response.json();
   const start = Number.parseInt(params.get("start"), 10);
   const end = Number.parseInt(params.get("end"), 10);
-  if (Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start < end && end <= doc.text.length) {
+  if (Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start < end && end <= codePointLength(doc.text)) {
     textBox.replaceChildren(...highlighted(doc.text, start, end, "cited"));
     document.getElementById("document-note").textContent = `The cited words are highlighted (characters ${start}–${end}).`;
     document.getElementById("cited").scrollIntoView({ block: "center" });

@@ -191,8 +191,12 @@ def _interactive(args: argparse.Namespace, settings: Settings) -> int:
             print("\nquestion> ", end="", file=sys.stderr, flush=True)  # stderr: stdout holds only answers
             try:
                 line = input()
-            except EOFError:
+            except EOFError:  # Ctrl-D: leave
+                print(file=sys.stderr)
                 break
+            except KeyboardInterrupt:  # Ctrl-C at the prompt: drop the line, ask again
+                print("^C", file=sys.stderr)
+                continue
         else:
             line = sys.stdin.readline()
             if not line:
@@ -205,6 +209,9 @@ def _interactive(args: argparse.Namespace, settings: Settings) -> int:
         try:
             question = _question(line, settings)
             answer = pipeline.run(question)
+        except KeyboardInterrupt:  # Ctrl-C while answering: cancel this question, keep the session
+            print("\nrag: question cancelled", file=sys.stderr, flush=True)
+            continue
         except UsageError as err:
             print(f"rag: {err}", file=sys.stderr, flush=True)
             continue
@@ -224,7 +231,7 @@ def _interactive(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from rag.server import create_app, uvicorn_limits
+    from rag.server import allowed_hosts_for, create_app, uvicorn_limits
 
     settings = _settings(args)
     _check_port(args.host, args.port)  # before minutes of loading, not after
@@ -233,7 +240,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger().handlers[0].setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     pipeline = _pipeline(args, settings)  # load here, so a missing index or model fails with a clear message
     logging.getLogger("rag.server").info("listening on http://%s:%d (POST /ask, GET /health, /docs)", args.host, args.port)
-    uvicorn.run(create_app(settings, pipeline=pipeline), host=args.host, port=args.port,
+    app = create_app(settings, pipeline=pipeline, allowed_hosts=allowed_hosts_for(args.host, args.allowed_hosts))
+    uvicorn.run(app, host=args.host, port=args.port,
                 log_level="warning", access_log=False, **uvicorn_limits())
     return 0
 
@@ -465,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     reader_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8000)
+    p.add_argument("--allowed-hosts", nargs="+", metavar="NAME",
+                   help="Host header names to answer (others get 400); default: on a loopback --host, only "
+                        "localhost, 127.0.0.1 and [::1] (no DNS rebinding); otherwise any")
     p.add_argument("--no-rebuild", action="store_true", help="fail instead of rebuilding a missing or stale index")
     p.set_defaults(func=cmd_serve)
 
@@ -578,7 +589,7 @@ def _main(argv: list[str] | None) -> int:
     except UsageError as err:
         parser.error(str(err))
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("\ninterrupted", file=sys.stderr)  # on a line of its own, whatever was being printed
         return 130
     except Exception as err:  # noqa: BLE001 - every known failure carries a message for the user
         from rag.errors import user_message

@@ -122,6 +122,8 @@ class SearchIndex:
     bm25: bm25s.BM25
     manifest: dict
     docs_dir: Path | None = None  # the corpus folder it is kept in step with (None: not here, or not recorded)
+    path: Path | None = None  # the folder it was read from or saved to (None: in memory only)
+    identity: tuple[int, int] | None = None  # which build of that folder it is (index_identity)
 
     @property
     def vocabulary(self) -> dict[str, int]:
@@ -216,6 +218,7 @@ def index_corpus(settings: Settings, embedder: Embedder, progress: bool = True, 
                              "passages_embedded": embedded}
         index = SearchIndex({d.source: d for d in corpus.documents}, chunks, dense, bm25, manifest, settings.docs_dir)
         save_index(index, settings.index_dir)
+        index.path, index.identity = Path(settings.index_dir), index_identity(Path(settings.index_dir))
     return index
 
 
@@ -460,20 +463,20 @@ def load_index(index_dir: Path, docs_dir: Path | None = None) -> SearchIndex:
     """Read a saved index back; any missing or damaged part gives a CorruptIndexError naming it. A save
     swapped in while the files were being read is read again (the parts must come from one build)."""
     for attempt in range(3):
-        before = _identity(Path(index_dir))
+        before = index_identity(Path(index_dir))
         try:
             index = _load_index(Path(index_dir))
         except IndexLoadError:
-            if attempt == 2 or _identity(Path(index_dir)) == before:
+            if attempt == 2 or index_identity(Path(index_dir)) == before:
                 raise
             continue
-        if _identity(Path(index_dir)) == before or attempt == 2:
-            index.docs_dir = docs_dir
+        if index_identity(Path(index_dir)) == before or attempt == 2:
+            index.docs_dir, index.path, index.identity = docs_dir, Path(index_dir), before
             return index
     raise AssertionError("unreachable")
 
 
-def _identity(index_dir: Path) -> tuple[int, int] | None:
+def index_identity(index_dir: Path) -> tuple[int, int] | None:
     """Which build is in the folder now: the manifest's inode and change time (a swap changes both)."""
     try:
         st = (index_dir / MANIFEST).stat()

@@ -99,6 +99,16 @@ class Pipeline:
         self.calibrator = Calibrator.from_meta(self.reader.meta) if self.calibrated else None
         self._warm = True
 
+    def refresh(self) -> bool:
+        """Take up an index rebuilt by another process, between questions (never mid-question); True when
+        the store reloaded."""
+        with self._lock:
+            if not self.retriever.store.refresh():
+                return False
+            self.documents = self.retriever.store.documents
+            self._sentences.clear()
+            return True
+
     @property
     def threshold(self) -> float:
         return self.calibrator.threshold if self.calibrator else self.fallback_threshold

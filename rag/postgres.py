@@ -360,6 +360,9 @@ class PostgresStore:
     def describe(self) -> dict:
         return {"kind": self.kind, "database": self.where, "reachable": True}
 
+    def refresh(self) -> bool:
+        return False  # every read goes to the database: another process's updates are seen as they commit
+
 
 class PostgresDocuments(Mapping):
     """source -> Document, read from the database when asked (it may change under a running server)."""

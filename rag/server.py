@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from rag.config import Settings
 from rag.errors import QuestionError, RagError, UnavailableError
@@ -134,6 +135,8 @@ def _describe(errors: list) -> str:
         message = str(e.get("msg", "invalid")).removeprefix("Value error, ")
         if e.get("type") == "json_invalid":
             where, message = "body", f"malformed JSON ({e.get('ctx', {}).get('error', 'cannot be parsed')})"
+        elif where == "body" and e.get("type") in ("model_attributes_type", "dict_type", "missing"):
+            message = 'expected a JSON object such as {"question": "…"}, sent with Content-Type: application/json'
         parts.append(f"{where}: {message}")
     return "; ".join(parts)
 
@@ -164,19 +167,22 @@ def loaded_pipeline(request: Request) -> Pipeline:
     return request.app.state.pipeline
 
 
-def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline: Pipeline | None = None) -> FastAPI:
-    """The application; the pipeline is built in the lifespan handler unless one is given (tests)."""
+#: Host names a browser uses for this machine: on a loopback bind only these are answered, so a page of
+#: another site whose name is made to resolve to 127.0.0.1 (DNS rebinding) cannot read the documents.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
+def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline: Pipeline | None = None,
+               allowed_hosts: list[str] | None = None) -> FastAPI:
+    """The application; the pipeline is built in the lifespan handler unless one is given (tests). With
+    `allowed_hosts`, a request whose Host header names another host gets a 400."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.pipeline = pipeline or Pipeline.from_settings(settings, rebuild=rebuild)
-        p = app.state.pipeline
-        store = p.retriever.store
-        files = store.file_hashes() if store.kind == "files" else None  # a shared database changes by itself
-        app.state.watch = (CorpusWatch(store.docs_dir, files, settings.follow_links, settings.max_file_bytes,
-                                       settings.corpus_check_seconds)
-                           if files is not None and store.docs_dir is not None and store.docs_dir.is_dir() else None)
+        store = app.state.pipeline.retriever.store
+        app.state.watch = _watch(settings, store)
         log.info("ready: %d documents, %d passages (%s store)", *store.counts(), store.kind)
         yield
 
@@ -188,6 +194,8 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
     )
 
     app.add_middleware(BodyLimits, deadline=settings.body_deadline_seconds)
+    if allowed_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts, www_redirect=False)
     app.add_middleware(AccessLog)  # added last: outermost
 
     @app.exception_handler(RequestValidationError)
@@ -215,6 +223,7 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
               responses={413: {"description": "Body too large"}, 422: {"description": "Invalid request"},
                          503: {"description": "The index database is unreachable or slow; retry later"}})
     async def ask(body: AskRequest, request: Request, pipeline: Pipeline = Depends(loaded_pipeline)) -> AskResponse:
+        await _take_up_rebuilds(request.app, settings)
         answer = await run_in_threadpool(pipeline.run, body.question, body.top_k)
         response = AskResponse.from_answer(answer)
         changes = await _corpus_changes(request.app)
@@ -249,6 +258,7 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
 
     @app.get("/health", response_model=HealthResponse, summary="Readiness, corpus size and models in use")
     async def health(request: Request, pipeline: Pipeline = Depends(loaded_pipeline)) -> HealthResponse:
+        await _take_up_rebuilds(request.app, settings)
         changes = await _corpus_changes(request.app)
         return HealthResponse(
             status="stale" if changes else "ok",
@@ -265,13 +275,50 @@ async def _corpus_changes(app: FastAPI) -> dict[str, str]:
     return await run_in_threadpool(watch.check) if watch is not None else {}
 
 
+def _watch(settings: Settings, store) -> CorpusWatch | None:
+    """What notices corpus files changed since the file index was built (a shared database changes by itself)."""
+    if store.kind != "files" or store.docs_dir is None or not store.docs_dir.is_dir():
+        return None
+    return CorpusWatch(store.docs_dir, store.file_hashes(), settings.follow_links, settings.max_file_bytes,
+                       settings.corpus_check_seconds)
+
+
+async def _take_up_rebuilds(app: FastAPI, settings: Settings) -> None:
+    """An index rebuilt on disk by `rag index` replaces the loaded one between questions (one stat per
+    request), and the corpus watch starts again from the new build's files."""
+    pipeline = app.state.pipeline
+    if await run_in_threadpool(pipeline.refresh):
+        app.state.watch = await run_in_threadpool(_watch, settings, pipeline.retriever.store)
+
+
 def uvicorn_limits() -> dict:
     """Connection limits for uvicorn: idle keep-alive connections close after 5 s, and past 64 requests or
     connections at once new ones get a 503 at once instead of queueing without end."""
     return {"timeout_keep_alive": 5, "limit_concurrency": 64, "timeout_graceful_shutdown": 10}
 
 
+def allowed_hosts_for(bind: str, given: list[str] | None = None) -> list[str] | None:
+    """The Host names to answer: those given, else on a loopback bind the loopback names (and the address
+    bound), else any (None: behind a proxy the public name is not known here)."""
+    if given:
+        return list(given)
+    import ipaddress
+
+    try:
+        loopback = bind == "localhost" or ipaddress.ip_address(bind.strip("[]")).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        return None
+    shown = f"[{bind.strip('[]')}]" if ":" in bind else bind
+    return sorted({*LOOPBACK_HOSTS, shown})
+
+
 def app_from_env() -> FastAPI:
-    """Factory for `uvicorn rag.server:app_from_env --factory --workers N` (RAG_DOCS, RAG_INDEX set the folders)."""
+    """Factory for `uvicorn rag.server:app_from_env --factory --workers N` (RAG_DOCS, RAG_INDEX set the folders;
+    RAG_ALLOWED_HOSTS, comma-separated, the Host names answered: default the loopback names)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return create_app(Settings(), rebuild=False)
+    import os
+
+    given = [h.strip() for h in os.environ.get("RAG_ALLOWED_HOSTS", "").split(",") if h.strip()]
+    return create_app(Settings(), rebuild=False, allowed_hosts=allowed_hosts_for("127.0.0.1", given))

@@ -4,14 +4,17 @@ here) and PostgreSQL + pgvector (rag.postgres), chosen by Settings.store."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from rag.index import SearchIndex
+from rag.index import IndexLoadError, SearchIndex, index_identity, load_index, recorded_corpus
 from rag.types import Chunk, Document
+
+log = logging.getLogger(__name__)
 
 
 class Store(Protocol):
@@ -41,6 +44,10 @@ class Store(Protocol):
 
     def snapshot(self) -> contextlib.AbstractContextManager:
         """A block within which every read sees the store as of its start (one question's reads)."""
+
+    def refresh(self) -> bool:
+        """Take up a newer index written by another process (`rag index`); True when it did. Called between
+        questions, never during one."""
 
 
 class FileStore:
@@ -81,3 +88,20 @@ class FileStore:
 
     def snapshot(self) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()  # an in-memory index does not change under a reader
+
+    def refresh(self) -> bool:
+        """Reload the index when its folder holds another build than the one in memory (a stat per call);
+        a new build that cannot be read is reported and the one in memory kept."""
+        path = self.index.path
+        if path is None or index_identity(path) in (None, self.index.identity):
+            return False
+        try:
+            index = load_index(path)
+        except IndexLoadError as err:
+            log.warning("the index at %s changed on disk but cannot be read (%s): still answering from the previous one",
+                        path, err)
+            return False
+        index.docs_dir = recorded_corpus(index.manifest, path) or self.docs_dir
+        self.index, self.documents, self.docs_dir = index, index.documents, index.docs_dir
+        log.info("the index at %s was rebuilt: reloaded (%d documents, %d passages)", path, *self.counts())
+        return True

@@ -158,3 +158,36 @@ def test_script_in_a_document_is_shown_not_run(page, tmp_path):
         assert page.locator("#document-text img, #document-text script").count() == 0
     finally:
         stop_server(proc)
+
+
+CREW = ("Crew list 🚀 for the Vega flight 🚀.\nThe rocket Vega 🚀 was launched from Kourou in March 2031. Its commander, "
+        "the pilot Mira Sol, flew the rocket over the bay before landing at the coast.\n")
+
+
+@needs_chromium
+def test_highlights_stay_on_the_answer_after_astral_characters(page, tmp_path):
+    """Offsets count code points (Python's); an emoji is two UTF-16 units in the page's strings, so every
+    highlight after one used to land early ("t Mira S" for "Mira Sol"). Three emoji stand before the answer."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "crew.txt").write_text(CREW)
+    port = free_port()
+    proc = start_server(port, docs, tmp_path / "index")
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.fill("#question", "Where was the rocket Vega launched from?")
+        page.press("#question", "Enter")
+        page.wait_for_selector("#answer", timeout=60_000)
+        assert page.inner_text(".answer-text") == "Kourou"
+        assert page.inner_text("#quote mark") == "Kourou"
+        page.locator(".citation a").click()
+        page.wait_for_selector("#cited")
+        assert page.inner_text("#cited") == "Kourou"
+        for words in ("Mira Sol", "coast.\n"):  # a citation's offsets as the API gives them, the last character too
+            start = CREW.index(words)
+            page.goto(f"http://127.0.0.1:{port}/documents/crew.txt?start={start}&end={start + len(words)}")
+            page.wait_for_selector("#cited")
+            assert page.inner_text("#cited").strip() == words.strip()
+        assert not page.errors
+    finally:
+        stop_server(proc)

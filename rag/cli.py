@@ -173,8 +173,6 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 def _interactive(args: argparse.Namespace, settings: Settings) -> int:
     """Answer questions line by line from standard input until `exit` or end of input."""
-    from rag.errors import user_message
-    from rag.schema import AskResponse
 
     tty = sys.stdin.isatty()
     if tty:
@@ -187,45 +185,51 @@ def _interactive(args: argparse.Namespace, settings: Settings) -> int:
     if tty:
         print("Ask a question (`exit` or Ctrl-D to leave).", file=sys.stderr)
     while True:
-        if tty:
-            print("\nquestion> ", end="", file=sys.stderr, flush=True)  # stderr: stdout holds only answers
-            try:
-                line = input()
-            except EOFError:  # Ctrl-D: leave
-                print(file=sys.stderr)
+        try:  # Ctrl-C anywhere in a turn (at the prompt, or while answering) cancels the turn, not the session
+            line = _read_line(tty)
+            if line is None or line.lower() in ("exit", "quit"):
                 break
-            except KeyboardInterrupt:  # Ctrl-C at the prompt: drop the line, ask again
-                print("^C", file=sys.stderr)
-                continue
-        else:
-            line = sys.stdin.readline()
-            if not line:
-                break
-        line = line.strip()
-        if not line:
-            continue
-        if line.lower() in ("exit", "quit"):
-            break
-        try:
-            question = _question(line, settings)
-            answer = pipeline.run(question)
-        except KeyboardInterrupt:  # Ctrl-C while answering: cancel this question, keep the session
-            print("\nrag: question cancelled", file=sys.stderr, flush=True)
-            continue
-        except UsageError as err:
-            print(f"rag: {err}", file=sys.stderr, flush=True)
-            continue
-        except Exception as err:  # noqa: BLE001 - one failed question must not end the session
-            message = user_message(err)
-            logging.getLogger("rag").debug("question failed", exc_info=True)
-            print(f"rag: error: {message or f'could not answer this question ({type(err).__name__}: {err})'}",
-                  file=sys.stderr, flush=True)
-            continue
-        if args.json:
-            print(AskResponse.from_answer(answer).model_dump_json(), flush=True)
-        else:
-            print(f"Q: {question}\n{format_answer(answer)}\n", flush=True)
+            if line:
+                _answer_line(line, pipeline, settings, args.json)
+        except KeyboardInterrupt:
+            print("\nrag: cancelled", file=sys.stderr, flush=True)
     return 0
+
+
+def _read_line(tty: bool) -> str | None:
+    """The next question line, stripped; None at the end of input (Ctrl-D)."""
+    if not tty:
+        line = sys.stdin.readline()
+        return line.strip() if line else None
+    print("\nquestion> ", end="", file=sys.stderr, flush=True)  # stderr: stdout holds only answers
+    try:
+        return input().strip()
+    except EOFError:
+        print(file=sys.stderr)
+        return None
+
+
+def _answer_line(line: str, pipeline, settings: Settings, as_json: bool) -> None:
+    """Answer one line of the interactive session; a bad question or a failure is reported, not raised."""
+    from rag.errors import user_message
+    from rag.schema import AskResponse
+
+    try:
+        question = _question(line, settings)
+        answer = pipeline.run(question)
+    except UsageError as err:
+        print(f"rag: {err}", file=sys.stderr, flush=True)
+        return
+    except Exception as err:  # noqa: BLE001 - one failed question must not end the session
+        message = user_message(err)
+        logging.getLogger("rag").debug("question failed", exc_info=True)
+        print(f"rag: error: {message or f'could not answer this question ({type(err).__name__}: {err})'}",
+              file=sys.stderr, flush=True)
+        return
+    if as_json:
+        print(AskResponse.from_answer(answer).model_dump_json(), flush=True)
+    else:
+        print(f"Q: {question}\n{format_answer(answer)}\n", flush=True)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -241,8 +245,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     pipeline = _pipeline(args, settings)  # load here, so a missing index or model fails with a clear message
     logging.getLogger("rag.server").info("listening on http://%s:%d (POST /ask, GET /health, /docs)", args.host, args.port)
     app = create_app(settings, pipeline=pipeline, allowed_hosts=allowed_hosts_for(args.host, args.allowed_hosts))
-    uvicorn.run(app, host=args.host, port=args.port,
-                log_level="warning", access_log=False, **uvicorn_limits())
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, **uvicorn_limits())
+    finally:
+        pipeline.close()
     return 0
 
 
@@ -290,50 +296,45 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from rag.offline.bench import run_benchmark, run_incremental_benchmark
+    from rag.offline import bench
 
-    if args.incremental:
-        print(run_incremental_benchmark(args.incremental, args.files))
-        return 0
-    if args.backends:
-        from rag.offline.bench import run_backend_benchmark
-
-        print(run_backend_benchmark(args.requests))
-        return 0
-    if args.curve:
-        from rag.offline.bench import run_learning_curve
-
+    if args.bench == "serve":
+        print(bench.run_benchmark(requests_per_level=args.requests, levels=args.concurrency, docs=args.docs,
+                                  index=args.index, questions_file=args.questions))
+    elif args.bench == "backends":
+        print(bench.run_backend_benchmark(args.workdir, args.requests, questions_file=args.questions))
+    elif args.bench == "scale":
+        print(bench.run_scale_benchmark(args.squad_file, args.sizes, args.workdir, args.plot, args.requests))
+    elif args.bench == "stores":
+        print(bench.run_store_benchmark(args.store, args.squad_file, args.workdir, args.passages, args.requests,
+                                        seeds=args.seeds, questions_file=args.questions))
+    elif args.bench == "incremental":
+        print(bench.run_incremental_benchmark(args.squad_file, args.workdir, args.files))
+    else:  # curve
         readers = []
-        for spec in args.readers or []:
+        for spec in args.readers:
             label, _, folder = spec.rpartition("=")
             readers.append((label or Path(folder).name, Path(folder)))
-        if not readers:
-            raise UsageError("--curve needs --readers LABEL=DIR ... (the reader versions to compare)")
-        print(run_learning_curve(args.curve, readers))
-        return 0
-    if args.scale:
-        from rag.offline.bench import run_scale_benchmark
-
-        print(run_scale_benchmark(args.scale, args.sizes, args.requests))
-        return 0
-    if args.stores:
-        from rag.offline.bench import run_store_benchmark
-
-        if not args.store:
-            raise UsageError("--stores needs --store DSN (a PostgreSQL server where databases may be created)")
-        print(run_store_benchmark(args.store, args.stores, args.passages))
-        return 0
-    print(run_benchmark(requests_per_level=args.requests, levels=args.concurrency, docs=args.docs, index=args.index))
+        print(bench.run_learning_curve(args.squad_file, readers, args.plot, questions_file=args.questions))
     return 0
 
 
 def cmd_calibrate_reader(args: argparse.Namespace) -> int:
-    from rag.offline.training import calibrate_reader
+    from rag.offline.calibrate import calibrate_reader
 
-    if args.study:
-        from rag.offline.training import calibration_study
+    if args.study:  # a measurement kept out of the package: scripts/calibration_study.py of a repository checkout
+        import importlib.util
 
-        print(calibration_study(Path(args.train_file), Path(args.model), args.f1_tolerance or 0.5))
+        from rag.config import REPO_DIR
+
+        script = REPO_DIR / "scripts" / "calibration_study.py"
+        if not script.is_file():
+            raise UsageError(f"--study runs {script}, which this installation does not have; run "
+                             "`python scripts/calibration_study.py --train … --model …` in a checkout of the repository")
+        spec = importlib.util.spec_from_file_location("calibration_study", script)
+        study = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(study)
+        print(study.calibration_study(Path(args.train_file), Path(args.model), args.f1_tolerance or 0.5))
         return 0
     meta = calibrate_reader(Path(args.train_file), Path(args.model), f1_tolerance=args.f1_tolerance)
     print(json.dumps(meta["calibration_report"], indent=2))
@@ -357,7 +358,8 @@ def cmd_export_reader(args: argparse.Namespace) -> int:
 
 
 def cmd_train_reader(args: argparse.Namespace) -> int:
-    from rag.offline.training import TrainConfig, calibrate_reader, resume_training, train
+    from rag.offline.calibrate import calibrate_reader
+    from rag.offline.training import TrainConfig, resume_training, train
 
     if args.resume:
         result = resume_training(Path(args.resume), stop_after=args.stop_after_steps)
@@ -390,14 +392,12 @@ def _question(text: str, settings: Settings) -> str:
 
     from rag.schema import AskRequest
 
+    if len(text or "") > settings.max_question_chars:
+        raise UsageError(f"the question is {len(text)} characters long; the limit is {settings.max_question_chars}")
     try:
         return AskRequest(question=text or "").question
     except ValidationError as err:
-        first = err.errors()[0]
-        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
-        if first.get("type") == "string_too_long":
-            message = f"the question is {len(text)} characters long; the limit is {settings.max_question_chars}"
-        raise UsageError(message) from None
+        raise UsageError(str(err.errors()[0].get("msg", "invalid")).removeprefix("Value error, ")) from None
 
 
 def _top_k(value: str) -> int:
@@ -479,29 +479,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rebuild", action="store_true", help="fail instead of rebuilding a missing or stale index")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("bench", help="start the server and measure /ask latency, throughput and memory")
-    corpus_args(p)
-    p.add_argument("--requests", type=int, default=48, help="requests per concurrency level")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    p.add_argument("--incremental", type=Path, metavar="SQUAD_FILE",
-                   help="instead: time a full and an incremental index of --files files made from this file's contexts")
-    p.add_argument("--files", type=int, default=1000, help="with --incremental: corpus size in files (default 1000)")
-    p.add_argument("--stores", type=Path, metavar="SQUAD_FILE",
-                   help="instead: compare the file store with PostgreSQL (--store) on the seeds and on a corpus of"
-                        " --passages passages made from this file's contexts")
-    p.add_argument("--passages", type=int, default=10_000, help="with --stores: size of the large corpus")
-    p.add_argument("--backends", action="store_true",
-                   help="instead: the reader through torch fp32, ONNX Runtime fp32 and int8 on the seeds: /ask latency,"
-                        " answer quality and a per-stage profile")
-    p.add_argument("--scale", type=Path, metavar="SQUAD_FILE",
-                   help="instead: build corpora of --sizes passages from this file's contexts; index build time,"
-                        " size, peak memory and /ask latency for each, with a plot")
-    p.add_argument("--curve", type=Path, metavar="SQUAD_FILE",
-                   help="instead: the learning curve of --readers (windows seen against dev, seed-set and test F1)")
-    p.add_argument("--readers", nargs="+", metavar="LABEL=DIR", help="with --curve: the reader versions, oldest first")
-    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000],
-                   help="with --scale: corpus sizes in passages (default 1000 10000 100000)")
+    p = sub.add_parser("bench", help="benchmarks: the server's /ask latency and throughput, the reader's runtimes, cost "
+                                     "against corpus size, the stores, incremental indexing, the learning curve")
     p.set_defaults(func=cmd_bench)
+    bench = p.add_subparsers(dest="bench", required=True)
+
+    def questions_arg(b: argparse.ArgumentParser) -> None:
+        b.add_argument("--questions", type=Path, metavar="FILE",
+                       help="the seed questions, JSONL (default: the repository's eval/qa.jsonl)")
+
+    def workdir_arg(b: argparse.ArgumentParser, name: str) -> None:
+        b.add_argument("--workdir", type=Path, default=Path("build") / name, metavar="DIR",
+                       help=f"scratch folder, emptied first (default build/{name})")
+
+    def squad_arg(b: argparse.ArgumentParser, what: str) -> None:
+        b.add_argument("squad_file", type=Path, metavar="SQUAD_FILE", help=f"a SQuAD 2.0 file: {what}")
+
+    b = bench.add_parser("serve", help="start the server and measure /ask latency, throughput and peak memory")
+    b.add_argument("--docs", type=Path, metavar="DIR", help="corpus folder (default: seeds/)")
+    b.add_argument("--index", type=Path, metavar="DIR", help="index folder (default: index/)")
+    b.add_argument("--requests", type=int, default=48, metavar="N", help="requests per concurrency level (default 48)")
+    b.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], metavar="N",
+                   help="requests in flight at each level (default 1 4 16)")
+    questions_arg(b)
+
+    b = bench.add_parser("backends", help="the reader through torch fp32, ONNX Runtime fp32 and int8 on the seeds: /ask "
+                                          "latency, answer quality and a per-stage profile")
+    b.add_argument("--requests", type=int, default=48, metavar="N", help="/ask requests per runtime (default 48)")
+    workdir_arg(b, "backend-bench")
+    questions_arg(b)
+
+    b = bench.add_parser("scale", help="build corpora of --sizes passages; index build time, size, peak memory and "
+                                       "/ask latency for each, with a plot")
+    squad_arg(b, "the corpora are made from its contexts (and those of the extra file beside it)")
+    b.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000], metavar="N",
+                   help="corpus sizes in passages (default 1000 10000 100000)")
+    b.add_argument("--requests", type=int, default=48, metavar="N", help="/ask requests per corpus (default 48)")
+    workdir_arg(b, "scale-bench")
+    b.add_argument("--plot", type=Path, default=Path("docs/scale.png"), metavar="FILE",
+                   help="where to write the plot (default docs/scale.png)")
+
+    b = bench.add_parser("stores", help="the file store against PostgreSQL on the seeds and on a large corpus")
+    squad_arg(b, "the large corpus is made from its contexts")
+    b.add_argument("--store", metavar="DSN", required=True,
+                   help="a PostgreSQL server where databases may be created (postgresql://user@host/db)")
+    b.add_argument("--passages", type=int, default=10_000, metavar="N", help="size of the large corpus (default 10000)")
+    b.add_argument("--requests", type=int, default=24, metavar="N", help="/ask requests per corpus and store (default 24)")
+    b.add_argument("--seeds", type=Path, default=Path("seeds"), metavar="DIR", help="the small corpus (default seeds/)")
+    workdir_arg(b, "store-bench")
+    questions_arg(b)
+
+    b = bench.add_parser("incremental", help="time a full and an incremental index of a corpus with one file changed")
+    squad_arg(b, "the corpus is made from its contexts")
+    b.add_argument("--files", type=int, default=1000, metavar="N", help="corpus size in files (default 1000)")
+    workdir_arg(b, "incremental-bench")
+
+    b = bench.add_parser("curve", help="the learning curve of reader versions (windows seen against dev, seed-set and "
+                                       "test F1), with a plot")
+    squad_arg(b, "its test articles are the test set")
+    b.add_argument("--readers", nargs="+", metavar="LABEL=DIR", required=True, help="the reader versions, oldest first")
+    b.add_argument("--plot", type=Path, default=Path("docs/learning-curve.png"), metavar="FILE",
+                   help="where to write the plot (default docs/learning-curve.png)")
+    questions_arg(b)
+    bench.metavar = "{" + ",".join(bench.choices) + "}"  # so that a missing one's error lists them, as the usage does
 
     p = sub.add_parser("calibrate-reader", help="refit the reader's answerability calibration on the dev split")
     p.add_argument("--train", dest="train_file", required=True, help="the SQuAD 2.0 file the reader was trained on")

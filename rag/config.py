@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+
+from rag.errors import RagError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
@@ -25,6 +27,10 @@ EMBEDDING_BACKENDS = ("auto", "torch")
 
 #: The corpus folder used when none is given and the index records none (a new index): ./seeds.
 DEFAULT_DOCS_DIR = Path("seeds")
+
+
+class SettingsError(RagError, ValueError):
+    """A setting that does not exist or has a value it cannot take; the message names it."""
 
 
 def _default_dir(env: str, name: str) -> Path:
@@ -99,8 +105,32 @@ class Settings:
     def __post_init__(self) -> None:
         for name in ("docs_dir", "index_dir"):  # a str folder works as a Path everywhere
             value = getattr(self, name)
-            if isinstance(value, str):
+            if isinstance(value, (str, os.PathLike)):
                 object.__setattr__(self, name, Path(value))
+            elif not (value is None and name == "docs_dir"):
+                raise SettingsError(f"{name} must be a folder path, not {type(value).__name__}")
+        for name, allowed in (("retrieval_mode", RETRIEVAL_MODES), ("reader_backend", READER_BACKENDS),
+                              ("embedding_backend", EMBEDDING_BACKENDS)):
+            if getattr(self, name) not in allowed:
+                raise SettingsError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        for name in ("top_k", "max_top_k", "chunk_max_chars", "max_question_chars", "max_question_tokens",
+                     "embedding_batch_size", "reader_batch_size", "candidates_per_retriever"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SettingsError(f"{name} must be a whole number of at least 1, not {value!r}")
+        if self.top_k > self.max_top_k:
+            raise SettingsError(f"top_k must be between 1 and {self.max_top_k}, not {self.top_k}")
+
+    @classmethod
+    def of(cls, **values: object) -> Settings:
+        """Settings from keywords (the Python API's `top_k=3`, `index="idx"`): an unknown name is a
+        SettingsError naming the known ones, not a TypeError."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(values.keys() - known)
+        if unknown:
+            raise SettingsError(f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                                f"the settings are: {', '.join(sorted(known))}")
+        return cls(**values)
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given fields replaced, ignoring those given as None."""

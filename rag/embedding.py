@@ -72,8 +72,8 @@ class Embedder:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Embedder:
-        return cls(settings.embedding_model, settings.embedding_batch_size, settings.embedding_backend,
-                   settings.torch_threads)
+        return cls(model=settings.embedding_model, batch_size=settings.embedding_batch_size,
+                   backend=settings.embedding_backend, threads=settings.torch_threads)
 
     def warm_up(self) -> None:
         """Load the model once; later calls do nothing."""
@@ -96,7 +96,9 @@ class Embedder:
                 self.runtime = "onnxruntime fp32"
                 return
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a local model: no "Loading weights" bar in the user's output
         if self.threads:
             import torch
 

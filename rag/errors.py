@@ -15,6 +15,14 @@ class UnavailableError(RagError):
 class QuestionError(RagError):
     """The question cannot be answered as asked (too long for the reader, nothing left after cleaning)."""
 
+    field = "question"  # the request field at fault, as the HTTP error names it
+
+
+class TopKError(QuestionError):
+    """top_k is outside what the service allows."""
+
+    field = "top_k"
+
 
 def user_message(err: BaseException) -> str | None:
     """The message to show for an expected failure, or None for a bug (which keeps its traceback)."""

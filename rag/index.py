@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +130,32 @@ class SearchIndex:
         return self.bm25.vocab_dict
 
 
+@dataclass
+class IndexReport:
+    """What one explicit `rag index` did, whichever the store (what its summary line says)."""
+
+    documents: int
+    passages: int
+    seconds: float
+    how: str  # "full build", or what was reused, added, removed and embedded
+    target: str  # the index folder, or the database
+    docs_dir: Path | None = None
+    formats: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    unsupported: dict[str, int] = field(default_factory=dict)
+    embedded: int = 0
+    added_or_changed: int = 0
+    removed: int = 0
+
+    @classmethod
+    def of(cls, index: SearchIndex) -> IndexReport:
+        m, build = index.manifest, index.manifest["build"]
+        how = (f"{build['documents_reused']} unchanged reused, {plural(build['passages_embedded'], 'passage')} embedded"
+               if build["incremental"] else "full build")
+        return cls(m["n_documents"], m["n_chunks"], m["build_seconds"], how, str(index.path), index.docs_dir,
+                   m["formats"], m["skipped"], m["unsupported"], build["passages_embedded"])
+
+
 def index_params(settings: Settings) -> dict[str, object]:
     """What an index's content depends on: the settings, and the version of the chunking rules."""
     return {**settings.index_params(), "chunking": CHUNKING_VERSION}
@@ -180,6 +206,51 @@ def sorted_vocabulary_ids(docs: list[list[str]]) -> tuple[list[list[int]], dict[
     run, so the same corpus would otherwise give differently written (if equivalent) index files."""
     vocab = {token: i for i, token in enumerate(sorted({t for doc in docs for t in doc}))}
     return [[vocab[t] for t in doc] for doc in docs], vocab
+
+
+def memory_documents(documents) -> list[Document]:
+    """Documents given in memory, checked: each a Document or a str (named `doc-N.txt`), sources unique,
+    texts that are text; the empty ones left out. A CorpusError says what is wrong."""
+    if isinstance(documents, (str, Document)):
+        documents = [documents]
+    out: list[Document] = []
+    seen: set[str] = set()
+    for n, doc in enumerate(documents, start=1):
+        if isinstance(doc, str):
+            doc = Document(f"doc-{n}.txt", doc)
+        if not isinstance(doc, Document) or not isinstance(doc.source, str) or not isinstance(doc.text, str):
+            raise CorpusError(f"document {n} is a {type(doc).__name__}: give rag.Document(source, text) or a str")
+        if doc.source in seen:
+            raise CorpusError(f"two documents are named {doc.source!r}: sources must be unique (citations name them)")
+        seen.add(doc.source)
+        if doc.text.strip():
+            out.append(doc)
+    if not out:
+        raise CorpusError("no document with text was given")
+    return out
+
+
+def cached_index_dir(docs_dir: Path) -> Path:
+    """Where the Python API keeps the index of a folder when no index folder is given: in the cache, named
+    for the folder and keyed by its absolute path (never in the working directory)."""
+    import hashlib
+
+    from rag.runtime import cache_dir
+
+    folder = Path(docs_dir).resolve()
+    return cache_dir() / "indexes" / f"{folder.name or 'root'}-{hashlib.sha256(str(folder).encode()).hexdigest()[:16]}"
+
+
+def needs_indexing(settings: Settings) -> bool:
+    """Whether an explicit index of settings.docs_dir would change the index at settings.index_dir: none
+    there, unreadable, built from another folder or with other settings, or any file added, changed or removed."""
+    try:
+        manifest = read_manifest(settings.index_dir)
+    except IndexLoadError:
+        return True
+    if not _same_folder(settings.docs_dir, recorded_corpus(manifest, settings.index_dir)):
+        return True
+    return bool(staleness(manifest, settings))
 
 
 def memory_index(documents: list[Document], embedder: Embedder, settings: Settings, progress: bool = False) -> SearchIndex:

@@ -3,9 +3,12 @@ merge duplicate answers, then answer with citations or abstain (DrQA's thin pipe
 from __future__ import annotations
 
 import bisect
+import os
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -13,10 +16,12 @@ from rag.calibration import Calibrator, answer_features, uncalibrated_probabilit
 from rag.chunking import sentence_spans
 from rag.config import Settings
 from rag.embedding import Embedder
-from rag.errors import QuestionError
-from rag.index import SearchIndex
+from rag.errors import QuestionError, TopKError
+from rag.index import SearchIndex, cached_index_dir, memory_documents, memory_index, needs_indexing
+from rag.ingest import CorpusError
 from rag.reader import ContextReading, Reader
 from rag.retrieval import Retriever
+from rag.store import index_store
 from rag.text import clean_question, normalize_answer
 from rag.types import Answer, Citation, Document, Passage
 
@@ -61,6 +66,30 @@ def merge_candidates(readings: list[ContextReading]) -> list[Candidate]:
     return sorted(merged.values(), key=lambda c: -c.score)
 
 
+_SHARED: dict[tuple, Embedder | Reader] = {}
+_SHARED_LOCK = threading.Lock()  # the models below are shared, so the pipelines using them take turns
+
+
+def shared_models(settings: Settings) -> tuple[Embedder, Reader]:
+    """The embedder and reader these settings describe, loaded once per process and shared by every pipeline
+    the Python API makes (from_folder, from_documents): a second pipeline costs no second model."""
+    e_key = ("embedder", settings.embedding_model, settings.embedding_batch_size, settings.embedding_backend,
+             settings.torch_threads)
+    r_key = ("reader", *(getattr(settings, f) for f in READER_FIELDS))
+    with _SHARED_LOCK:
+        if e_key not in _SHARED:
+            _SHARED[e_key] = Embedder.from_settings(settings)
+        if r_key not in _SHARED:
+            _SHARED[r_key] = Reader.from_settings(settings)
+    return _SHARED[e_key], _SHARED[r_key]
+
+
+#: The settings a Reader is made from (Reader.from_settings).
+READER_FIELDS = ("reader_model", "max_seq_length", "doc_stride", "max_answer_tokens", "n_best", "reader_batch_size",
+                 "max_question_tokens", "max_windows_per_passage", "max_windows_per_question", "reader_backend",
+                 "torch_threads")
+
+
 class Pipeline:
     """Question in, Answer out; the models and the index are loaded once, in warm_up().
 
@@ -68,28 +97,92 @@ class Pipeline:
     small CPU two concurrent forward passes are no faster than one after the other."""
 
     def __init__(self, retriever: Retriever, reader: Reader, documents: Mapping[str, Document],
-                 fallback_threshold: float = Settings.fallback_threshold, calibrated: bool = True) -> None:
+                 fallback_threshold: float = Settings.fallback_threshold, calibrated: bool = True,
+                 max_question_chars: int = Settings.max_question_chars, max_top_k: int = Settings.max_top_k,
+                 lock: threading.Lock | None = None) -> None:
         self.retriever = retriever
+        self.max_question_chars = max_question_chars
+        self.max_top_k = max_top_k
         self.calibrated = calibrated  # False: ignore the reader's stored calibration (while refitting it)
         self.fallback_threshold = fallback_threshold
         self.reader = reader
         self.documents = documents
         self.calibrator: Calibrator | None = None
         self._sentences: dict[str, tuple[str, list[tuple[int, int]]]] = {}
-        self._lock = threading.Lock()
+        self._lock = lock or threading.Lock()  # pipelines that share models share their lock too
         self._warm = False
 
     @classmethod
     def from_settings(cls, settings: Settings, rebuild: bool = True, index: SearchIndex | None = None,
                       embedder: Embedder | None = None, reader: Reader | None = None,
-                      calibrated: bool = True) -> Pipeline:
+                      calibrated: bool = True, lock: threading.Lock | None = None) -> Pipeline:
         """Wire the stages from settings, reusing any stage given (an embedder or index already loaded, a
         reader in memory), so each model is loaded once per process; then warm everything up."""
         retriever = Retriever.open(settings, embedder=embedder, index=index, rebuild=rebuild)
         pipeline = cls(retriever, reader or Reader.from_settings(settings), retriever.store.documents,
-                       settings.fallback_threshold, calibrated)
+                       fallback_threshold=settings.fallback_threshold, calibrated=calibrated,
+                       max_question_chars=settings.max_question_chars, max_top_k=settings.max_top_k, lock=lock)
         pipeline.warm_up()
         return pipeline
+
+    @classmethod
+    def from_folder(cls, docs: str | os.PathLike, index: str | os.PathLike | None = None, **settings: object) -> Pipeline:
+        """Answer from the documents of a folder: its index is built, or brought up to date (added, changed
+        and removed files), then the models load. Any Settings field is a keyword (`top_k=3`,
+        `store="postgresql://…"`). Without `index`, the index is kept in the cache folder ($RAG_CACHE, else
+        ~/.cache/rag/indexes/), keyed by the folder's absolute path: nothing is written where the script runs."""
+        folder = Path(docs)
+        if not folder.is_dir():
+            raise CorpusError(f"corpus folder not found: {folder}")
+        s = Settings.of(**settings, docs_dir=folder, index_dir=Path(index) if index is not None else cached_index_dir(folder))
+        embedder, reader = shared_models(s)
+        if s.store or needs_indexing(s):
+            index_store(s, embedder, progress=False)
+        return cls.from_settings(s, rebuild=False, embedder=embedder, reader=reader, lock=_SHARED_LOCK)
+
+    @classmethod
+    def from_documents(cls, documents: Iterable[Document | str], **settings: object) -> Pipeline:
+        """Answer from documents held in memory (a `str` becomes `Document("doc-N.txt", text)`): indexed in
+        memory, nothing written to disk. Any Settings field is a keyword, as for from_folder."""
+        docs = memory_documents(documents)
+        s = Settings.of(**settings)
+        embedder, reader = shared_models(s)
+        return cls.from_settings(s, index=memory_index(docs, embedder, s), embedder=embedder, reader=reader,
+                                 lock=_SHARED_LOCK)
+
+    def ask(self, question: str, top_k: int | None = None) -> Answer:
+        """The answer to `question` from the documents, with citations, or an abstention (`answer` None)."""
+        return self.run(question, top_k)
+
+    def search(self, question: str, top_k: int | None = None) -> list[Passage]:
+        """The passages retrieval finds for `question`, best first (nothing is read)."""
+        question = self.check(question, top_k)
+        with self._lock, self.retriever.store.snapshot():
+            return self.retriever.run(question, top_k)
+
+    def check(self, question: object, top_k: int | None = None) -> str:
+        """The question as it will be answered (control characters out, white space collapsed), or a
+        QuestionError saying why it cannot be asked: not text, empty, or over the settings' limits."""
+        if not isinstance(question, str):
+            raise QuestionError(f"the question must be text, not {type(question).__name__}")
+        cleaned = clean_question(question)
+        if not cleaned:
+            raise QuestionError("the question is empty")
+        if len(question) > self.max_question_chars:
+            raise QuestionError(f"the question is {len(question)} characters long; the limit is {self.max_question_chars}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= self.max_top_k):
+            raise TopKError(f"must be a whole number between 1 and {self.max_top_k}, not {top_k!r}")
+        return cleaned
+
+    def close(self) -> None:
+        """Release the store's connections (a PostgreSQL pool); the models stay loaded until garbage."""
+        self.retriever.store.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def warm_up(self) -> None:
         if self._warm:
@@ -129,20 +222,21 @@ class Pipeline:
             "calibrated": self.calibrator is not None,
         }
 
-    def run(self, question: str, top_k: int | None = None) -> Answer:
+    def run(self, question: str, top_k: int | None = None, timings: dict[str, float] | None = None) -> Answer:
         """Answer `question` from the top_k retrieved passages, or abstain. The question is cleaned as the API
-        cleans it (control characters out, white space collapsed); an empty one is a QuestionError."""
-        if not isinstance(question, str):
-            raise QuestionError(f"the question must be text, not {type(question).__name__}")
-        question = clean_question(question)
-        if not question:
-            raise QuestionError("the question is empty")
+        cleans it (control characters out, white space collapsed); an empty one is a QuestionError. With
+        `timings`, the seconds of each stage are set in it: "retrieve", "read" (tokenize, forward pass, span
+        search) and "calibrate + cite" (the benchmark's stage profile)."""
+        question = self.check(question, top_k)
         with self._lock:
             self.warm_up()
             self.reader.check_question(question)  # before any work: a too-long question is refused, not cut
             with self.retriever.store.snapshot():  # passages and cited documents from one state of the store
+                started = time.perf_counter()
                 passages = self.retriever.run(question, top_k)
-                return self._answer(question, passages)
+                if timings is not None:
+                    timings["retrieve"] = time.perf_counter() - started
+                return self._answer(question, passages, timings=timings)
 
     def answer_from(self, question: str, passages: list[Passage], readings: list[ContextReading] | None = None) -> Answer:
         """Answer from given passages (the retrieved ones, or a gold paragraph in evaluation), and from
@@ -150,22 +244,34 @@ class Pipeline:
         with self._lock:
             return self._answer(question, passages, readings)
 
-    def _answer(self, question: str, passages: list[Passage], readings: list[ContextReading] | None = None) -> Answer:
-        judgement = self.judge(question, passages, readings)
+    def _answer(self, question: str, passages: list[Passage], readings: list[ContextReading] | None = None,
+                timings: dict[str, float] | None = None) -> Answer:
+        started = time.perf_counter()
+        judgement = self.judge(question, passages, readings, timings)
         best = judgement.best
         score, calibrated = round(judgement.probability, 4), self.calibrator is not None
         if best is None or judgement.probability < self.threshold:
-            return Answer(question, None, score, [], passages, calibrated)
-        return Answer(question, best.text, score, self._citations(best, passages), passages, calibrated)
+            answer = Answer(question, None, score, [], passages, calibrated)
+        else:
+            answer = Answer(question, best.text, score, self._citations(best, passages), passages, calibrated)
+        if timings is not None:
+            timings["calibrate + cite"] = time.perf_counter() - started - timings["read"]
+        return answer
 
-    def judge(self, question: str, passages: list[Passage], readings: list[ContextReading] | None = None) -> Judgement:
+    def judge(self, question: str, passages: list[Passage], readings: list[ContextReading] | None = None,
+              timings: dict[str, float] | None = None) -> Judgement:
         """Read all passages in one batch (unless their readings are given) and score the best answer's
-        chance of being right."""
+        chance of being right; with `timings`, the seconds spent reading are set in timings["read"]."""
         self.warm_up()
+        if timings is not None:
+            timings["read"] = 0.0  # unless read below
         if not passages:
             return Judgement(None, None, 0.0)
         if readings is None:
+            started = time.perf_counter()
             readings = self.reader.run(question, [p.chunk.text for p in passages])
+            if timings is not None:
+                timings["read"] = time.perf_counter() - started
         candidates = merge_candidates(readings)
         if not candidates:
             return Judgement(None, None, 0.0)

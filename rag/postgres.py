@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +24,17 @@ from rag.chunking import blob_chars, chunk_document
 from rag.config import DEFAULT_DOCS_DIR, Settings
 from rag.embedding import Embedder
 from rag.errors import RagError, UnavailableError
-from rag.index import CorpusFolderMismatchError, StaleIndexError, file_changes, index_params, summarize, tokenize
+from rag.index import (
+    CorpusFolderMismatchError,
+    IndexReport,
+    StaleIndexError,
+    file_changes,
+    index_params,
+    summarize,
+    tokenize,
+)
 from rag.ingest import CorpusError, load_corpus
+from rag.text import plural
 from rag.types import Chunk, Document
 
 log = logging.getLogger(__name__)
@@ -111,20 +120,6 @@ def lexeme(token: str) -> str:
 def lexemes(tokens: list[str]) -> str:
     """A tsvector literal of the tokens with their positions, so a term's count is its number of positions."""
     return " ".join(f"{lexeme(t)}:{min(i, 16383)}" for i, t in enumerate(tokens, start=1))
-
-
-@dataclass
-class IndexReport:
-    """What one `rag index --store` did."""
-
-    documents: int
-    passages: int
-    added_or_changed: int
-    removed: int
-    embedded: int
-    seconds: float
-    skipped: dict[str, str]
-    unsupported: dict[str, int] = field(default_factory=dict)
 
 
 class PostgresStore:
@@ -363,6 +358,9 @@ class PostgresStore:
     def refresh(self) -> bool:
         return False  # every read goes to the database: another process's updates are seen as they commit
 
+    def corpus_watch(self, settings: Settings) -> None:
+        return None  # a shared database changes by itself; `rag index --store` keeps it in step
+
 
 class PostgresDocuments(Mapping):
     """source -> Document, read from the database when asked (it may change under a running server)."""
@@ -439,8 +437,11 @@ def index_postgres(settings: Settings, embedder: Embedder, store: PostgresStore 
                     finally:
                         conn.autocommit = False  # back to the pool as the others are
         documents, passages = store.counts()
-        return IndexReport(documents, passages, len(changed), len(removed), embedded,
-                           round(time.perf_counter() - started, 2), corpus.skipped, corpus.unsupported)
+        with store.connection() as conn:
+            formats = dict(conn.execute("SELECT format, count(*) FROM rag_documents GROUP BY format ORDER BY format").fetchall())
+        how = (f"{len(changed)} added or changed, {len(removed)} removed, {plural(embedded, 'passage')} embedded")
+        return IndexReport(documents, passages, round(time.perf_counter() - started, 2), how, "PostgreSQL store",
+                           docs, formats, corpus.skipped, corpus.unsupported, embedded, len(changed), len(removed))
     finally:
         if own:
             store.close()

@@ -96,7 +96,9 @@ def load_qa_model(path: str | Path, name: str):
     encoder, which transformers would give a randomly initialised head that answers nonsense) is refused."""
     import torch
     from transformers import AutoModelForQuestionAnswering
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a local model: no "Loading weights" bar in the user's output
     model, info = AutoModelForQuestionAnswering.from_pretrained(path, dtype=torch.float32, output_loading_info=True)
     missing = sorted(info.get("missing_keys") or ())
     if missing:
@@ -194,10 +196,13 @@ class Reader:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Reader:
-        return cls(settings.reader_model, settings.max_seq_length, settings.doc_stride, settings.max_answer_tokens,
-                   settings.n_best, settings.reader_batch_size, settings.max_question_tokens,
-                   settings.max_windows_per_passage, settings.max_windows_per_question, settings.reader_backend,
-                   settings.torch_threads)
+        """The reader the settings describe (every value passed by name)."""
+        return cls(model=settings.reader_model, max_seq_length=settings.max_seq_length, doc_stride=settings.doc_stride,
+                   max_answer_tokens=settings.max_answer_tokens, n_best=settings.n_best,
+                   batch_size=settings.reader_batch_size, max_question_tokens=settings.max_question_tokens,
+                   max_windows_per_context=settings.max_windows_per_passage,
+                   max_windows=settings.max_windows_per_question, backend=settings.reader_backend,
+                   threads=settings.torch_threads)
 
     def attach(self, model) -> None:
         """Use a torch model already in memory (training's, just saved to this reader's folder) instead of

@@ -6,8 +6,8 @@ from collections.abc import Hashable
 
 from rag.config import RETRIEVAL_MODES, Settings
 from rag.embedding import Embedder
-from rag.index import SearchIndex, open_index, tokenize
-from rag.store import FileStore, Store
+from rag.index import SearchIndex, tokenize
+from rag.store import FileStore, Store, open_store
 from rag.types import Passage
 
 MODES = RETRIEVAL_MODES
@@ -42,8 +42,8 @@ class Retriever:
     def from_settings(cls, store: Store | SearchIndex, embedder: Embedder, settings: Settings, mode: str | None = None,
                       top_k: int | None = None) -> Retriever:
         """A retriever with the settings' fusion parameters; `mode` and `top_k` override theirs."""
-        return cls(store, embedder, mode or settings.retrieval_mode, top_k or settings.top_k, settings.rrf_k,
-                   settings.candidates_per_retriever, settings.dense_weight)
+        return cls(store, embedder, mode=mode or settings.retrieval_mode, top_k=top_k or settings.top_k,
+                   rrf_k=settings.rrf_k, candidates=settings.candidates_per_retriever, dense_weight=settings.dense_weight)
 
     @classmethod
     def open(cls, settings: Settings, embedder: Embedder | None = None, index: SearchIndex | None = None,
@@ -54,11 +54,7 @@ class Retriever:
         embedder = embedder or Embedder.from_settings(settings)
         if index is not None:
             return cls.from_settings(index, embedder, settings)
-        if settings.store:
-            from rag.postgres import PostgresStore
-
-            return cls.from_settings(PostgresStore.open(settings, embedder, rebuild=rebuild), embedder, settings)
-        return cls.from_settings(open_index(settings, embedder, rebuild=rebuild), embedder, settings)
+        return cls.from_settings(open_store(settings, embedder, rebuild=rebuild), embedder, settings)
 
     @property
     def index(self) -> SearchIndex:

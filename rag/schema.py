@@ -7,18 +7,18 @@ from rag.config import Settings
 from rag.text import clean_question
 from rag.types import Answer
 
-MAX_QUESTION_CHARS = Settings.max_question_chars
-MAX_TOP_K = Settings.max_top_k
-
 
 class AskRequest(BaseModel):
     """A question to answer from the indexed documents."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"question": "Who did Anthropic hire to lead its infrastructure effort?", "top_k": 5}]})
 
-    question: str = Field(..., description=f"The question, 1 to {MAX_QUESTION_CHARS} characters (not only white space).",
-                          max_length=MAX_QUESTION_CHARS)
-    top_k: StrictInt | None = Field(None, ge=1, le=MAX_TOP_K, description=f"Passages to retrieve and read (1-{MAX_TOP_K}; default {Settings.top_k}).")
+    # The limits are the server's Settings (max_question_chars, max_top_k; checked by Pipeline.check), not
+    # constants fixed here at import: the defaults are in the descriptions.
+    question: str = Field(..., description=f"The question, 1 to {Settings.max_question_chars} characters by default "
+                                           "(Settings.max_question_chars; not only white space).")
+    top_k: StrictInt | None = Field(None, ge=1, description=f"Passages to retrieve and read (1 to Settings.max_top_k, "
+                                                            f"{Settings.max_top_k} by default; default {Settings.top_k}).")
 
     @field_validator("question")
     @classmethod

@@ -18,7 +18,6 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from rag.config import Settings
 from rag.errors import QuestionError, RagError, UnavailableError
-from rag.ingest import CorpusWatch
 from rag.pipeline import Pipeline
 from rag.schema import AskRequest, AskResponse, DocumentResponse, HealthResponse
 
@@ -182,9 +181,13 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
     async def lifespan(app: FastAPI):
         app.state.pipeline = pipeline or Pipeline.from_settings(settings, rebuild=rebuild)
         store = app.state.pipeline.retriever.store
-        app.state.watch = _watch(settings, store)
+        app.state.watch = store.corpus_watch(settings)
         log.info("ready: %d documents, %d passages (%s store)", *store.counts(), store.kind)
-        yield
+        try:
+            yield
+        finally:
+            if pipeline is None:  # built here, so released here (a PostgreSQL pool's connections)
+                app.state.pipeline.close()
 
     app = FastAPIOffline(  # /docs and /redoc from the package's own copies of Swagger UI and ReDoc, not a CDN
         title="rag: extractive question answering",
@@ -207,7 +210,7 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
         """The one mapping of the package's errors: a bad question is the client's (422), anything else
         (a damaged model or index found while answering) is ours (500), each with its one-line message."""
         if isinstance(exc, QuestionError):
-            return JSONResponse(status_code=422, content={"detail": f"question: {exc}"})
+            return JSONResponse(status_code=422, content={"detail": f"{exc.field}: {exc}"})
         if isinstance(exc, UnavailableError):  # the database is down or slow: the client may retry
             log.error("unavailable on %s %s: %s", request.method, request.url.path, exc)
             return JSONResponse(status_code=503, content={"detail": str(exc)}, headers={"Retry-After": "5"})
@@ -275,20 +278,12 @@ async def _corpus_changes(app: FastAPI) -> dict[str, str]:
     return await run_in_threadpool(watch.check) if watch is not None else {}
 
 
-def _watch(settings: Settings, store) -> CorpusWatch | None:
-    """What notices corpus files changed since the file index was built (a shared database changes by itself)."""
-    if store.kind != "files" or store.docs_dir is None or not store.docs_dir.is_dir():
-        return None
-    return CorpusWatch(store.docs_dir, store.file_hashes(), settings.follow_links, settings.max_file_bytes,
-                       settings.corpus_check_seconds)
-
-
 async def _take_up_rebuilds(app: FastAPI, settings: Settings) -> None:
     """An index rebuilt on disk by `rag index` replaces the loaded one between questions (one stat per
     request), and the corpus watch starts again from the new build's files."""
     pipeline = app.state.pipeline
     if await run_in_threadpool(pipeline.refresh):
-        app.state.watch = await run_in_threadpool(_watch, settings, pipeline.retriever.store)
+        app.state.watch = await run_in_threadpool(pipeline.retriever.store.corpus_watch, settings)
 
 
 def uvicorn_limits() -> dict:

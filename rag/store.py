@@ -1,6 +1,7 @@
 """Index stores: where the passages, their vectors and their documents live, behind the few questions the
 retriever and the pipeline ask. Two implementations: the files in `index/` (FAISS + bm25s, the default,
-here) and PostgreSQL + pgvector (rag.postgres), chosen by Settings.store."""
+here) and PostgreSQL + pgvector (rag.postgres), chosen by Settings.store in the factories at the end of
+this module, the one place that knows the kinds."""
 from __future__ import annotations
 
 import contextlib
@@ -11,7 +12,19 @@ from typing import Protocol
 
 import numpy as np
 
-from rag.index import IndexLoadError, SearchIndex, index_identity, load_index, recorded_corpus
+from rag.config import Settings
+from rag.embedding import Embedder
+from rag.index import (
+    IndexLoadError,
+    IndexReport,
+    SearchIndex,
+    index_corpus,
+    index_identity,
+    load_index,
+    open_index,
+    recorded_corpus,
+)
+from rag.ingest import CorpusWatch
 from rag.types import Chunk, Document
 
 log = logging.getLogger(__name__)
@@ -48,6 +61,12 @@ class Store(Protocol):
     def refresh(self) -> bool:
         """Take up a newer index written by another process (`rag index`); True when it did. Called between
         questions, never during one."""
+
+    def corpus_watch(self, settings: Settings) -> CorpusWatch | None:
+        """What notices corpus files changed since indexing (None where the store changes by itself)."""
+
+    def close(self) -> None:
+        """Release what the store holds open (connections)."""
 
 
 class FileStore:
@@ -105,3 +124,40 @@ class FileStore:
         self.index, self.documents, self.docs_dir = index, index.documents, index.docs_dir
         log.info("the index at %s was rebuilt: reloaded (%d documents, %d passages)", path, *self.counts())
         return True
+
+    def corpus_watch(self, settings: Settings) -> CorpusWatch | None:
+        if self.docs_dir is None or not self.docs_dir.is_dir():
+            return None
+        return CorpusWatch(self.docs_dir, self.file_hashes(), settings.follow_links, settings.max_file_bytes,
+                           settings.corpus_check_seconds)
+
+    def close(self) -> None:
+        pass  # all in memory
+
+
+def open_store(settings: Settings, embedder: Embedder, rebuild: bool = True) -> Store:
+    """The store the settings name, kept in step with its corpus folder (rag.index.open_index, or the
+    PostgreSQL store's own open)."""
+    if settings.store:
+        from rag.postgres import PostgresStore
+
+        return PostgresStore.open(settings, embedder, rebuild=rebuild)
+    return FileStore(open_index(settings, embedder, rebuild=rebuild))
+
+
+def read_store(settings: Settings) -> Store:
+    """The store as it stands, to read documents from (no model loaded, nothing compared): `rag show`."""
+    if settings.store:
+        from rag.postgres import PostgresStore
+
+        return PostgresStore(settings)
+    return FileStore(load_index(settings.index_dir))
+
+
+def index_store(settings: Settings, embedder: Embedder, full: bool = False, progress: bool = True) -> IndexReport:
+    """An explicit `rag index` into the store the settings name: added, changed and removed files."""
+    if settings.store:
+        from rag.postgres import index_postgres
+
+        return index_postgres(settings, embedder, full=full, progress=progress)
+    return IndexReport.of(index_corpus(settings, embedder, progress=progress, full=full))

@@ -170,18 +170,36 @@ def test_an_uncalibrated_reader_says_so_everywhere(tmp_path, settings, seed_inde
 # --- Bench after the plain install, bad QA records, empty questions ------------------------------------------
 
 def test_bench_runs_without_httpx():
+    """After the README's plain install (no httpx): `rag bench` parses, and its HTTP client (the standard
+    library's) talks to a server."""
     code = textwrap.dedent("""
-        import sys
+        import http.server, json, sys, threading
         sys.modules["httpx"] = None  # as after the README's plain install: importing it fails
         from rag.offline import bench
         from rag.cli import main
+
+        class Health(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = json.dumps({"status": "ok"}).encode()
+                self.send_response(200)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        print(bench.http_json("GET", f"http://127.0.0.1:{server.server_port}/health"))
         try:
-            main(["bench", "--curve", "x.json"])
+            main(["bench", "curve", "x.json"])
         except SystemExit as exit:
             print("exit", exit.code)
     """)
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert "exit 2" in out.stdout and "--curve needs --readers" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert "(200, {'status': 'ok'})" in out.stdout and "exit 2" in out.stdout, out.stderr
+    assert "--readers" in out.stderr and "Traceback" not in out.stderr and "httpx" not in out.stderr
 
 
 def test_bad_qa_records_are_one_line_errors(tmp_path, caplog):
@@ -342,7 +360,7 @@ def test_ctrl_c_in_the_interactive_prompt_cancels_the_line_and_ctrl_d_leaves():
         assert b"question> " in _read_until(fd, b"question> ", 120)
         os.write(fd, b"half a question\x03")
         after = _read_until(fd, b"question> ", 30)
-        assert b"^C" in after and b"question> " in after and b"interrupted" not in after
+        assert b"rag: cancelled" in after and b"question> " in after and b"interrupted" not in after
         os.write(fd, b"Who did Anthropic hire to lead its infrastructure effort?\r")
         answered = _read_until(fd, b"question> ", 120)
         assert b"Eric Boyd" in answered, answered

@@ -10,6 +10,8 @@ from rag.embedding import resolve_embedding_model
 from rag.offline.squad import load_squad
 from rag.offline.training import Example, extra_examples, windows
 
+from conftest import REPO
+
 
 @pytest.fixture(scope="module")
 def tokenizer():
@@ -155,3 +157,33 @@ def test_long_contexts_become_passages_around_the_answer_with_a_negative():
     assert passage.context in text and negative.context in text
     assert negative.answer_start is None and negative.origin == "extra-negative" and "word1500 " not in negative.context
     assert short.context == "tiny text"
+
+
+def _study_script():
+    """scripts/calibration_study.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("calibration_study", REPO / "scripts" / "calibration_study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_calibration_study_features_read_the_question_and_the_answer():
+    study = _study_script()
+    assert study.type_match("How many moons does Mars have?", "two") == 1.0
+    assert study.type_match("Who wrote the novel?", "a novel") == 0.0
+    assert study.type_match("What is the lamp made of?", "glass") == 0.5
+    assert study.content_words("The Normans of France") == {"normans", "france"}
+
+
+def test_calibrate_reader_study_without_the_script_says_how_to_run_it(monkeypatch, tmp_path, capsys):
+    """`rag calibrate-reader --study` runs scripts/calibration_study.py; an installation without the
+    repository's scripts/ folder is told so, not given a traceback."""
+    import rag.config
+    from rag.cli import main
+
+    monkeypatch.setattr(rag.config, "REPO_DIR", tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["calibrate-reader", "--study", "--train", "x.json", "--model", "m"])
+    assert exit_.value.code == 2 and "python scripts/calibration_study.py --train" in capsys.readouterr().err

@@ -1,7 +1,9 @@
-"""Benchmark (`rag bench`): start the real server, measure /ask latency and throughput at several
-concurrency levels over the seed questions, and the server's peak memory; print a table."""
+"""Benchmarks (`rag bench serve|backends|scale|stores|incremental|curve`). `rag bench serve`: start the real
+server, measure /ask latency and throughput at several concurrency levels over the seed questions, and the
+server's peak memory; print a table. The others are the run_*_benchmark functions below."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -14,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-QUESTIONS_FILE = Path("eval/qa.jsonl")
+from rag.config import REPO_DIR
+
+QUESTIONS_FILE = REPO_DIR / "eval" / "qa.jsonl"  # the seed questions, found from the package, not the working folder
 FALLBACK_QUESTIONS = [
     "Who did Anthropic hire to lead its infrastructure effort?",
     "What feature did Anthropic launch for enterprise clients?",
@@ -104,10 +108,23 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def load_questions() -> list[str]:
-    if QUESTIONS_FILE.is_file():
-        return [json.loads(line)["question"] for line in QUESTIONS_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return FALLBACK_QUESTIONS
+def load_questions(path: Path | None = None) -> list[str]:
+    """The questions of a JSONL set (one {"question": ...} a line). By default the repository's
+    eval/qa.jsonl, or a few built-in questions where it is absent (an installed package); a file given
+    must exist."""
+    if path is None:
+        if not QUESTIONS_FILE.is_file():
+            return FALLBACK_QUESTIONS
+        path = QUESTIONS_FILE
+    return [json.loads(line)["question"] for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _shown(path: Path) -> Path:
+    """A path as a report names it: relative to the working folder when inside it."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 
 def measure(url: str, questions: list[str], concurrency: int, n: int) -> dict:
@@ -133,9 +150,11 @@ def measure(url: str, questions: list[str], concurrency: int, n: int) -> dict:
 
 
 def run_benchmark(requests_per_level: int = 48, levels: list[int] | None = None, docs: Path | None = None,
-                  index: Path | None = None) -> str:
+                  index: Path | None = None, questions_file: Path | None = None) -> str:
+    """`rag bench serve`: `requests_per_level` /ask requests at each concurrency level through a real
+    `rag serve`, over the questions of `questions_file` (load_questions)."""
     levels = levels or [1, 4, 16]
-    questions = load_questions()
+    questions = load_questions(questions_file)
     port = free_port()
     proc = start_server(port, docs, index)
     try:
@@ -157,7 +176,7 @@ def run_benchmark(requests_per_level: int = 48, levels: list[int] | None = None,
     return "\n".join(lines)
 
 
-def run_incremental_benchmark(squad_file: Path, n_files: int = 1000, workdir: Path = Path("build/incremental-bench")) -> str:
+def run_incremental_benchmark(squad_file: Path, workdir: Path, n_files: int = 1000) -> str:
     """Index a corpus of `n_files` text files (distinct contexts of a SQuAD-format file) in full, change one
     file, index again incrementally, and compare the two times; also check the result equals a full rebuild."""
     import shutil
@@ -203,10 +222,11 @@ def run_incremental_benchmark(squad_file: Path, n_files: int = 1000, workdir: Pa
     ])
 
 
-def run_store_benchmark(dsn: str, squad_file: Path, passages: int = 10_000, requests: int = 24,
-                        workdir: Path = Path("build/store-bench")) -> str:
-    """File store against PostgreSQL + pgvector on the seeds and on a corpus of about `passages` passages
-    (one file per distinct context of `squad_file` and the extra file beside it): index build time, size,
+def run_store_benchmark(dsn: str, squad_file: Path, workdir: Path, passages: int = 10_000, requests: int = 24,
+                        seeds: Path = Path("seeds"), questions_file: Path | None = None) -> str:
+    """File store against PostgreSQL + pgvector on the seeds (the folder `seeds`, asked the questions of
+    `questions_file`, load_questions) and on a corpus of about `passages` passages (one file per distinct
+    context of `squad_file` and the extra file beside it, written under `workdir`): index build time, size,
     /ask p50/p95 through a real `rag serve` (one request at a time), its peak memory; on the seeds also
     `rag eval` through each store and two servers on one database answering the same questions. Creates
     (and replaces) the databases rag_bench_seeds and rag_bench_corpus on the server of `dsn`."""
@@ -224,12 +244,12 @@ def run_store_benchmark(dsn: str, squad_file: Path, passages: int = 10_000, requ
     shutil.rmtree(workdir, ignore_errors=True)
     corpus = workdir / "docs"
     count, questions_big, _ = passage_corpus(squad_file, passages, corpus, requests)
-    seeds = Path("seeds")
+    qa_file = questions_file or QUESTIONS_FILE
     admin = conninfo_to_dict(dsn)
     embedder = Embedder.from_settings(Settings())
     embedder.warm_up()
     rows, notes = [], []
-    for name, docs, questions in (("seeds", seeds, load_questions()), (f"{count:,} passages", corpus, questions_big)):
+    for name, docs, questions in (("seeds", seeds, load_questions(questions_file)), (f"{count:,} passages", corpus, questions_big)):
         database = "rag_bench_seeds" if docs == seeds else "rag_bench_corpus"
         with psycopg.connect(make_conninfo(**admin), autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
@@ -250,8 +270,8 @@ def run_store_benchmark(dsn: str, squad_file: Path, passages: int = 10_000, requ
                         f"{built.manifest['n_chunks'] / seconds:.0f} | {size / 2**20:.1f} | {m['p50_ms']:.0f} | "
                         f"{m['p95_ms']:.0f} | {m['errors']} | {peak:.0f} |")
         if docs == seeds:
-            a = evaluate_qa_file(Settings(docs_dir=docs, index_dir=index_dir), QUESTIONS_FILE, rebuild=False).metrics
-            b = evaluate_qa_file(Settings(docs_dir=docs, store=store), QUESTIONS_FILE, rebuild=False).metrics
+            a = evaluate_qa_file(Settings(docs_dir=docs, index_dir=index_dir), qa_file, rebuild=False).metrics
+            b = evaluate_qa_file(Settings(docs_dir=docs, store=store), qa_file, rebuild=False).metrics
             keys = ("exact_match", "f1", "no_answer_accuracy", "citation_accuracy", "recall_at_k")
             notes.append("rag eval on the seeds, files / postgresql: " + ", ".join(f"{k} {a[k]} / {b[k]}" for k in keys))
             ports = [free_port(), free_port()]
@@ -320,43 +340,68 @@ STAGES = ("embed question", "dense search", "BM25 search", "fuse + fetch passage
           "reader forward pass", "span search", "calibrate + cite")
 
 
+@contextlib.contextmanager
+def _timing_calls(seconds: dict[str, float], calls: dict[str, list[tuple[object, str]]]):
+    """While open, each (object, method name) listed under a stage in `calls` is wrapped on that object so
+    the seconds its calls take add up in seconds[stage]; the objects are as before afterwards."""
+    missing = object()
+    wrapped = []
+
+    def timed(stage: str, method):
+        def call(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                seconds[stage] += time.perf_counter() - started
+        return call
+
+    try:
+        for stage, targets in calls.items():
+            for obj, name in targets:
+                wrapped.append((obj, name, vars(obj).get(name, missing)))
+                setattr(obj, name, timed(stage, getattr(obj, name)))
+        yield
+    finally:
+        for obj, name, before in reversed(wrapped):
+            if before is missing:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, before)
+
+
 def profile_stages(pipeline, questions: list[str], rounds: int = 3) -> dict[str, list[float]]:
-    """Milliseconds spent in each stage of one answer, per question: the same calls `Pipeline.run` makes
-    in the default hybrid mode, timed one by one."""
+    """Milliseconds spent in each stage of one answer, per question: `pipeline.run` itself, its stage
+    timings ("retrieve", "calibrate + cite"), and within them the calls it makes to the embedder, the
+    store, the retriever's BM25 search and the reader, each timed where it is made."""
     retriever, reader = pipeline.retriever, pipeline.reader
+    seconds: dict[str, float] = {}
+    calls = {"embed question": [(retriever.embedder, "run")], "dense search": [(retriever.store, "dense_ranking")],
+             "BM25 search": [(retriever, "bm25_ranking")], "tokenize windows": [(reader, "encode"), (reader, "kept_windows")],
+             "reader forward pass": [(reader, "logits")], "span search": [(reader, "readings")]}
     times: dict[str, list[float]] = {s: [] for s in (*STAGES, "total")}
-    for question in questions * rounds:
-        clock = [time.perf_counter()]
-        with retriever.store.snapshot():
-            n = max(retriever.candidates, retriever.top_k)
-            vector = retriever.embedder.run([question])
-            clock.append(time.perf_counter())
-            dense = retriever.store.dense_ranking(vector, n)
-            clock.append(time.perf_counter())
-            lexical = retriever.bm25_ranking(question, n)
-            clock.append(time.perf_counter())
-            passages = retriever.passages(retriever.hybrid_ranking(dense, lexical)[: retriever.top_k])
-            clock.append(time.perf_counter())
-            contexts = [p.chunk.text for p in passages]
-            encoding = reader.encode([question] * len(contexts), contexts)
-            windows = reader.kept_windows(encoding, reader.max_windows)
-            clock.append(time.perf_counter())
-            start, end = reader.logits(encoding, windows)
-            clock.append(time.perf_counter())
-            readings = reader.readings(encoding, windows, start, end, contexts)
-            clock.append(time.perf_counter())
-            pipeline.answer_from(question, passages, readings)
-            clock.append(time.perf_counter())
-        for stage, a, b in zip(STAGES, clock, clock[1:]):
-            times[stage].append((b - a) * 1000)
-        times["total"].append((clock[-1] - clock[0]) * 1000)
+    with _timing_calls(seconds, calls):
+        for question in questions * rounds:
+            seconds.update(dict.fromkeys(calls, 0.0))
+            stages: dict[str, float] = {}
+            started = time.perf_counter()
+            pipeline.run(question, timings=stages)
+            total = time.perf_counter() - started
+            seconds["fuse + fetch passages"] = stages["retrieve"] - sum(
+                seconds[s] for s in ("embed question", "dense search", "BM25 search"))
+            seconds["calibrate + cite"] = stages["calibrate + cite"]
+            for stage in STAGES:
+                times[stage].append(seconds[stage] * 1000)
+            times["total"].append(total * 1000)
     return times
 
 
-def run_backend_benchmark(requests: int = 48, workdir: Path = Path("build/backend-bench")) -> str:
+def run_backend_benchmark(workdir: Path, requests: int = 48, questions_file: Path | None = None) -> str:
     """The reader's three runtimes side by side on the seeds: torch fp32, its fp32 ONNX export and its
-    int8 ONNX export through ONNX Runtime. For each: /ask p50/p95 through a real `rag serve` (one request
-    at a time), answer quality (`rag eval` on the hand-written set, in process) and the per-stage profile."""
+    int8 ONNX export through ONNX Runtime (made in a copy of the shipped reader under `workdir`). For each:
+    /ask p50/p95 through a real `rag serve` (one request at a time), answer quality (`rag eval` on the
+    hand-written set `questions_file`, default the repository's eval/qa.jsonl, in process) and the
+    per-stage profile."""
     import shutil
 
     from rag.config import PACKAGED_READER_DIR, Settings
@@ -374,7 +419,8 @@ def run_backend_benchmark(requests: int = 48, workdir: Path = Path("build/backen
     prepare_fast_start(base)
     embedder = Embedder.from_settings(base)
     index = open_index(base, embedder)
-    questions, items = load_questions(), load_qa(QUESTIONS_FILE)
+    qa_file = questions_file or QUESTIONS_FILE
+    questions, items = load_questions(qa_file), load_qa(qa_file)
     runs = (("torch fp32", PACKAGED_READER_DIR, "torch"), ("onnxruntime fp32", PACKAGED_READER_DIR, "auto"),
             ("onnxruntime int8", int8_folder, "onnx"))
     rows, profiles, answers = [], {}, {}
@@ -394,7 +440,7 @@ def run_backend_benchmark(requests: int = 48, workdir: Path = Path("build/backen
                     f"{q['exact_match']:.1f} | {q['f1']:.1f} | {q['no_answer_accuracy']:.1f} | {changed} of {len(items)} |")
     lines = [
         f"machine: {platform.machine()}, {os.cpu_count()} cores; {_cpu_flags()}; /ask through `rag serve`, one request at a "
-        f"time, {requests} requests over {len(questions)} seed questions after 3 warm-up; quality: `rag eval` on {QUESTIONS_FILE}",
+        f"time, {requests} requests over {len(questions)} seed questions after 3 warm-up; quality: `rag eval` on {_shown(qa_file)}",
         "| reader runtime | /ask p50 (ms) | /ask p95 (ms) | forward pass p50 (ms) | EM | F1 | NoAns acc. | answers unlike torch fp32 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
@@ -431,13 +477,12 @@ def _run_measured(cmd: list[str], log: Path) -> tuple[float, float]:
     return time.perf_counter() - started, usage.ru_maxrss / 1024
 
 
-def run_scale_benchmark(squad_file: Path, sizes: list[int], requests: int = 48,
-                        workdir: Path = Path("build/scale-bench"), plot: Path = Path("docs/scale.png")) -> str:
+def run_scale_benchmark(squad_file: Path, sizes: list[int], workdir: Path, plot: Path, requests: int = 48) -> str:
     """How cost grows with the corpus: for each size, a corpus of that many passages (one file per distinct
     SQuAD context, then copies of them past the ~19,700 distinct ones), `rag index --full` in a child
     process (its build time as the index records it, the process's wall time and peak memory, the index's
     size on disk), then /ask p50/p95 through `rag serve` (one request at a time, questions about the corpus)
-    and the server's peak memory. Writes a plot."""
+    and the server's peak memory. The corpora and indexes go under `workdir`; writes a plot to `plot`."""
     import shutil
 
     from rag.config import Settings
@@ -523,16 +568,18 @@ def _plot_scale(rows: list[dict], path: Path) -> str:
     return f"plot: {path}"
 
 
-def run_learning_curve(squad_file: Path, readers: list[tuple[str, Path]], plot: Path = Path("docs/learning-curve.png")) -> str:
+def run_learning_curve(squad_file: Path, readers: list[tuple[str, Path]], plot: Path,
+                       questions_file: Path | None = None) -> str:
     """Cumulative training's learning curve: for each reader version, the training windows its lineage saw
     against its dev F1s (from its reader_meta.json), its hand-written seed-set F1 and its SQuAD test-article
     F1 (both evaluated here, open-domain, at its own threshold), with the wrong answers (answers given with
-    F1 < 50) of each. Table and plot."""
+    F1 < 50) of each. Table and plot (to `plot`); the seed set is `questions_file` (default the repository's
+    eval/qa.jsonl)."""
     from rag.config import Settings
     from rag.embedding import Embedder
     from rag.index import memory_index, open_index
     from rag.offline.evaluation import load_qa, run_items, squad_items
-    from rag.offline.squad import squad_corpus
+    from rag.offline.squad import is_right, squad_corpus
     from rag.offline.training import lineage_of, lineage_totals
     from rag.pipeline import Pipeline
     from rag.reader import Reader, load_reader_meta
@@ -542,7 +589,8 @@ def run_learning_curve(squad_file: Path, readers: list[tuple[str, Path]], plot: 
     seed_index = open_index(settings, embedder)
     questions, pairs = squad_items(squad_file, None, "test")
     test_index = memory_index(squad_corpus(questions), embedder, settings)
-    items, test_items = load_qa(QUESTIONS_FILE), [item for _, item in pairs]
+    qa_file = questions_file or QUESTIONS_FILE
+    items, test_items = load_qa(qa_file), [item for _, item in pairs]
     rows, previous = [], []
     for label, folder in readers:
         meta = load_reader_meta(folder)
@@ -559,7 +607,7 @@ def run_learning_curve(squad_file: Path, readers: list[tuple[str, Path]], plot: 
                           name=f"{label} seeds")
         test = run_items(Pipeline.from_settings(settings_r, index=test_index, embedder=embedder, reader=reader),
                          test_items, name=f"{label} test")
-        wrong = lambda report: sum(r.prediction is not None and r.f1 < 0.5 for r in report.rows)  # noqa: E731
+        wrong = lambda report: sum(r.prediction is not None and not is_right(r.f1) for r in report.rows)  # noqa: E731
         rows.append({"version": label, "folder": str(folder), "windows_seen": totals["windows_seen"], "steps": totals["steps"],
                      "dev_gold_forced_f1": meta.get("dev_gold_paragraph", {}).get("forced_answer", {}).get("f1"),
                      "dev_open_f1": meta.get("calibration_report", {}).get("open_domain", {}).get("at_threshold", {}).get("f1"),
@@ -568,7 +616,7 @@ def run_learning_curve(squad_file: Path, readers: list[tuple[str, Path]], plot: 
                      "test_f1": test.metrics["f1"], "test_wrong": wrong(test)})
     fmt = lambda x: "–" if x is None else f"{x:.1f}"  # noqa: E731
     lines = [
-        f"seed set: {QUESTIONS_FILE} ({len(items)} questions); test: the {len(test_items)} questions of the test articles of"
+        f"seed set: {_shown(qa_file)} ({len(items)} questions); test: the {len(test_items)} questions of the test articles of"
         f" {squad_file.name}, open-domain over their paragraphs; each reader at its own calibrated threshold",
         "| version | windows seen | steps | dev gold ¶ forced F1 | dev open-domain F1 (threshold) | seed F1 | seed wrong answers "
         "| test F1 | test wrong answers |",

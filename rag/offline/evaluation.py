@@ -13,7 +13,16 @@ from tqdm import tqdm
 
 from rag.config import Settings
 from rag.errors import RagError
-from rag.offline.squad import DEV_TITLES, TEST_TITLES, gold_passage, load_squad, normalize_answer, score_prediction, squad_corpus
+from rag.offline.squad import (
+    DEV_TITLES,
+    TEST_TITLES,
+    gold_passage,
+    load_squad,
+    normalize_answer,
+    score_prediction,
+    squad2_scores,
+    squad_corpus,
+)
 from rag.pipeline import Pipeline
 from rag.text import clean_question
 
@@ -130,14 +139,12 @@ def metrics(rows: list[Row]) -> dict:
     answered = [r for r in has if r.prediction is not None]
     pct = lambda xs: round(100.0 * float(np.mean(xs)), 2) if xs else None  # noqa: E731
     latencies = [r.seconds * 1000 for r in rows]
+    squad = squad2_scores([(bool(r.item.answers), r.em, r.f1) for r in rows], empty=None)
     out = {
         "n": len(rows),
         "n_answerable": len(has),
         "n_unanswerable": len(no),
-        "exact_match": pct([r.em for r in rows]),
-        "f1": pct([r.f1 for r in rows]),
-        "has_answer_f1": pct([r.f1 for r in has]),
-        "no_answer_accuracy": pct([r.em for r in no]),
+        **{k: None if v is None else round(v, 2) for k, v in squad.items()},  # exact_match, f1, has_answer_f1, no_answer_accuracy
         "answered_answerable": pct([r.prediction is not None for r in has]),
         "citation_accuracy": pct([r.cited in r.item.sources for r in answered]),
         "recall_at_k": pct([any(s in r.item.sources for s in r.retrieved) for r in has]),

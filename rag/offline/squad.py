@@ -1,10 +1,12 @@
 """SQuAD 2.0 files and metrics: loading, article-disjoint splits, the official answer normalisation
-(plus Unicode folding of typographic punctuation), exact match and token F1."""
+(plus Unicode folding of typographic punctuation), exact match and token F1, their aggregates, and when
+an answer counts as right."""
 from __future__ import annotations
 
 import collections
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +97,41 @@ def score_prediction(prediction: str | None, golds: list[str] | tuple[str, ...])
     return max(exact_match(prediction, g) for g in golds), max(token_f1(prediction, g) for g in golds)
 
 
+#: An answer is right when its token F1 against the gold answers reaches this: the label the answerability
+#: model is fitted to, and what counts of "wrong answers" count against (an answer to an unanswerable
+#: question scores 0, so it is never right).
+RIGHT_F1 = 0.5
+
+
+def is_right(f1: float) -> bool:
+    """Whether an answer with this F1 (score_prediction's, in [0, 1]) is right."""
+    return f1 >= RIGHT_F1
+
+
+def squad2_scores(scores: Iterable[tuple[bool, float, float]], empty: float | None = 0.0) -> dict[str, float | None]:
+    """The SQuAD 2.0 aggregates, in percent and unrounded, of (answerable, exact match, F1) per question:
+    exact match and F1 over all questions, HasAns F1 over the answerable ones, NoAns accuracy over the
+    unanswerable ones; `empty` for a group without questions."""
+    rows = list(scores)
+
+    def pct(xs: list[float]) -> float | None:
+        return 100.0 * sum(xs) / len(xs) if xs else empty
+
+    return {
+        "exact_match": pct([em for _, em, _ in rows]),
+        "f1": pct([f1 for _, _, f1 in rows]),
+        "has_answer_f1": pct([f1 for answerable, _, f1 in rows if answerable]),
+        "no_answer_accuracy": pct([em for answerable, em, _ in rows if not answerable]),
+    }
+
+
+def squad2_metrics(questions: list[Question], predictions: list[str | None]) -> dict[str, float]:
+    """squad2_scores of predictions (None = abstain) and the number of questions `n`, as training and
+    calibration record them in reader_meta.json."""
+    scores = [(bool(q.answers), *score_prediction(p, q.answers)) for q, p in zip(questions, predictions)]
+    return {**squad2_scores(scores), "n": len(questions)}
+
+
 def split_by_title(questions: list[Question], held_out: set[str]) -> tuple[list[Question], list[Question]]:
     """(questions of other articles, questions of the `held_out` articles): an article-disjoint split."""
     rest = [q for q in questions if q.title not in held_out]
@@ -106,6 +143,14 @@ def split_by_title(questions: list[Question], held_out: set[str]) -> tuple[list[
 #: calibration; TEST is never looked at by training and is what `rag eval --squad` reports on.
 DEV_TITLES = frozenset({"Normans", "Sky_(United_Kingdom)", "To_Kill_a_Mockingbird", "Solar_energy"})
 TEST_TITLES = frozenset({"Southern_California", "Victoria_(Australia)", "IPod"})
+
+
+def dev_questions(questions: list[Question], limit: int = 0) -> list[Question]:
+    """The questions of the DEV_TITLES articles; with `limit`, that many spread evenly over them."""
+    _, dev = split_by_title(questions, set(DEV_TITLES))
+    if limit:
+        dev = dev[:: max(1, len(dev) // limit)][:limit]
+    return dev
 
 
 def squad_corpus(questions: list[Question]) -> list[Document]:

@@ -1,0 +1,109 @@
+"""Fit the reader's answerability calibration (`rag calibrate-reader`): the answer-or-abstain model of
+rag.calibration, fitted on the dev articles read open-domain, and its threshold, recorded in the reader's
+metadata with the threshold sweep, the reliability table and the dev metrics."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rag.config import Settings
+from rag.offline.squad import (
+    Question,
+    dev_questions,
+    gold_passage,
+    is_right,
+    load_squad,
+    score_prediction,
+    squad2_metrics,
+    squad_corpus,
+)
+from rag.reader import Reader, load_reader_meta, write_reader_meta
+
+
+def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: float = 0.0,
+                     embedder=None, reader: Reader | None = None, f1_tolerance: float | None = None) -> dict:
+    """Fit the answerability model on the dev articles read open-domain (retrieved passages over all dev
+    paragraphs, as in deployment) and choose its threshold (rag.calibration); record it, the threshold
+    sweep, the reliability table and the metrics (open-domain and gold paragraph) in the metadata. A loaded
+    embedder and reader (training's) are reused."""
+    from tqdm import tqdm
+
+    from rag.calibration import fit_with_threshold
+    from rag.embedding import Embedder
+    from rag.index import memory_index
+    from rag.pipeline import Pipeline
+
+    settings = Settings(reader_model=str(model_dir)).with_overrides(threshold_f1_tolerance=f1_tolerance)
+    dev = dev_questions(load_squad(train_file))
+    embedder = embedder or Embedder.from_settings(settings)
+    index = memory_index(squad_corpus(dev), embedder, settings, progress=True)
+    pipeline = Pipeline.from_settings(settings, index=index, embedder=embedder, reader=reader, calibrated=False)
+
+    rows = {"open": [], "gold": []}
+    for q in tqdm(dev, desc="calibration (dev)", unit="question"):
+        rows["open"].append(pipeline.judge(q.question, pipeline.retriever.run(q.question)))
+        rows["gold"].append(pipeline.judge(q.question, [gold_passage(q)]))
+
+    x_open, y_open = _labelled(dev, rows["open"])
+    # The operating point: the best open-domain dev F1 (or the highest threshold within
+    # threshold_f1_tolerance of it), above a floor on no-answer accuracy when one is asked for.
+    calibrator, sweep = fit_with_threshold(
+        np.array(x_open), np.array(y_open), lambda c, t: squad2_metrics(dev, _predictions(c, rows["open"], t)),
+        min_no_answer_accuracy, settings.threshold_f1_tolerance)
+    report = _report(dev, rows, calibrator, sweep, y_open, len(index.chunks), min_no_answer_accuracy,
+                     settings.threshold_f1_tolerance)
+    meta = load_reader_meta(model_dir)
+    meta["calibration"] = calibrator.to_meta()
+    meta["calibration_report"] = report
+    meta["calibrate_command"] = (f"rag calibrate-reader --train {train_file} --model {model_dir}"
+                                 + (f" --f1-tolerance {settings.threshold_f1_tolerance}" if settings.threshold_f1_tolerance else ""))
+    if meta.get("lineage"):  # this run's entry records its open-domain dev F1 too
+        meta["lineage"][-1].setdefault("dev", {})["open_domain_f1_at_threshold"] = round(report["open_domain"]["at_threshold"]["f1"], 2)
+    write_reader_meta(model_dir, meta)
+    return meta
+
+
+def _labelled(questions: list[Question], judgements) -> tuple[list, list[bool]]:
+    """The features of every best answer and whether it is right: the calibrator's training data."""
+    xs, ys = [], []
+    for q, j in zip(questions, judgements):
+        if j.best is not None:
+            xs.append(j.features)
+            ys.append(is_right(score_prediction(j.best.text, q.answers)[1]))
+    return xs, ys
+
+
+def _predictions(calibrator, judgements, threshold: float) -> list[str | None]:
+    """Each best answer whose probability reaches `threshold`; None (abstain) for the others."""
+    out = []
+    for j in judgements:
+        p = float(calibrator.probability(j.features)[0]) if j.best is not None else 0.0
+        out.append(j.best.text if j.best is not None and p >= threshold else None)
+    return out
+
+
+def _report(dev: list[Question], rows: dict, calibrator, sweep, y_open: list[bool], passages: int,
+            min_no_answer_accuracy: float, f1_tolerance: float) -> dict:
+    """The calibration report of reader_meta.json: the threshold and its rule, the sweep, the metrics at the
+    threshold and forced to answer (open-domain over `passages` and gold paragraph), the reliability table."""
+    from rag.calibration import reliability_table
+
+    best_t = calibrator.threshold
+    probs_open = [float(calibrator.probability(j.features)[0]) if j.best else 0.0 for j in rows["open"]]
+    answerable = [q for q in dev if q.answers]
+    forced = lambda js: squad2_metrics(answerable, [j.best.text if j.best else "" for q, j in zip(dev, js) if q.answers])  # noqa: E731
+    return {
+        "threshold": best_t,
+        "threshold_rule": (f"max open-domain dev F1 with no-answer accuracy >= {min_no_answer_accuracy}%"
+                           + (f", then the highest threshold within {f1_tolerance} F1 of it" if f1_tolerance else "")),
+        "sweep_open_domain": [{"threshold": t, **{k: round(v, 1) for k, v in m.items() if k != "n"}}
+                              for t, m in sweep if round(t * 100) % 5 == 0],
+        "open_domain": {"passages": passages,
+                        "at_threshold": squad2_metrics(dev, _predictions(calibrator, rows["open"], best_t)),
+                        "forced_answer": forced(rows["open"])},
+        "gold_paragraph": {"at_threshold": squad2_metrics(dev, _predictions(calibrator, rows["gold"], best_t)),
+                           "forced_answer": forced(rows["gold"])},
+        "reliability_open_domain": reliability_table(
+            np.array([p for p, j in zip(probs_open, rows["open"]) if j.best]), np.array(y_open, dtype=float)),
+    }

@@ -6,8 +6,8 @@ in one reader window and no text can make a passage that the reader takes second
 from __future__ import annotations
 
 import bisect
+import logging
 import re
-from collections.abc import Iterable
 
 import numpy as np
 
@@ -27,6 +27,8 @@ CHUNKING_VERSION = 2
 #: with no white space. It is not text anyone asks about, and embedding it costs as much as real text.
 BLOB = re.compile(r"[A-Za-z0-9+/=_-]{1000,}")
 
+log = logging.getLogger(__name__)
+
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of every sentence in `text`, surrounding white space excluded."""
@@ -37,6 +39,18 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
         start = match.end()
     _append_trimmed(text, start, len(text), spans)
     return spans
+
+
+def sentences_around(spans: list[tuple[int, int]], start: int, end: int, extra: int = 0) -> tuple[int, int]:
+    """(lo, hi) of the whole sentences around [start, end), `extra` more on either side, given the text's
+    `sentence_spans`; never narrower than [start, end). The first sentence is the first that ends after
+    `start`, the last the first that ends at or after `end` (the last sentence where none does)."""
+    if not spans:
+        return start, end
+    ends = [e for _, e in spans]
+    first = max(0, min(bisect.bisect_right(ends, start), len(spans) - 1) - extra)
+    last = min(bisect.bisect_left(ends, end) + extra, len(spans) - 1)
+    return min(spans[first][0], start), max(spans[last][1], end)
 
 
 def _append_trimmed(text: str, start: int, end: int, spans: list[tuple[int, int]]) -> None:
@@ -129,6 +143,8 @@ def chunk_document(doc: Document, max_chars: int, overlap_sentences: int) -> lis
     return chunks
 
 
-def chunk_documents(docs: Iterable[Document], max_chars: int, overlap_sentences: int) -> list[Chunk]:
-    """Chunks of every document, in corpus order."""
-    return [c for d in docs for c in chunk_document(d, max_chars, overlap_sentences)]
+def passages_to_index(doc: Document, max_chars: int, overlap_sentences: int) -> list[Chunk]:
+    """The chunks both stores index for a document, saying (as a warning) how much encoded data it leaves out."""
+    if n := blob_chars(doc.text):
+        log.warning("%s: %d characters of encoded data (base64/hex runs without spaces) are not indexed", doc.source, n)
+    return chunk_document(doc, max_chars, overlap_sentences)

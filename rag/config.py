@@ -38,6 +38,11 @@ def _default_dir(env: str, name: str) -> Path:
     return Path(os.environ.get(env, name))
 
 
+def _data_home() -> Path:
+    """$XDG_DATA_HOME/rag, else ~/.local/share/rag: the server's data outside any working directory."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "rag"
+
+
 def _env_dir(env: str) -> Path | None:
     """A folder from an environment variable, else None."""
     return Path(os.environ[env]) if os.environ.get(env) else None
@@ -71,6 +76,7 @@ class Settings:
     candidates_per_retriever: int = 20
     # Index store: None for the files in index_dir, or a PostgreSQL DSN (postgresql://…) for rag.postgres.
     store: str | None = field(default_factory=lambda: os.environ.get("RAG_STORE") or None)
+    store_schema: str | None = None  # the PostgreSQL schema its tables live in (each collection has one); None: public
     store_pool_size: int = 4  # connections per process
     store_timeout_seconds: float = 10.0  # connecting, waiting for a pooled connection, and each query
     hnsw_ef_search: int = 100  # pgvector HNSW search breadth (at least the candidates asked for)
@@ -100,10 +106,13 @@ class Settings:
     # Server: the time allowed to receive a request body, and how often the corpus folder is compared
     # with the index (/health says "stale", answers citing a changed file carry a warning).
     body_deadline_seconds: float = 10.0
+    upload_deadline_seconds: float = 120.0  # an upload of up to max_file_bytes gets longer
     corpus_check_seconds: float = 30.0
+    # The server's data folder: managed collections (collections/NAME/docs and index) and API keys (keys.json).
+    data_dir: Path = field(default_factory=lambda: _env_dir("RAG_DATA") or _data_home())
 
     def __post_init__(self) -> None:
-        for name in ("docs_dir", "index_dir"):  # a str folder works as a Path everywhere
+        for name in ("docs_dir", "index_dir", "data_dir"):  # a str folder works as a Path everywhere
             value = getattr(self, name)
             if isinstance(value, (str, os.PathLike)):
                 object.__setattr__(self, name, Path(value))

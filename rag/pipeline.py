@@ -2,7 +2,6 @@
 merge duplicate answers, then answer with citations or abstain (DrQA's thin pipeline)."""
 from __future__ import annotations
 
-import bisect
 import os
 import threading
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.calibration import Calibrator, answer_features, uncalibrated_probability
-from rag.chunking import sentence_spans
+from rag.chunking import sentence_spans, sentences_around
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.errors import QuestionError, TopKError
@@ -150,15 +149,17 @@ class Pipeline:
         return cls.from_settings(s, index=memory_index(docs, embedder, s), embedder=embedder, reader=reader,
                                  lock=_SHARED_LOCK)
 
-    def ask(self, question: str, top_k: int | None = None) -> Answer:
-        """The answer to `question` from the documents, with citations, or an abstention (`answer` None)."""
-        return self.run(question, top_k)
+    def ask(self, question: str, top_k: int | None = None, sources: list[str] | None = None) -> Answer:
+        """The answer to `question` from the documents (only those `sources` names or glob patterns match,
+        when given), with citations, or an abstention (`answer` None)."""
+        return self.run(question, top_k, sources=sources)
 
-    def search(self, question: str, top_k: int | None = None) -> list[Passage]:
+    def search(self, question: str, top_k: int | None = None, sources: list[str] | None = None) -> list[Passage]:
         """The passages retrieval finds for `question`, best first (nothing is read)."""
         question = self.check(question, top_k)
         with self._lock, self.retriever.store.snapshot():
-            return self.retriever.run(question, top_k)
+            names = None if sources is None else self.retriever.store.sources_matching(sources)
+            return self.retriever.run(question, top_k, names)
 
     def check(self, question: object, top_k: int | None = None) -> str:
         """The question as it will be answered (control characters out, white space collapsed), or a
@@ -222,18 +223,21 @@ class Pipeline:
             "calibrated": self.calibrator is not None,
         }
 
-    def run(self, question: str, top_k: int | None = None, timings: dict[str, float] | None = None) -> Answer:
+    def run(self, question: str, top_k: int | None = None, timings: dict[str, float] | None = None,
+            sources: list[str] | None = None) -> Answer:
         """Answer `question` from the top_k retrieved passages, or abstain. The question is cleaned as the API
         cleans it (control characters out, white space collapsed); an empty one is a QuestionError. With
         `timings`, the seconds of each stage are set in it: "retrieve", "read" (tokenize, forward pass, span
-        search) and "calibrate + cite" (the benchmark's stage profile)."""
+        search) and "calibrate + cite" (the benchmark's stage profile). With `sources` (document names or
+        glob patterns), only passages of the matching documents are retrieved."""
         question = self.check(question, top_k)
         with self._lock:
             self.warm_up()
             self.reader.check_question(question)  # before any work: a too-long question is refused, not cut
             with self.retriever.store.snapshot():  # passages and cited documents from one state of the store
                 started = time.perf_counter()
-                passages = self.retriever.run(question, top_k)
+                names = None if sources is None else self.retriever.store.sources_matching(sources)
+                passages = self.retriever.run(question, top_k, names)
                 if timings is not None:
                     timings["retrieve"] = time.perf_counter() - started
                 return self._answer(question, passages, timings=timings)
@@ -307,9 +311,5 @@ class Pipeline:
         cached = self._sentences.get(document.source)
         if cached is None or cached[0] is not text and cached[0] != text:  # a shared store's document can change
             cached = self._sentences[document.source] = (text, sentence_spans(text))
-        spans = cached[1]
-        ends = [e for _, e in spans]
-        first = min(bisect.bisect_right(ends, start), len(spans) - 1)
-        last = min(bisect.bisect_left(ends, end), len(spans) - 1)
-        quote_start = min(spans[first][0], start)
-        return text[quote_start : max(spans[last][1], end)], quote_start
+        quote_start, quote_end = sentences_around(cached[1], start, end)
+        return text[quote_start:quote_end], quote_start

@@ -12,29 +12,18 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import threading
-import time
 from collections.abc import Iterator, Mapping
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from rag.chunking import blob_chars, chunk_document
-from rag.config import DEFAULT_DOCS_DIR, Settings
-from rag.embedding import Embedder
+from rag.config import Settings
 from rag.errors import RagError, UnavailableError
 from rag.index import (
-    CorpusFolderMismatchError,
-    IndexReport,
-    StaleIndexError,
-    file_changes,
     index_params,
-    summarize,
-    tokenize,
 )
-from rag.ingest import CorpusError, load_corpus
-from rag.text import plural
 from rag.types import Chunk, Document
 
 log = logging.getLogger(__name__)
@@ -83,7 +72,8 @@ WITH q AS MATERIALIZED (SELECT * FROM unnest(%(terms)s::text[], %(literals)s::te
 d AS MATERIALIZED (SELECT u.term, (SELECT count(*) FROM rag_chunks WHERE tsv @@ u.literal::tsquery)::float8 AS df
                    FROM (SELECT DISTINCT term, literal FROM q) AS u),
 s AS MATERIALIZED (SELECT count(*)::float8 AS n, coalesce(avg(n_tokens), 1)::float8 AS avgdl FROM rag_chunks),
-c AS MATERIALIZED (SELECT id, tsv, n_tokens FROM rag_chunks WHERE tsv @@ %(query)s::tsquery)
+c AS MATERIALIZED (SELECT id, tsv, n_tokens FROM rag_chunks WHERE tsv @@ %(query)s::tsquery
+                   AND (%(sources)s::text[] IS NULL OR source = ANY(%(sources)s)))
 SELECT c.id, sum(ln(1 + (s.n - d.df + 0.5) / (d.df + 0.5))
                  * cardinality(l.positions) / (cardinality(l.positions)
                                               + %(k1)s * (1 - %(b)s + %(b)s * c.n_tokens / s.avgdl))) AS score
@@ -95,6 +85,21 @@ GROUP BY c.id ORDER BY score DESC, c.id LIMIT %(n)s
 
 class StoreError(RagError):
     """The database cannot be used as an index store as it is (schema, extension, settings)."""
+
+
+def require_driver() -> None:
+    """The PostgreSQL client libraries are an extra: without them, say how to install them in one line."""
+    import importlib
+
+    missing = []
+    for module in ("psycopg", "psycopg_pool", "pgvector"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise StoreError(f"the PostgreSQL store needs {', '.join(missing)}, which this install lacks: "
+                         "pip install 'rag[postgres]' (or -e \".[postgres]\" in a checkout)")
 
 
 class StoreUnavailableError(UnavailableError):
@@ -128,9 +133,13 @@ class PostgresStore:
     kind = "postgresql"
 
     def __init__(self, settings: Settings) -> None:
+        require_driver()
         self.settings = settings
         self.dsn = settings.store or ""
-        self.where = describe_dsn(self.dsn)
+        self.schema = settings.store_schema
+        if self.schema is not None and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", self.schema):
+            raise StoreError(f"store_schema must be a lower-case SQL name, not {self.schema!r}")
+        self.where = describe_dsn(self.dsn) + (f" (schema {self.schema})" if self.schema else "")
         self.timeout = settings.store_timeout_seconds
         self._pinned = threading.local()  # the connection of this thread's snapshot(), if any
         self._check_server()
@@ -148,55 +157,14 @@ class PostgresStore:
         self.documents = PostgresDocuments(self)
         self.docs_dir: Path | None = None  # the corpus folder it is kept in step with, once opened
 
-    @classmethod
-    def open(cls, settings: Settings, embedder: Embedder, rebuild: bool = True) -> PostgresStore:
-        """The store of settings.store, schema created if missing; like the file index, brought up to date
-        with the corpus folder first when that folder is here and `rebuild` (else a stale store is an error)."""
-        store = cls(settings)
-        try:
-            store.ensure_schema(embedder.dimension)
-            same = store.params() in (None, store.expected_params(embedder.dimension))
-            recorded = store.corpus_folder()
-            found = Path(recorded) if recorded and Path(recorded).is_dir() else None
-            # Kept in step only with the folder it was indexed from: a server started elsewhere (with some
-            # other ./seeds) must not rewrite a shared database to its own folder, and a folder given that is
-            # not the recorded one is refused (an explicit `rag index --store …` may switch it).
-            if settings.docs_dir is not None and found is not None and found.resolve() != settings.docs_dir.resolve():
-                raise CorpusFolderMismatchError(
-                    f"the store at {store.where} was indexed from {recorded}, not {settings.docs_dir}; to index "
-                    f"{settings.docs_dir} there instead, run `rag index --docs {settings.docs_dir} --store …`")
-            docs = settings.docs_dir if recorded is None else found
-            if docs is not None and docs.is_dir():
-                reasons = file_changes(store.file_hashes(), replace(settings, docs_dir=docs)) if same else [
-                    "the store was built with other settings"]
-                removed = [r for r in reasons if r.endswith(" was removed")]
-                if reasons and not rebuild:
-                    raise StaleIndexError(f"the store at {store.where} is out of date with {docs}: "
-                                          f"{summarize(reasons)}. Update it with `rag index --store …`.")
-                if removed and same:
-                    log.warning("%d documents of the store are no longer in %s: answering from it as it is; run "
-                                "`rag index --store …` to update it", len(removed), docs)
-                elif reasons:
-                    log.warning("the store is out of date (%s): updating it", summarize(reasons))
-                    index_postgres(replace(settings, docs_dir=docs), embedder, store, full=not same)
-            elif not same:
-                raise StoreError(f"the store at {store.where} was built with other settings; rebuild it with "
-                                 "`rag index --store … --full`")
-            elif recorded is not None:
-                log.warning("the store was indexed from %s, which is not here: answering from it as it is", recorded)
-            store.docs_dir = docs if docs is not None and docs.is_dir() else None
-            if store.counts()[1] == 0:
-                raise StoreError(f"the store at {store.where} holds no passages yet; build it with `rag index --store …`")
-        except BaseException:
-            store.close()
-            raise
-        return store
 
     # -- connections -------------------------------------------------------------------------------------
 
     def _connect_args(self) -> dict:
-        return {"connect_timeout": max(1, round(self.timeout)),
-                "options": f"-c statement_timeout={round(self.timeout * 1000)}", "application_name": "rag"}
+        options = f"-c statement_timeout={round(self.timeout * 1000)}"
+        if self.schema:  # a collection's own tables, with pgvector's types still found in public
+            options += f" -c search_path={self.schema},public"
+        return {"connect_timeout": max(1, round(self.timeout)), "options": options, "application_name": "rag"}
 
     def _check_server(self) -> None:
         """Connect once without the pool, to tell an unreachable server from one without pgvector."""
@@ -282,7 +250,9 @@ class PostgresStore:
         """Create the tables and indexes if missing; refuse a schema of another version or dimension."""
         with self.connection() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (INDEX_LOCK + 1,))  # one creator at a time
-            exists = conn.execute("SELECT to_regclass('rag_meta') IS NOT NULL").fetchone()[0]
+            if self.schema:
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")  # a checked name: [a-z0-9_]
+            exists = conn.execute("SELECT to_regclass(quote_ident(current_schema()) || '.rag_meta') IS NOT NULL").fetchone()[0]
             if exists:
                 row = conn.execute("SELECT value FROM rag_meta WHERE key = 'schema_version'").fetchone()
                 found = row[0] if row else None
@@ -309,22 +279,32 @@ class PostgresStore:
 
     # -- what the retriever and the pipeline ask -----------------------------------------------------------
 
-    def dense_ranking(self, vector: np.ndarray, n: int) -> list[tuple[int, float]]:
+    def dense_ranking(self, vector: np.ndarray, n: int, sources: list[str] | None = None) -> list[tuple[int, float]]:
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         with self.connection() as conn:
             conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(n, self.settings.hnsw_ef_search)),))
-            rows = conn.execute("SELECT id, -(embedding <#> %s) FROM rag_chunks ORDER BY embedding <#> %s LIMIT %s",
-                                (vector, vector, n)).fetchall()
+            if sources is not None:  # the filter is in the scan: it goes on until n matching rows are found
+                conn.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)")
+            rows = conn.execute("SELECT id, -(embedding <#> %s) FROM rag_chunks"
+                                " WHERE %s::text[] IS NULL OR source = ANY(%s) ORDER BY embedding <#> %s LIMIT %s",
+                                (vector, sources, sources, vector, n)).fetchall()
         return [(int(i), float(s)) for i, s in rows]
 
-    def lexical_ranking(self, tokens: list[str], n: int) -> list[tuple[int, float]]:
+    def lexical_ranking(self, tokens: list[str], n: int, sources: list[str] | None = None) -> list[tuple[int, float]]:
         if not tokens:
             return []
         query = " | ".join(lexeme(t) for t in dict.fromkeys(tokens))
         with self.connection() as conn:
             rows = conn.execute(BM25_SQL, {"terms": tokens, "literals": [lexeme(t) for t in tokens], "query": query,
-                                           "k1": BM25_K1, "b": BM25_B, "n": n}).fetchall()
+                                           "k1": BM25_K1, "b": BM25_B, "n": n, "sources": sources}).fetchall()
         return [(int(i), float(s)) for i, s in rows if s > 0]
+
+    def sources_matching(self, patterns: list[str]) -> list[str]:
+        from rag.store import match_sources
+
+        with self.connection() as conn:
+            names = [r[0] for r in conn.execute("SELECT source FROM rag_documents ORDER BY source").fetchall()]
+        return match_sources(names, patterns)
 
     def chunks(self, ids: list[int]) -> list[Chunk | None]:
         """The chunks with these ids, in order; None for one removed meanwhile by another indexer."""
@@ -355,6 +335,13 @@ class PostgresStore:
     def describe(self) -> dict:
         return {"kind": self.kind, "database": self.where, "reachable": True}
 
+    def drop(self) -> None:
+        """Remove this store's schema and everything in it (a deleted collection's tables)."""
+        if not self.schema:
+            raise StoreError("only a collection's own schema can be dropped")
+        with self.connection() as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
+
     def refresh(self) -> bool:
         return False  # every read goes to the database: another process's updates are seen as they commit
 
@@ -382,116 +369,6 @@ class PostgresDocuments(Mapping):
 
     def __len__(self) -> int:
         return self.store.counts()[0]
-
-
-def index_postgres(settings: Settings, embedder: Embedder, store: PostgresStore | None = None,
-                   full: bool = False, progress: bool = False) -> IndexReport:
-    """Bring the store up to date with the corpus folder: files whose hash is unchanged are not read
-    again, removed files are deleted, and each added or changed file is written in one transaction (its old
-    chunks replaced). With `full`, or when the settings changed, everything is rebuilt."""
-    from tqdm import tqdm
-
-    started = time.perf_counter()
-    own = store is None
-    store = store or PostgresStore(settings)
-    try:
-        store.ensure_schema(embedder.dimension)
-        docs = settings.docs_dir
-        if docs is None:  # the folder it was indexed from, else ./seeds for a new store; never ./seeds for a moved one
-            recorded = store.corpus_folder()
-            if recorded is not None and not Path(recorded).is_dir():
-                raise CorpusError(f"the store at {store.where} was indexed from {recorded}, which is not there any "
-                                  "more; say which folder to index with --docs")
-            docs = Path(recorded) if recorded is not None else DEFAULT_DOCS_DIR
-        with store.connection() as conn:
-            conn.autocommit = True  # the lock is the session's; each file gets its own transaction below
-            conn.execute("SET statement_timeout = 0")  # waiting for another indexer, or a large delete, is no fault
-            try:
-                conn.execute("SELECT pg_advisory_lock(%s)", (INDEX_LOCK,))
-                expected = store.expected_params(embedder.dimension)
-                stored_params = conn.execute("SELECT value FROM rag_meta WHERE key = 'params'").fetchone()
-                if full or (stored_params and stored_params[0] != expected):
-                    with conn.transaction():
-                        conn.execute("DELETE FROM rag_documents")
-                with conn.transaction():
-                    conn.execute("INSERT INTO rag_meta VALUES ('params', %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                                 (json.dumps(expected),))
-                stored = dict(conn.execute("SELECT source, hash FROM rag_documents").fetchall())
-                unchanged = {s: (h, Document(s, "")) for s, h in stored.items()}  # stand-ins: not read again
-                corpus = load_corpus(docs, settings.follow_links, settings.max_file_bytes, previous=unchanged)
-                changed = [d for d in corpus.documents if stored.get(d.source) != corpus.file_hashes.get(d.source)]
-                removed = sorted(stored.keys() - {d.source for d in corpus.documents})
-                for source in removed:
-                    with conn.transaction():
-                        conn.execute("DELETE FROM rag_documents WHERE source = %s", (source,))
-                embedded = _write_documents(conn, changed, corpus.file_hashes, embedder, settings, progress, tqdm)
-                with conn.transaction():
-                    for key, value in (("files", corpus.file_hashes), ("docs_dir", str(docs.resolve()))):
-                        conn.execute("INSERT INTO rag_meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                                     (key, json.dumps(value)))
-            finally:
-                if not conn.closed:
-                    try:
-                        conn.execute("SELECT pg_advisory_unlock(%s)", (INDEX_LOCK,))
-                        conn.execute("RESET statement_timeout")
-                    finally:
-                        conn.autocommit = False  # back to the pool as the others are
-        documents, passages = store.counts()
-        with store.connection() as conn:
-            formats = dict(conn.execute("SELECT format, count(*) FROM rag_documents GROUP BY format ORDER BY format").fetchall())
-        how = (f"{len(changed)} added or changed, {len(removed)} removed, {plural(embedded, 'passage')} embedded")
-        return IndexReport(documents, passages, round(time.perf_counter() - started, 2), how, "PostgreSQL store",
-                           docs, formats, corpus.skipped, corpus.unsupported, embedded, len(changed), len(removed))
-    finally:
-        if own:
-            store.close()
-
-
-def _write_documents(conn, documents: list[Document], hashes: dict[str, str], embedder: Embedder,
-                     settings: Settings, progress: bool, tqdm) -> int:
-    """Chunk, embed (in batches across files) and write each document in its own transaction."""
-    pending: list[tuple[Document, list[Chunk]]] = []
-    embedded = 0
-    bar = tqdm(total=len(documents), desc="files", unit="file", disable=not progress)
-
-    def flush() -> None:
-        nonlocal embedded
-        texts = [c.text for _, chunks in pending for c in chunks]
-        vectors = embedder.run(texts) if texts else np.zeros((0, embedder.dimension), dtype=np.float32)
-        tokens = tokenize(texts) if texts else []
-        row = 0
-        for doc, chunks in pending:
-            with conn.transaction():
-                conn.execute("DELETE FROM rag_documents WHERE source = %s", (doc.source,))
-                data = doc.to_dict()
-                conn.execute("INSERT INTO rag_documents (source, hash, text, format, pages, headings)"
-                             " VALUES (%s, %s, %s, %s, %s, %s)",
-                             (doc.source, hashes[doc.source], doc.text, doc.format, json.dumps(data["pages"]),
-                              json.dumps(data["headings"])))
-                with conn.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO rag_chunks (source, ord, start_offset, end_offset, text, embedding, lexemes, n_tokens)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                        [(c.source, k, c.start, c.end, c.text, vectors[row + k], lexemes(tokens[row + k]), len(tokens[row + k]))
-                         for k, c in enumerate(chunks)])
-            row += len(chunks)
-            bar.update(1)
-        embedded += len(texts)
-        pending.clear()
-
-    size = 0
-    for doc in documents:
-        if n := blob_chars(doc.text):
-            log.warning("%s: %d characters of encoded data (base64/hex runs without spaces) are not indexed", doc.source, n)
-        chunks = chunk_document(doc, settings.chunk_max_chars, settings.chunk_overlap_sentences)
-        pending.append((doc, chunks))
-        size += len(chunks)
-        if size >= EMBED_BATCH:
-            flush()
-            size = 0
-    flush()
-    bar.close()
-    return embedded
 
 
 def _first_line(err: BaseException) -> str:

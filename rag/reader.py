@@ -193,6 +193,7 @@ class Reader:
         self._model = None  # a torch module, or an onnxruntime session
         self._inputs: frozenset[str] = frozenset()  # the input names _model takes
         self._tokenizer: PairTokenizer | None = None
+        self._checked: str | None = None  # the last question check_question passed
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Reader:
@@ -269,10 +270,15 @@ class Reader:
         return self._tokenizer.count(question)
 
     def check_question(self, question: str) -> None:
-        """Refuse a question too long to leave the reader room for context (a QuestionError, not a crash)."""
+        """Refuse a question too long to leave the reader room for context (a QuestionError, not a crash).
+        The last question that passed is remembered, so the pipeline's check before retrieval and the
+        reading that follows tokenize it once."""
+        if question == self._checked:
+            return
         n = self.question_tokens(question)
         if n > self.max_question_tokens:
             raise QuestionError(f"the question is {n} tokens long; the limit is {self.max_question_tokens} tokens")
+        self._checked = question
 
     def encode(self, questions: list[str], contexts: list[str]):
         """Tokenise (question, context) pairs into overlapping windows with character offsets. Contexts are

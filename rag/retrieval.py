@@ -56,30 +56,28 @@ class Retriever:
             return cls.from_settings(index, embedder, settings)
         return cls.from_settings(open_store(settings, embedder, rebuild=rebuild), embedder, settings)
 
-    @property
-    def index(self) -> SearchIndex:
-        """The in-memory index of a file store (evaluation and training build those)."""
-        return self.store.index
+    def dense_ranking(self, query: str, n: int, sources: list[str] | None = None) -> list[tuple[Hashable, float]]:
+        """(chunk id, cosine similarity) of the n nearest chunks (of `sources` only, when given)."""
+        return self.store.dense_ranking(self.embedder.run([query]), n, sources)
 
-    def dense_ranking(self, query: str, n: int) -> list[tuple[Hashable, float]]:
-        """(chunk id, cosine similarity) of the n nearest chunks."""
-        return self.store.dense_ranking(self.embedder.run([query]), n)
-
-    def bm25_ranking(self, query: str, n: int) -> list[tuple[Hashable, float]]:
+    def bm25_ranking(self, query: str, n: int, sources: list[str] | None = None) -> list[tuple[Hashable, float]]:
         """(chunk id, BM25 score) of the n best chunks that share a term with the query."""
         tokens = tokenize([query])[0]
-        return self.store.lexical_ranking(tokens, n) if tokens else []
+        return self.store.lexical_ranking(tokens, n, sources) if tokens else []
 
-    def run(self, query: str, top_k: int | None = None) -> list[Passage]:
-        """The top_k passages for `query`, best first."""
+    def run(self, query: str, top_k: int | None = None, sources: list[str] | None = None) -> list[Passage]:
+        """The top_k passages for `query`, best first; with `sources` (document names, from
+        store.sources_matching), only passages of those documents are searched."""
         k = top_k or self.top_k
+        if sources is not None and not sources:
+            return []
         if self.mode == "dense":
-            ranked = self.dense_ranking(query, k)
+            ranked = self.dense_ranking(query, k, sources)
         elif self.mode == "bm25":
-            ranked = self.bm25_ranking(query, k)
+            ranked = self.bm25_ranking(query, k, sources)
         else:
             n = max(self.candidates, k)
-            ranked = self.hybrid_ranking(self.dense_ranking(query, n), self.bm25_ranking(query, n))
+            ranked = self.hybrid_ranking(self.dense_ranking(query, n, sources), self.bm25_ranking(query, n, sources))
         return self.passages(ranked[:k])
 
     def hybrid_ranking(self, dense: list[tuple[Hashable, float]], lexical: list[tuple[Hashable, float]]):

@@ -23,8 +23,9 @@ class AskRequest(BaseModel):
     @field_validator("question")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        value = clean_question(value)
-        if not value:
+        """Refuse a question with nothing left once cleaned; the cleaning itself (and the length limit, on
+        the text as sent) is Pipeline.check's, so every caller gets the same."""
+        if not clean_question(value):
             raise ValueError("the question is empty")
         return value
 

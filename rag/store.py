@@ -5,11 +5,13 @@ this module, the one place that knows the kinds."""
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
+import faiss
 import numpy as np
 
 from rag.config import Settings
@@ -37,11 +39,16 @@ class Store(Protocol):
     documents: Mapping[str, Document]  # source -> Document, read when an answer is cited
     docs_dir: Path | None  # the corpus folder it is kept in step with (None: not here, or not recorded)
 
-    def dense_ranking(self, vector: np.ndarray, n: int) -> list[tuple[Hashable, float]]:
-        """(chunk id, inner product) of the n chunks nearest to a normalised query vector, best first."""
+    def dense_ranking(self, vector: np.ndarray, n: int, sources: list[str] | None = None) -> list[tuple[Hashable, float]]:
+        """(chunk id, inner product) of the n chunks nearest to a normalised query vector, best first; with
+        `sources`, only chunks of those documents are searched (a filter in the search, not after it)."""
 
-    def lexical_ranking(self, tokens: list[str], n: int) -> list[tuple[Hashable, float]]:
-        """(chunk id, BM25 score) of the n best chunks for the query's lexical tokens (rag.index.tokenize)."""
+    def lexical_ranking(self, tokens: list[str], n: int, sources: list[str] | None = None) -> list[tuple[Hashable, float]]:
+        """(chunk id, BM25 score) of the n best chunks for the query's lexical tokens (rag.index.tokenize),
+        only among `sources`' chunks when given."""
+
+    def sources_matching(self, patterns: list[str]) -> list[str]:
+        """The documents whose source is one of `patterns` or matches one as a glob (`reports/2024/*.pdf`)."""
 
     def chunks(self, ids: list[Hashable]) -> list[Chunk | None]:
         """The chunks with these ids, in the same order (None for one removed since it was ranked)."""
@@ -79,19 +86,41 @@ class FileStore:
         self.documents = index.documents
         self.docs_dir = index.docs_dir
 
-    def dense_ranking(self, vector: np.ndarray, n: int) -> list[tuple[int, float]]:
+    def dense_ranking(self, vector: np.ndarray, n: int, sources: list[str] | None = None) -> list[tuple[int, float]]:
+        params = None
+        if sources is not None:
+            rows = self._rows_of(sources)
+            if not len(rows):
+                return []
+            n = min(n, len(rows))
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(rows))
         n = min(n, self.index.dense.ntotal)
-        scores, ids = self.index.dense.search(np.atleast_2d(vector), n)
+        scores, ids = self.index.dense.search(np.atleast_2d(vector), n, params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
-    def lexical_ranking(self, tokens: list[str], n: int) -> list[tuple[int, float]]:
+    def lexical_ranking(self, tokens: list[str], n: int, sources: list[str] | None = None) -> list[tuple[int, float]]:
         vocab = self.index.vocabulary
         tokens = [t for t in tokens if t in vocab]
         if not tokens:
             return []
+        mask = None
+        if sources is not None:
+            rows = self._rows_of(sources)
+            if not len(rows):
+                return []
+            mask = np.zeros(len(self.index.chunks), dtype=np.float32)
+            mask[rows] = 1.0
         n = min(n, len(self.index.chunks))
-        ids, scores = self.index.bm25.retrieve([tokens], k=n, show_progress=False, n_threads=1)
+        ids, scores = self.index.bm25.retrieve([tokens], k=n, show_progress=False, n_threads=1, weight_mask=mask)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
+
+    def _rows_of(self, sources: list[str]) -> np.ndarray:
+        """The chunk rows of these documents (chunks are stored document by document)."""
+        wanted = set(sources)
+        return np.array([i for i, c in enumerate(self.index.chunks) if c.source in wanted], dtype=np.int64)
+
+    def sources_matching(self, patterns: list[str]) -> list[str]:
+        return match_sources(self.documents, patterns)
 
     def chunks(self, ids: list[int]) -> list[Chunk]:
         return [self.index.chunks[i] for i in ids]
@@ -135,13 +164,19 @@ class FileStore:
         pass  # all in memory
 
 
+def match_sources(sources: Iterable[str], patterns: list[str]) -> list[str]:
+    """The sources equal to a pattern or matching it as a glob (`*` also crosses `/`, as fnmatch does)."""
+    exact = set(patterns)
+    return [s for s in sources if s in exact or any(fnmatch.fnmatchcase(s, p) for p in patterns)]
+
+
 def open_store(settings: Settings, embedder: Embedder, rebuild: bool = True) -> Store:
     """The store the settings name, kept in step with its corpus folder (rag.index.open_index, or the
     PostgreSQL store's own open)."""
     if settings.store:
-        from rag.postgres import PostgresStore
+        from rag.postgres_index import open_postgres
 
-        return PostgresStore.open(settings, embedder, rebuild=rebuild)
+        return open_postgres(settings, embedder, rebuild=rebuild)
     return FileStore(open_index(settings, embedder, rebuild=rebuild))
 
 
@@ -157,7 +192,7 @@ def read_store(settings: Settings) -> Store:
 def index_store(settings: Settings, embedder: Embedder, full: bool = False, progress: bool = True) -> IndexReport:
     """An explicit `rag index` into the store the settings name: added, changed and removed files."""
     if settings.store:
-        from rag.postgres import index_postgres
+        from rag.postgres_index import index_postgres
 
         return index_postgres(settings, embedder, full=full, progress=progress)
     return IndexReport.of(index_corpus(settings, embedder, progress=progress, full=full))

@@ -163,10 +163,10 @@ class FakeEmbedder:
 class FakeStore:
     documents = {"nile.txt": Document("nile.txt", TEXT)}
 
-    def dense_ranking(self, vector, n):
+    def dense_ranking(self, vector, n, sources=None):
         return [(0, 0.9)]
 
-    def lexical_ranking(self, tokens, n):
+    def lexical_ranking(self, tokens, n, sources=None):
         return [(0, 3.0)]
 
     def chunks(self, ids):

@@ -1,4 +1,4 @@
-from rag.chunking import chunk_document, sentence_spans
+from rag.chunking import chunk_document, sentence_spans, sentences_around
 from rag.ingest import load_corpus
 from rag.types import Document
 
@@ -42,6 +42,27 @@ def test_sentence_spans_handle_quotes_and_newlines():
     text = "He said “hi.” Then left!\nNew paragraph? Yes"
     spans = [text[s:e] for s, e in sentence_spans(text)]
     assert spans == ["He said “hi.”", "Then left!", "New paragraph?", "Yes"]
+
+
+def test_sentences_around_a_span():
+    """The whole sentences around a span (what a citation quotes, extra=0; what `rag show` prints, extra=1)."""
+    text = "One is here. Two has the words. Three follows.\n\nFour starts. Five."
+    spans = sentence_spans(text)
+
+    def around(start, end, extra=0):
+        lo, hi = sentences_around(spans, start, end, extra)
+        return text[lo:hi]
+
+    two = text.index("the words")
+    assert around(two, two + 9) == "Two has the words."
+    assert around(two, two + 9, extra=1) == "One is here. Two has the words. Three follows."
+    assert around(0, 3, extra=2) == "One is here. Two has the words. Three follows."  # clipped at the ends
+    assert around(two, text.index("Four") + 4) == text[text.index("Two"):text.index("Four starts.") + 12]
+    last = text.index("Five")
+    assert around(last, len(text), extra=1) == "Four starts. Five."
+    gap = text.index("\n\n")  # a span of white space between sentences: the sentence after it, and the span
+    assert around(gap, gap + 2) == "\n\nFour starts."
+    assert sentences_around([], 2, 5, extra=1) == (2, 5)  # no sentences (all white space): the span itself
 
 
 def test_overlong_sentence_split_between_words():

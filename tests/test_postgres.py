@@ -28,7 +28,7 @@ def _database(postgres, name: str) -> str:
 @pytest.fixture(scope="module")
 def seed_store(postgres, settings, embedder):
     """The seed corpus indexed into its own database."""
-    from rag.postgres import index_postgres
+    from rag.postgres_index import index_postgres
 
     pg_settings = replace(settings, store=_database(postgres, "rag_seeds"))
     report = index_postgres(pg_settings, embedder)
@@ -91,13 +91,14 @@ def test_a_question_reads_one_snapshot_of_the_store(seed_store):
 
 def test_incremental_updates_one_transaction_per_file(postgres, embedder, tmp_path, monkeypatch):
     import rag.postgres as pgmod
+    from rag.postgres_index import index_postgres
 
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "a.txt").write_text("Alpha Corp was founded in 1999 by Ada Lovelace. It makes engines.")
     (docs / "b.txt").write_text("Beta Ltd sells bicycles in Berlin. Its founder is Bob.")
     s = Settings(docs_dir=docs, store=_database(postgres, "rag_incremental"))
-    first = pgmod.index_postgres(s, embedder)
+    first = index_postgres(s, embedder)
     assert (first.documents, first.added_or_changed, first.removed) == (2, 2, 0)
 
     def chunk_ids(source):
@@ -107,7 +108,7 @@ def test_incremental_updates_one_transaction_per_file(postgres, embedder, tmp_pa
     a_ids = chunk_ids("a.txt")
     (docs / "b.txt").write_text("Beta Ltd sells tandems in Hamburg now. Its founder is Bob.")
     (docs / "c.txt").write_text("Gamma Inc studies comets.")
-    second = pgmod.index_postgres(s, embedder)
+    second = index_postgres(s, embedder)
     assert (second.documents, second.added_or_changed, second.removed, second.embedded) == (3, 2, 0, 2)
     assert chunk_ids("a.txt") == a_ids  # unchanged: not rewritten
     store = pgmod.PostgresStore(s)
@@ -131,13 +132,13 @@ def test_incremental_updates_one_transaction_per_file(postgres, embedder, tmp_pa
 
     monkeypatch.setattr(pgmod, "lexemes", failing)
     with pytest.raises(RuntimeError):
-        pgmod.index_postgres(s, embedder)
+        index_postgres(s, embedder)
     monkeypatch.setattr(pgmod, "lexemes", real)
     with psycopg.connect(s.store) as conn:
         docs_now = dict(conn.execute("SELECT d.source, count(c.id) FROM rag_documents d LEFT JOIN rag_chunks c"
                                      " USING (source) GROUP BY d.source").fetchall())
     assert docs_now == {"a.txt": 1, "b.txt": 1, "d.txt": 1}  # c removed, d written, e not half-written
-    third = pgmod.index_postgres(s, embedder)  # the next run finishes the job
+    third = index_postgres(s, embedder)  # the next run finishes the job
     assert (third.documents, third.added_or_changed) == (4, 1)
 
 
@@ -146,7 +147,7 @@ def test_only_the_indexed_folder_updates_the_store(postgres, embedder, tmp_path)
     indexed from; another folder given is refused (it must not rewrite the store to that folder); a file
     that cannot be converted does not leave the store looking stale forever."""
     from rag.index import CorpusFolderMismatchError
-    from rag.postgres import PostgresStore, index_postgres
+    from rag.postgres_index import index_postgres, open_postgres
 
     docs, other = tmp_path / "docs", tmp_path / "other"
     docs.mkdir()
@@ -157,10 +158,10 @@ def test_only_the_indexed_folder_updates_the_store(postgres, embedder, tmp_path)
     s = Settings(docs_dir=docs, store=_database(postgres, "rag_folders"))
     report = index_postgres(s, embedder)
     assert report.documents == 1 and "broken.pdf" in report.skipped
-    PostgresStore.open(s, embedder, rebuild=False).close()  # not stale: broken.pdf was read, and skipped
+    open_postgres(s, embedder, rebuild=False).close()  # not stale: broken.pdf was read, and skipped
     with pytest.raises(CorpusFolderMismatchError, match="was indexed from .*docs, not .*other"):
-        PostgresStore.open(replace(s, docs_dir=other), embedder, rebuild=True)
-    store = PostgresStore.open(replace(s, docs_dir=None), embedder, rebuild=True)
+        open_postgres(replace(s, docs_dir=other), embedder, rebuild=True)
+    store = open_postgres(replace(s, docs_dir=None), embedder, rebuild=True)
     try:
         assert sorted(store.documents) == ["a.txt"] and store.docs_dir == docs.resolve()
     finally:
@@ -168,7 +169,8 @@ def test_only_the_indexed_folder_updates_the_store(postgres, embedder, tmp_path)
 
 
 def test_settings_mismatch_and_schema_version_are_clear_errors(postgres, embedder, tmp_path):
-    from rag.postgres import PostgresStore, StoreError, index_postgres
+    from rag.postgres import StoreError
+    from rag.postgres_index import index_postgres, open_postgres
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -178,11 +180,11 @@ def test_settings_mismatch_and_schema_version_are_clear_errors(postgres, embedde
     docs.rename(tmp_path / "moved")  # the folder it was indexed from is not here: nothing to rebuild from
     other = replace(s, chunk_max_chars=300, docs_dir=None)
     with pytest.raises(StoreError, match="built with other settings"):
-        PostgresStore.open(other, embedder)
+        open_postgres(other, embedder)
     with psycopg.connect(s.store) as conn:
         conn.execute("UPDATE rag_meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(StoreError, match="schema version 99"):
-        PostgresStore.open(s, embedder)
+        open_postgres(s, embedder)
 
 
 def test_cli_errors_are_one_line(postgres, tmp_path):

@@ -239,7 +239,7 @@ def run_store_benchmark(dsn: str, squad_file: Path, workdir: Path, passages: int
     from rag.embedding import Embedder
     from rag.index import index_corpus
     from rag.offline.evaluation import evaluate_qa_file
-    from rag.postgres import index_postgres
+    from rag.postgres_index import index_postgres
 
     shutil.rmtree(workdir, ignore_errors=True)
     corpus = workdir / "docs"

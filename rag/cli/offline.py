@@ -1,0 +1,127 @@
+"""The offline commands: `rag eval`, `bench`, `train-reader`, `calibrate-reader`, `lineage` and
+`export-reader` (rag.offline, imported by each command as it runs)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rag.cli.common import TRAIN_CONFIG, UsageError, mapped, settings_from
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rag.offline import evaluation
+
+    settings = settings_from(args)
+    if args.retrieval:
+        report = evaluation.retrieval_report(settings, args.qa, ks=(1, 5))
+        print(json.dumps(report, indent=2) if args.json else evaluation.format_retrieval(report))
+        return 0
+    if args.squad:
+        report = evaluation.evaluate_squad(settings, args.squad, limit=args.limit, split=args.split)
+    else:
+        report = evaluation.evaluate_qa_file(settings, args.qa, rebuild=not args.no_rebuild)
+    if args.report:
+        evaluation.write_markdown(report, args.report)
+    if args.json:
+        print(json.dumps(report.metrics, indent=2))
+    else:
+        print(evaluation.format_table(report))
+        if args.report:
+            print(f"\nreport with every miss: {args.report}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from rag.offline import bench
+
+    if args.bench == "serve":
+        print(bench.run_benchmark(requests_per_level=args.requests, levels=args.concurrency, docs=args.docs,
+                                  index=args.index, questions_file=args.questions))
+    elif args.bench == "backends":
+        print(bench.run_backend_benchmark(args.workdir, args.requests, questions_file=args.questions))
+    elif args.bench == "scale":
+        print(bench.run_scale_benchmark(args.squad_file, args.sizes, args.workdir, args.plot, args.requests))
+    elif args.bench == "stores":
+        print(bench.run_store_benchmark(args.store, args.squad_file, args.workdir, args.passages, args.requests,
+                                        seeds=args.seeds, questions_file=args.questions))
+    elif args.bench == "incremental":
+        print(bench.run_incremental_benchmark(args.squad_file, args.workdir, args.files))
+    else:  # curve
+        readers = []
+        for spec in args.readers:
+            label, _, folder = spec.rpartition("=")
+            readers.append((label or Path(folder).name, Path(folder)))
+        print(bench.run_learning_curve(args.squad_file, readers, args.plot, questions_file=args.questions))
+    return 0
+
+
+def cmd_calibrate_reader(args: argparse.Namespace) -> int:
+    from rag.offline.calibrate import calibrate_reader
+
+    if args.study:  # a measurement kept out of the package: scripts/calibration_study.py of a repository checkout
+        import importlib.util
+
+        from rag.config import REPO_DIR
+
+        script = REPO_DIR / "scripts" / "calibration_study.py"
+        if not script.is_file():
+            raise UsageError(f"--study runs {script}, which this installation does not have; run "
+                             "`python scripts/calibration_study.py --train … --model …` in a checkout of the repository")
+        spec = importlib.util.spec_from_file_location("calibration_study", script)
+        study = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(study)
+        print(study.calibration_study(Path(args.train_file), Path(args.model), args.f1_tolerance or 0.5))
+        return 0
+    meta = calibrate_reader(Path(args.train_file), Path(args.model), f1_tolerance=args.f1_tolerance)
+    print(json.dumps(meta["calibration_report"], indent=2))
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from rag.offline.training import lineage_table
+    from rag.reader import resolve_reader_model
+
+    print(lineage_table(Path(resolve_reader_model(args.model))))
+    return 0
+
+
+def cmd_export_reader(args: argparse.Namespace) -> int:
+    from rag.offline.export import export_reader
+
+    record = export_reader(args.model)
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+def train_config(args: argparse.Namespace):
+    """The TrainConfig of a new run: the fields the given flags set (declared by the parser beside each
+    flag), the rest TrainConfig's defaults."""
+    from rag.offline.training import TrainConfig
+
+    if not args.train_file or not args.output:
+        raise UsageError("--train and --output are required (or --resume DIR to continue a run)")
+    fields = mapped(args, TRAIN_CONFIG)
+    if "init" in fields:
+        fields["init"] = str(fields["init"])  # a Path on the command line, a str in the recorded settings
+    fields["fresh_extra"] = not args.no_fresh_extra
+    return TrainConfig(**fields)
+
+
+def cmd_train_reader(args: argparse.Namespace) -> int:
+    from rag.offline.calibrate import calibrate_reader
+    from rag.offline.training import resume_training, train
+
+    if args.resume:
+        result = resume_training(Path(args.resume), stop_after=args.stop_after_steps)
+    else:
+        result = train(train_config(args), stop_after=args.stop_after_steps)
+    if result is None:
+        print(f"stopped with a checkpoint; continue with `rag train-reader --resume {args.resume or args.output}`")
+        return 0
+    meta = result.meta
+    if not args.no_calibrate:  # the same loaded reader and embedder: each model loads once
+        out = Path(meta["config"]["output"])
+        meta = calibrate_reader(Path(meta["config"]["train_file"]), out, embedder=result.embedder, reader=result.reader)
+    print(json.dumps(meta.get("dev_gold_paragraph", {}), indent=2))
+    return 0

@@ -1,0 +1,308 @@
+"""The command line's arguments: one small function per command, and one per group of flags that several
+commands share. A flag that overrides a setting is added with `_setting`, naming the Settings field it
+sets, and a flag of `rag train-reader` that sets a TrainConfig field with `_train_field`: the parsed
+arguments carry those maps (rag.cli.common.SETTINGS, TRAIN_CONFIG), and tests/test_cli.py checks that
+every field they name exists, so renaming a flag or a field cannot silently stop it from setting anything."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rag.cli.common import SETTINGS, TRAIN_CONFIG
+from rag.cli.offline import cmd_bench, cmd_calibrate_reader, cmd_eval, cmd_export_reader, cmd_lineage, cmd_train_reader
+from rag.cli.query import cmd_ask, cmd_index, cmd_search, cmd_serve, cmd_show
+from rag.config import PACKAGED_READER_DIR, RETRIEVAL_MODES, Settings
+from rag.config import READER_BACKENDS as BACKENDS
+
+Parser = argparse.ArgumentParser
+
+
+def _mapped_flag(p: Parser, attribute: str, field: str | None, *flags: str, **kwargs) -> None:
+    """Add a flag to `p` and record, in its parsed arguments' map `attribute`, the field it sets (by
+    default the field named like the flag's dest)."""
+    action = p.add_argument(*flags, **kwargs)
+    p.set_defaults(**{attribute: {**(p.get_default(attribute) or {}), action.dest: field or action.dest}})
+
+
+def _setting(p: Parser, field: str, *flags: str, **kwargs) -> None:
+    """A flag that, when given, overrides the Settings field `field` (rag.cli.common.settings_from)."""
+    _mapped_flag(p, SETTINGS, field, *flags, **kwargs)
+
+
+def _train_field(p: Parser, *flags: str, **kwargs) -> None:
+    """A flag of `rag train-reader` that, when given, sets the TrainConfig field named like its dest."""
+    _mapped_flag(p, TRAIN_CONFIG, None, *flags, **kwargs)
+
+
+def _top_k(value: str) -> int:
+    k = int(value)
+    if not 1 <= k <= Settings.max_top_k:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {Settings.max_top_k}")
+    return k
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError("must be between 1 and 65535")
+    return port
+
+
+def build_parser() -> Parser:
+    parser = argparse.ArgumentParser(prog="rag", description="Extractive question answering over a folder of documents.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_index, _show, _search, _ask, _eval, _serve, _bench, _calibrate_reader, _lineage, _export_reader,
+                _train_reader):
+        add(sub)
+    return parser
+
+
+# --- flags shared by several commands ----------------------------------------------------------------------
+
+def _corpus_args(p: Parser) -> None:
+    _setting(p, "docs_dir", "--docs", type=Path, help="corpus folder (default: seeds/)")
+    _setting(p, "index_dir", "--index", type=Path, help="index folder (default: index/)")
+    _setting(p, "store", "--store", metavar="DSN",
+             help="keep the index in PostgreSQL + pgvector instead of --index (postgresql://user@host/db;"
+                  " default: $RAG_STORE)")
+    _setting(p, "follow_links", "--follow-links", action="store_true", default=None,
+             help="also index files that symbolic links inside the corpus folder point to outside it")
+
+
+def _reader_args(p: Parser) -> None:
+    _setting(p, "reader_model", "--reader", help="reader model folder or hub name (default: the packaged reader)")
+    _setting(p, "reader_backend", "--reader-backend", choices=BACKENDS,
+             help="auto: the fp32 weights through their cached ONNX export (made by `rag index`) when there is one, "
+                  f"else torch; torch: always torch; onnx: the int8 export (default {Settings.reader_backend})")
+
+
+def _no_rebuild_arg(p: Parser) -> None:
+    p.add_argument("--no-rebuild", action="store_true", help="fail instead of rebuilding a missing or stale index")
+
+
+def _query_args(p: Parser) -> None:
+    _corpus_args(p)
+    _setting(p, "top_k", "--top-k", type=_top_k, help=f"passages to retrieve (1-{Settings.max_top_k}, default {Settings.top_k})")
+    _setting(p, "retrieval_mode", "--mode", choices=RETRIEVAL_MODES, help=f"retrieval mode (default {Settings.retrieval_mode})")
+    _reader_args(p)
+    _no_rebuild_arg(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+# --- index, show, search, ask, serve --------------------------------------------------------------------------
+
+def _index(sub) -> None:
+    p = sub.add_parser("index", help="build the index of a corpus folder (only what changed, unless --full)")
+    _corpus_args(p)
+    p.add_argument("--full", action="store_true", help="rebuild everything instead of only added and changed files")
+    p.set_defaults(func=cmd_index)
+
+
+def _show(sub) -> None:
+    p = sub.add_parser("show", help="print the passage around a citation, the cited characters marked")
+    p.add_argument("source", help="the document, as cited")
+    p.add_argument("start", type=int)
+    p.add_argument("end", type=int)
+    _corpus_args(p)
+    p.set_defaults(func=cmd_show)
+
+
+def _search(sub) -> None:
+    p = sub.add_parser("search", help="show the passages retrieved for a question")
+    p.add_argument("question")
+    _query_args(p)
+    p.set_defaults(func=cmd_search)
+
+
+def _ask(sub) -> None:
+    p = sub.add_parser("ask", help="answer a question (or, with none, open an interactive prompt)")
+    p.add_argument("question", nargs="?", help="the question; leave it out to ask line after line")
+    _query_args(p)
+    p.set_defaults(func=cmd_ask)
+
+
+def _serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve POST /ask over HTTP")
+    _corpus_args(p)
+    _reader_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8000)
+    p.add_argument("--allowed-hosts", nargs="+", metavar="NAME",
+                   help="Host header names to answer (others get 400); default: on a loopback --host, only "
+                        "localhost, 127.0.0.1 and [::1] (no DNS rebinding); otherwise any")
+    _no_rebuild_arg(p)
+    p.set_defaults(func=cmd_serve)
+
+
+# --- eval and bench ---------------------------------------------------------------------------------------------
+
+def _eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate on the hand-written set or a SQuAD 2.0 file")
+    _query_args(p)
+    p.add_argument("--qa", type=Path, default=Path("eval/qa.jsonl"), help="hand-written JSONL set (default eval/qa.jsonl)")
+    p.add_argument("--squad", type=Path, help="evaluate open-domain over this SQuAD 2.0 file's paragraphs instead")
+    p.add_argument("--split", choices=["all", "dev", "test"], default="all",
+                   help="with --squad: only the reader's held-out dev or test articles")
+    p.add_argument("--limit", type=int, help="with --squad: N questions spread evenly over the file")
+    p.add_argument("--report", type=Path, help="write a Markdown report with every miss to this path")
+    p.add_argument("--retrieval", action="store_true", help="compare dense, BM25 and hybrid hit rates at k=1 and 5")
+    p.set_defaults(func=cmd_eval)
+
+
+def _bench(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks: the server's /ask latency and throughput, the reader's runtimes, cost "
+                                     "against corpus size, the stores, incremental indexing, the learning curve")
+    p.set_defaults(func=cmd_bench)
+    bench = p.add_subparsers(dest="bench", required=True)
+    for add in (_bench_serve, _bench_backends, _bench_scale, _bench_stores, _bench_incremental, _bench_curve):
+        add(bench)
+    bench.metavar = "{" + ",".join(bench.choices) + "}"  # so that a missing one's error lists them, as the usage does
+
+
+def _questions_arg(b: Parser) -> None:
+    b.add_argument("--questions", type=Path, metavar="FILE",
+                   help="the seed questions, JSONL (default: the repository's eval/qa.jsonl)")
+
+
+def _workdir_arg(b: Parser, name: str) -> None:
+    b.add_argument("--workdir", type=Path, default=Path("build") / name, metavar="DIR",
+                   help=f"scratch folder, emptied first (default build/{name})")
+
+
+def _squad_arg(b: Parser, what: str) -> None:
+    b.add_argument("squad_file", type=Path, metavar="SQUAD_FILE", help=f"a SQuAD 2.0 file: {what}")
+
+
+def _requests_arg(b: Parser, default: int, per: str) -> None:
+    b.add_argument("--requests", type=int, default=default, metavar="N", help=f"{per} (default {default})")
+
+
+def _bench_serve(bench) -> None:
+    b = bench.add_parser("serve", help="start the server and measure /ask latency, throughput and peak memory")
+    b.add_argument("--docs", type=Path, metavar="DIR", help="corpus folder (default: seeds/)")
+    b.add_argument("--index", type=Path, metavar="DIR", help="index folder (default: index/)")
+    _requests_arg(b, 48, "requests per concurrency level")
+    b.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], metavar="N",
+                   help="requests in flight at each level (default 1 4 16)")
+    _questions_arg(b)
+
+
+def _bench_backends(bench) -> None:
+    b = bench.add_parser("backends", help="the reader through torch fp32, ONNX Runtime fp32 and int8 on the seeds: /ask "
+                                          "latency, answer quality and a per-stage profile")
+    _requests_arg(b, 48, "/ask requests per runtime")
+    _workdir_arg(b, "backend-bench")
+    _questions_arg(b)
+
+
+def _bench_scale(bench) -> None:
+    b = bench.add_parser("scale", help="build corpora of --sizes passages; index build time, size, peak memory and "
+                                       "/ask latency for each, with a plot")
+    _squad_arg(b, "the corpora are made from its contexts (and those of the extra file beside it)")
+    b.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000], metavar="N",
+                   help="corpus sizes in passages (default 1000 10000 100000)")
+    _requests_arg(b, 48, "/ask requests per corpus")
+    _workdir_arg(b, "scale-bench")
+    b.add_argument("--plot", type=Path, default=Path("docs/scale.png"), metavar="FILE",
+                   help="where to write the plot (default docs/scale.png)")
+
+
+def _bench_stores(bench) -> None:
+    b = bench.add_parser("stores", help="the file store against PostgreSQL on the seeds and on a large corpus")
+    _squad_arg(b, "the large corpus is made from its contexts")
+    b.add_argument("--store", metavar="DSN", required=True,
+                   help="a PostgreSQL server where databases may be created (postgresql://user@host/db)")
+    b.add_argument("--passages", type=int, default=10_000, metavar="N", help="size of the large corpus (default 10000)")
+    _requests_arg(b, 24, "/ask requests per corpus and store")
+    b.add_argument("--seeds", type=Path, default=Path("seeds"), metavar="DIR", help="the small corpus (default seeds/)")
+    _workdir_arg(b, "store-bench")
+    _questions_arg(b)
+
+
+def _bench_incremental(bench) -> None:
+    b = bench.add_parser("incremental", help="time a full and an incremental index of a corpus with one file changed")
+    _squad_arg(b, "the corpus is made from its contexts")
+    b.add_argument("--files", type=int, default=1000, metavar="N", help="corpus size in files (default 1000)")
+    _workdir_arg(b, "incremental-bench")
+
+
+def _bench_curve(bench) -> None:
+    b = bench.add_parser("curve", help="the learning curve of reader versions (windows seen against dev, seed-set and "
+                                       "test F1), with a plot")
+    _squad_arg(b, "its test articles are the test set")
+    b.add_argument("--readers", nargs="+", metavar="LABEL=DIR", required=True, help="the reader versions, oldest first")
+    b.add_argument("--plot", type=Path, default=Path("docs/learning-curve.png"), metavar="FILE",
+                   help="where to write the plot (default docs/learning-curve.png)")
+    _questions_arg(b)
+
+
+# --- the reader: calibrate-reader, lineage, export-reader, train-reader -----------------------------------------
+
+def _calibrate_reader(sub) -> None:
+    p = sub.add_parser("calibrate-reader", help="refit the reader's answerability calibration on the dev split")
+    p.add_argument("--train", dest="train_file", required=True, help="the SQuAD 2.0 file the reader was trained on")
+    p.add_argument("--model", required=True, help="reader model folder")
+    p.add_argument("--study", action="store_true",
+                   help="write nothing; compare calibration features and threshold rules on dev and test")
+    p.add_argument("--f1-tolerance", type=float, default=None,
+                   help="choose the highest threshold whose open-domain dev F1 is within this many points of the"
+                        " best: fewer wrong answers for a little F1 (default Settings: 0, the max-F1 threshold;"
+                        " --study compares 0 with this, default 0.5)")
+    p.set_defaults(func=cmd_calibrate_reader)
+
+
+def _reader_folder_arg(p: Parser) -> None:
+    p.add_argument("--model", default=Settings.reader_model, help="reader folder (default: the packaged reader)")
+
+
+def _lineage(sub) -> None:
+    p = sub.add_parser("lineage", help="the runs that made a reader, as a table (the learning curve of cumulative training)")
+    _reader_folder_arg(p)
+    p.set_defaults(func=cmd_lineage)
+
+
+def _export_reader(sub) -> None:
+    p = sub.add_parser("export-reader", help="write the reader's int8 ONNX export beside its weights")
+    _reader_folder_arg(p)
+    p.set_defaults(func=cmd_export_reader)
+
+
+def _train_reader(sub) -> None:
+    p = sub.add_parser("train-reader", help="fine-tune the extractive reader (SQuAD 2.0 format)")
+    _train_field(p, "--train", dest="train_file", help="SQuAD 2.0 file (dev/test articles are held out)")
+    _train_field(p, "--output", help="model folder to write (a resumable checkpoint goes in its checkpoint/ folder)")
+    _train_field(p, "--init", nargs="?", const=str(PACKAGED_READER_DIR), type=Path,
+                 help="continue training this reader, QA head kept (no value: the packaged reader); "
+                      "its lineage carries on and only extra questions its runs did not use are drawn")
+    p.add_argument("--no-fresh-extra", action="store_true", help="with --init: allow extra questions earlier runs used")
+    p.add_argument("--resume", type=Path, metavar="OUTPUT", help="continue the cut-off run that writes to OUTPUT, exactly")
+    _train_field(p, "--checkpoint-minutes", type=float, help="write a full checkpoint this often (default 10)")
+    p.add_argument("--stop-after-steps", type=int, help="stop after this many steps with a checkpoint (to resume later)")
+    _train_data_args(p)
+    _train_run_args(p)
+    p.add_argument("--no-calibrate", action="store_true", help="skip fitting the answerability calibration")
+    p.set_defaults(func=cmd_train_reader)
+
+
+def _train_data_args(p: Parser) -> None:
+    _train_field(p, "--extra", dest="extra_file", help="extra answerable SQuAD-format file")
+    _train_field(p, "--extra-sources", nargs="+", help="title prefixes of the extra file to sample from")
+    _train_field(p, "--extra-questions", type=int, help="questions sampled from the extra file")
+    _train_field(p, "--negative-fraction", type=float, help="share of answerable questions given a retrieved negative")
+    _train_field(p, "--base-model", help="encoder folder or hub name (default: packaged all-MiniLM-L6-v2)")
+
+
+def _train_run_args(p: Parser) -> None:
+    _train_field(p, "--epochs", type=float)
+    _train_field(p, "--learning-rate", type=float)
+    _train_field(p, "--warmup-fraction", type=float)
+    _train_field(p, "--batch-size", type=int)
+    _train_field(p, "--max-length", type=int)
+    _train_field(p, "--stride", type=int)
+    _train_field(p, "--max-windows", type=int, help="cap on training windows (0: none)")
+    _train_field(p, "--dev-questions", type=int, help="evaluate on this many dev questions (0: all)")
+    _train_field(p, "--seed", type=int)
+    _train_field(p, "--threads", type=int, help="torch threads (0: torch's choice)")
+    _train_field(p, "--bf16", action="store_true", default=None,
+                 help="bfloat16 autocast in training (weights stay fp32; faster on AVX512-BF16 CPUs and GPUs)")

@@ -242,18 +242,26 @@ def read_manifest(index_dir: Path) -> dict:
 def load_index(index_dir: Path, docs_dir: Path | None = None) -> SearchIndex:
     """Read a saved index back; any missing or damaged part gives a CorruptIndexError naming it. A save
     swapped in while the files were being read is read again (the parts must come from one build)."""
-    for attempt in range(3):
+    last = READ_ATTEMPTS - 1
+    for attempt in range(READ_ATTEMPTS):
         before = index_identity(Path(index_dir))
         try:
             index = _load_index(Path(index_dir))
         except IndexLoadError:
-            if attempt == 2 or index_identity(Path(index_dir)) == before:
-                raise
+            folder = Path(index_dir).resolve()
+            swapping = folder.with_name(f".{folder.name}.old").is_dir()
+            if attempt == last or (index_identity(Path(index_dir)) == before and not swapping):
+                raise  # missing or damaged for good, not caught mid-swap
+            time.sleep(0.01 * (attempt + 1))
             continue
-        if index_identity(Path(index_dir)) == before or attempt == 2:
+        if index_identity(Path(index_dir)) == before or attempt == last:
             index.docs_dir, index.path, index.identity = docs_dir, Path(index_dir), before
             return index
     raise AssertionError("unreachable")
+
+
+#: How many times a read that met a save's swap is tried again (a few milliseconds apart).
+READ_ATTEMPTS = 10
 
 
 def index_identity(index_dir: Path) -> tuple[int, int] | None:

@@ -320,6 +320,12 @@ class PostgresStore:
         with self.connection() as conn:
             return tuple(conn.execute("SELECT (SELECT count(*) FROM rag_documents), (SELECT count(*) FROM rag_chunks)").fetchone())
 
+    def document_stats(self) -> dict[str, tuple[str, int]]:
+        with self.connection() as conn:
+            rows = conn.execute("SELECT d.source, d.format, count(c.id) FROM rag_documents d LEFT JOIN rag_chunks c"
+                                " USING (source) GROUP BY d.source, d.format").fetchall()
+        return {source: (fmt, int(n)) for source, fmt, n in rows}
+
     def file_hashes(self) -> dict[str, str]:
         """Every file the last index run read (those skipped as unconvertible too, as the file store does)."""
         with self.connection() as conn:

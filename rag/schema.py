@@ -19,6 +19,17 @@ class AskRequest(BaseModel):
                                            "(Settings.max_question_chars; not only white space).")
     top_k: StrictInt | None = Field(None, ge=1, description=f"Passages to retrieve and read (1 to Settings.max_top_k, "
                                                             f"{Settings.max_top_k} by default; default {Settings.top_k}).")
+    collection: str | None = Field(None, description="The collection to answer from (POST /ask; default `default`).",
+                                   max_length=64)
+    sources: list[str] | None = Field(None, max_length=100, description=(
+        "Only passages of these documents are searched: file names or glob patterns (`reports/2024/*.pdf`)."))
+
+    @field_validator("sources")
+    @classmethod
+    def _patterns(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not p or len(p) > 1024 for p in value):
+            raise ValueError("each source pattern is 1 to 1024 characters")
+        return value
 
     @field_validator("question")
     @classmethod
@@ -85,6 +96,27 @@ class HealthResponse(BaseModel):
     retrieval_mode: str
     no_answer_threshold: float
     calibrated: bool = Field(True, description="False when the reader has no calibration: scores are not probabilities.")
+    collections: int = Field(1, description="Collections served (the default one and those under the data folder).")
+    keys_required: bool = Field(False, description="Whether routes other than /health need an API key.")
+
+
+class CollectionInfo(BaseModel):
+    name: str
+    documents: int
+    passages: int
+
+
+class DocumentInfo(BaseModel):
+    source: str = Field(..., description="The document's path in its collection (what citations name).")
+    format: str
+    bytes: int | None = Field(None, description="Size of the file as uploaded (null when the file is not on this machine).")
+    passages: int
+
+
+class UploadResponse(BaseModel):
+    source: str
+    format: str
+    passages: int = Field(..., description="Passages indexed from it: it is answerable as soon as this returns.")
 
 
 class DocumentResponse(BaseModel):

@@ -56,6 +56,9 @@ class Store(Protocol):
     def counts(self) -> tuple[int, int]:
         """(documents, passages) in the store now."""
 
+    def document_stats(self) -> dict[str, tuple[str, int]]:
+        """source -> (format, passages) of every document in the store."""
+
     def file_hashes(self) -> dict[str, str]:
         """source -> SHA-256 of the file each document was read from (to spot changed corpus files)."""
 
@@ -127,6 +130,12 @@ class FileStore:
 
     def counts(self) -> tuple[int, int]:
         return len(self.index.documents), len(self.index.chunks)
+
+    def document_stats(self) -> dict[str, tuple[str, int]]:
+        passages: dict[str, int] = {}
+        for chunk in self.index.chunks:
+            passages[chunk.source] = passages.get(chunk.source, 0) + 1
+        return {s: (d.format, passages.get(s, 0)) for s, d in self.index.documents.items()}
 
     def file_hashes(self) -> dict[str, str]:
         return dict(self.index.manifest.get("files") or {})

@@ -15,6 +15,9 @@ import tempfile  # noqa: E402
 if "RAG_CACHE" not in os.environ:
     os.environ["RAG_CACHE"] = tempfile.mkdtemp(prefix="rag-test-cache-")
     atexit.register(shutil.rmtree, os.environ["RAG_CACHE"], True)
+# The servers' data folder (collections, API keys) of this test session, never the user's.
+os.environ["RAG_DATA"] = tempfile.mkdtemp(prefix="rag-test-data-")
+atexit.register(shutil.rmtree, os.environ["RAG_DATA"], True)
 
 import subprocess  # noqa: E402
 import sys  # noqa: E402

@@ -261,7 +261,7 @@ def test_oversized_file_is_skipped(tiny_docs):
 def test_a_body_that_never_arrives_gets_a_408_not_a_held_worker():
     import asyncio
 
-    from rag.server import BodyLimits
+    from rag.middleware import BodyLimits
 
     sent = []
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from rag.cli.common import SETTINGS, TRAIN_CONFIG
 from rag.cli.offline import cmd_bench, cmd_calibrate_reader, cmd_eval, cmd_export_reader, cmd_lineage, cmd_train_reader
 from rag.cli.query import cmd_ask, cmd_index, cmd_search, cmd_serve, cmd_show
+from rag.cli.team import cmd_keys_add, cmd_keys_list, cmd_keys_revoke
 from rag.config import PACKAGED_READER_DIR, RETRIEVAL_MODES, Settings
 from rag.config import READER_BACKENDS as BACKENDS
 
@@ -52,7 +53,7 @@ def build_parser() -> Parser:
     parser = argparse.ArgumentParser(prog="rag", description="Extractive question answering over a folder of documents.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_index, _show, _search, _ask, _eval, _serve, _bench, _calibrate_reader, _lineage, _export_reader,
+    for add in (_index, _show, _search, _ask, _eval, _serve, _keys, _bench, _calibrate_reader, _lineage, _export_reader,
                 _train_reader):
         add(sub)
     return parser
@@ -112,6 +113,7 @@ def _search(sub) -> None:
     p = sub.add_parser("search", help="show the passages retrieved for a question")
     p.add_argument("question")
     _query_args(p)
+    _source_arg(p)
     p.set_defaults(func=cmd_search)
 
 
@@ -119,13 +121,22 @@ def _ask(sub) -> None:
     p = sub.add_parser("ask", help="answer a question (or, with none, open an interactive prompt)")
     p.add_argument("question", nargs="?", help="the question; leave it out to ask line after line")
     _query_args(p)
+    _source_arg(p)
     p.set_defaults(func=cmd_ask)
+
+
+def _source_arg(p: Parser) -> None:
+    p.add_argument("--source", action="append", dest="sources", metavar="PATTERN",
+                   help="search only documents with this name or glob (`reports/2024/*.pdf`); repeatable")
 
 
 def _serve(sub) -> None:
     p = sub.add_parser("serve", help="serve POST /ask over HTTP")
     _corpus_args(p)
     _reader_args(p)
+    _data_arg(p)
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="serve a non-loopback --host although no API key exists (anyone who reaches it may read and write)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--allowed-hosts", nargs="+", metavar="NAME",
@@ -133,6 +144,29 @@ def _serve(sub) -> None:
                         "localhost, 127.0.0.1 and [::1] (no DNS rebinding); otherwise any")
     _no_rebuild_arg(p)
     p.set_defaults(func=cmd_serve)
+
+
+def _data_arg(p: Parser) -> None:
+    _setting(p, "data_dir", "--data", type=Path, metavar="DIR",
+             help="the server's data folder: managed collections and API keys (default $RAG_DATA, else ~/.local/share/rag)")
+
+
+def _keys(sub) -> None:
+    p = sub.add_parser("keys", help="API keys of a server's data folder: add, list, revoke")
+    keys = p.add_subparsers(dest="keys_command", required=True, metavar="{add,list,revoke}")
+    k = keys.add_parser("add", help="create a key and print its token once, alone on the last line")
+    k.add_argument("name", help="the key's name (shown in the access log)")
+    k.add_argument("--scope", choices=("read", "write"), required=True,
+                   help="read: ask, search, list; write: also create, upload and delete")
+    _data_arg(k)
+    k.set_defaults(func=cmd_keys_add)
+    k = keys.add_parser("list", help="the keys: name, scope, created, last used (never a token)")
+    _data_arg(k)
+    k.set_defaults(func=cmd_keys_list)
+    k = keys.add_parser("revoke", help="delete a key: its token stops working at once")
+    k.add_argument("name")
+    _data_arg(k)
+    k.set_defaults(func=cmd_keys_revoke)
 
 
 # --- eval and bench ---------------------------------------------------------------------------------------------

@@ -71,7 +71,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     question = check_question(args.question, settings)
-    passages = Retriever.open(settings, rebuild=not args.no_rebuild).run(question)
+    retriever = Retriever.open(settings, rebuild=not args.no_rebuild)
+    names = retriever.store.sources_matching(args.sources) if args.sources else None
+    passages = retriever.run(question, None, names)
     if args.json:
         print(json.dumps({"question": question, "passages": [p.to_dict() for p in passages]}, ensure_ascii=False, indent=2))
     else:
@@ -129,7 +131,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.question is not None:
         question = check_question(args.question, settings)
         pipeline = _pipeline(args, settings)
-        answer = pipeline.run(question)
+        answer = pipeline.run(question, sources=args.sources)
         if args.json:
             print(AskResponse.from_answer(answer).model_dump_json(indent=2))
         else:
@@ -157,7 +159,7 @@ def _interactive(args: argparse.Namespace, settings: Settings) -> int:
             if line is None or line.lower() in ("exit", "quit"):
                 break
             if line:
-                _answer_line(line, pipeline, settings, args.json)
+                _answer_line(line, pipeline, settings, args.json, args.sources)
         except KeyboardInterrupt:
             print("\nrag: cancelled", file=sys.stderr, flush=True)
     return 0
@@ -176,14 +178,14 @@ def _read_line(tty: bool) -> str | None:
         return None
 
 
-def _answer_line(line: str, pipeline, settings: Settings, as_json: bool) -> None:
+def _answer_line(line: str, pipeline, settings: Settings, as_json: bool, sources: list[str] | None = None) -> None:
     """Answer one line of the interactive session; a bad question or a failure is reported, not raised."""
     from rag.errors import user_message
     from rag.schema import AskResponse
 
     try:
         question = check_question(line, settings)
-        answer = pipeline.run(question)
+        answer = pipeline.run(question, sources=sources)
     except UsageError as err:
         print(f"rag: {err}", file=sys.stderr, flush=True)
         return
@@ -206,6 +208,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     _check_port(args.host, args.port)  # before minutes of loading, not after
+    _check_exposure(args.host, settings, args.insecure_no_auth)
     from rag.console import SafeFormatter
 
     logging.getLogger().handlers[0].setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -217,6 +220,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         pipeline.close()
     return 0
+
+
+def _check_exposure(host: str, settings: Settings, insecure: bool) -> None:
+    """Refuse to serve beyond this machine with no API key (anyone who reaches it could read and change the
+    documents), unless --insecure-no-auth says that is meant."""
+    from rag.keys import KeyStore
+    from rag.server import allowed_hosts_for
+
+    if allowed_hosts_for(host) is None and not insecure and not KeyStore(settings.data_dir).any():
+        raise UsageError(f"refusing to serve {host} without API keys: add one with `rag keys add NAME --scope write "
+                         f"--data {settings.data_dir}`, or pass --insecure-no-auth")
 
 
 def _check_port(host: str, port: int) -> None:

@@ -63,8 +63,20 @@ function place(item) {
   return parts.join(", ");
 }
 
+/** Headers every API call carries: the API key of this tab, when one was given (team.js keeps it). */
+function authHeaders() {
+  const token = sessionStorage.getItem("rag-token");
+  return token ? { authorization: `Bearer ${token}` } : {};
+}
+
+/** The collection picked on the page (team.js), else "default". */
+function currentCollection() {
+  return sessionStorage.getItem("rag-collection") || "default";
+}
+
 function documentLink(source, start, end, label) {
-  const href = `/documents/${encodeURIComponent(source)}?start=${start}&end=${end}`;
+  const collection = encodeURIComponent(currentCollection());
+  const href = `/documents/${encodeURIComponent(source)}?start=${start}&end=${end}&collection=${collection}`;
   return el("a", { href, className: "source-link" }, label);
 }
 
@@ -133,7 +145,8 @@ async function errorMessage(response) {
   } catch (_) {
     detail = response.statusText || "no details";
   }
-  const kinds = { 408: "The request took too long to send", 413: "The request is too large",
+  const kinds = { 401: "An API key is needed (enter it above)", 403: "This key may not do that",
+                  404: "Not found", 408: "The request took too long to send", 409: "Refused", 413: "The request is too large",
                   422: "The question cannot be asked that way", 503: "The service is busy; try again in a moment" };
   const kind = kinds[response.status] || (response.status >= 500 ? "The service failed to answer" : "The request was refused");
   return `${kind} (HTTP ${response.status}): ${detail}`;
@@ -149,10 +162,13 @@ async function ask(event) {
   button.disabled = true;
   spinner.hidden = false;
   try {
+    const body = { question, collection: currentCollection() };
+    const only = (document.getElementById("only-in") || { value: "" }).value.split(",").map((s) => s.trim()).filter(Boolean);
+    if (only.length) body.sources = only;
     const response = await fetch("/ask", {
       method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ question }),
+      headers: { "content-type": "application/json", ...authHeaders() },
+      body: JSON.stringify(body),
     });
     if (response.ok) showAnswer(await response.json());
     else showError(await errorMessage(response));
@@ -170,7 +186,9 @@ async function showDocument() {
   document.getElementById("document-title").textContent = source;
   document.title = `${source} — Ask the documents`;
   const textBox = document.getElementById("document-text");
-  const response = await fetch(`/api/documents/${encodeURIComponent(source)}`);
+  const collection = params.get("collection") || "default";
+  const response = await fetch(`/api/documents/${encodeURIComponent(source)}?collection=${encodeURIComponent(collection)}`,
+                               { headers: authHeaders() });
   if (!response.ok) {
     textBox.replaceChildren(el("span", { className: "error", id: "error" }, await errorMessage(response)));
     return;

@@ -1,0 +1,306 @@
+"""Collections: named sets of documents, each with its own index, that a server shares with a team. Managed
+ones live under DATA/collections/NAME/ (docs/ holds the files, index/ the file index, or a PostgreSQL
+schema of their own); the --docs/--index corpus is the collection named `default`. An upload or delete
+updates the collection's index incrementally and swaps it in between questions; uploads of one collection
+take turns, and the models are shared by all collections (one copy per process)."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from rag.config import Settings
+from rag.converters import SUFFIXES, ConversionError, convert
+from rag.errors import RagError
+from rag.pipeline import Pipeline
+from rag.store import index_store
+from rag.types import Answer
+
+log = logging.getLogger(__name__)
+
+DEFAULT = "default"
+NAME = re.compile(r"[a-z0-9_-]{1,64}")
+#: Names Windows reserves (a team's files may be synced to one): refused as any part of a path.
+RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+EMPTY = "the collection holds no documents yet: upload one first"
+
+
+class CollectionError(RagError):
+    """A collection or document request that cannot be done as asked; `status` is its HTTP status."""
+
+    status = 422
+
+
+class NotFoundError(CollectionError):
+    status = 404
+
+
+class ConflictError(CollectionError):
+    status = 409
+
+
+class TooLargeError(CollectionError):
+    status = 413
+
+
+def check_name(name: str) -> str:
+    if not NAME.fullmatch(name or ""):
+        raise CollectionError(f"a collection name is 1-64 of a-z, 0-9, '_' and '-': not {name!r}")
+    return name
+
+
+def safe_source(filename: str, folder: str | None = None) -> str:
+    """The source an upload is stored as: the file's name (with any folders it names), under `folder` when
+    given. Refused (422): '..', an absolute path, control characters, hidden or reserved names, and formats
+    rag does not read."""
+    folder, name = (folder or "").replace("\\", "/"), (filename or "").replace("\\", "/")
+    if name.startswith("/") or folder.startswith("/") or re.match(r"[A-Za-z]:/", name):
+        raise CollectionError("an absolute path is not a document name")
+    parts = [p for p in f"{folder}/{name}".split("/") if p not in ("", ".")]
+    if not parts:
+        raise CollectionError("the upload has no file name")
+    source = "/".join(parts)
+    for part in parts:
+        if part in ("", "..") or part.startswith("."):
+            raise CollectionError(f"{source!r} is not a document name ('..', hidden or empty parts are refused)")
+        if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in part):
+            raise CollectionError("a document name may not hold control or invisible format characters")
+        if part.split(".")[0].lower() in RESERVED:
+            raise CollectionError(f"{part!r} is a reserved name")
+    if len(source.encode("utf-8")) > 1024:
+        raise CollectionError("the document name is longer than 1024 bytes")
+    if PurePosixPath(source).suffix.lower() not in SUFFIXES:
+        raise CollectionError(f"{source!r} is not a format rag reads ({', '.join(SUFFIXES)})")
+    return source
+
+
+class LockedEmbedder:
+    """The shared embedder, used under the models' lock: an upload's indexing embeds between questions."""
+
+    def __init__(self, embedder, lock: threading.Lock) -> None:
+        self._embedder, self._lock = embedder, lock
+
+    def run(self, texts, progress: bool = False):
+        with self._lock:
+            return self._embedder.run(texts, progress=progress)
+
+    def __getattr__(self, name: str):
+        return getattr(self._embedder, name)
+
+
+@dataclass
+class Collection:
+    """One collection: its folder of documents, its settings (index folder or schema) and its pipeline
+    (None while it holds no documents)."""
+
+    name: str
+    docs_dir: Path | None
+    settings: Settings
+    pipeline: Pipeline | None
+    managed: bool
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def counts(self) -> tuple[int, int]:
+        return self.pipeline.retriever.store.counts() if self.pipeline else (0, 0)
+
+    def ask(self, question: str, top_k: int | None = None, sources: list[str] | None = None) -> Answer:
+        if self.pipeline is None:
+            raise ConflictError(EMPTY)
+        return self.pipeline.run(question, top_k, sources=sources)
+
+
+class Collections:
+    """Every collection of a server: `default` (the pipeline it started with) and the managed ones found
+    under settings.data_dir/collections, opened at start-up."""
+
+    def __init__(self, settings: Settings, default: Pipeline) -> None:
+        self.settings = settings
+        self.root = Path(settings.data_dir) / "collections"
+        self.default = default
+        self._models_lock = default._lock  # every collection shares the default's models, so their lock
+        self._all: dict[str, Collection] = {
+            DEFAULT: Collection(DEFAULT, default.retriever.store.docs_dir, settings, default, managed=False)}
+        self._guard = threading.Lock()
+        if self.root.is_dir():
+            for folder in sorted(self.root.iterdir()):
+                if folder.is_dir() and NAME.fullmatch(folder.name) and folder.name != DEFAULT:
+                    try:
+                        self._all[folder.name] = self._open(folder.name)
+                    except RagError as err:
+                        log.error("collection %s cannot be opened: %s", folder.name, err)
+
+    # -- collections -------------------------------------------------------------------------------------
+
+    def _settings_for(self, name: str) -> Settings:
+        folder = self.root / name
+        schema = None
+        if self.settings.store:  # one PostgreSQL schema per collection: '_' doubled, '-' as '_h', so names stay apart
+            schema = "rag_c_" + name.replace("_", "__").replace("-", "_h")
+        return self.settings.with_overrides(docs_dir=folder / "docs", index_dir=folder / "index", store_schema=schema)
+
+    def _open(self, name: str) -> Collection:
+        settings = self._settings_for(name)
+        pipeline = None
+        if any(settings.docs_dir.rglob("*")) if settings.docs_dir.is_dir() else False:
+            pipeline = self._pipeline(settings, rebuild=True)
+        return Collection(name, settings.docs_dir, settings, pipeline, managed=True)
+
+    def _pipeline(self, settings: Settings, rebuild: bool) -> Pipeline:
+        """A pipeline on the shared models; it takes the models' lock itself while it answers (so its
+        embedder is the plain one: the locked one is for indexing, which runs outside that lock)."""
+        d = self.default
+        return Pipeline.from_settings(settings, rebuild=rebuild, embedder=d.retriever.embedder, reader=d.reader,
+                                      lock=self._models_lock)
+
+    def names(self) -> list[str]:
+        with self._guard:
+            return sorted(self._all)
+
+    def get(self, name: str) -> Collection:
+        with self._guard:
+            found = self._all.get(name)
+        if found is None:
+            raise NotFoundError(f"no collection named {name!r}")
+        return found
+
+    def create(self, name: str) -> tuple[Collection, bool]:
+        """The collection `name`, made (empty) if it does not exist; True when it was made."""
+        check_name(name)
+        with self._guard:
+            if name in self._all:
+                return self._all[name], False
+            settings = self._settings_for(name)
+            settings.docs_dir.mkdir(parents=True, exist_ok=True)
+            collection = self._all[name] = Collection(name, settings.docs_dir, settings, None, managed=True)
+            return collection, True
+
+    def delete(self, name: str) -> None:
+        if name == DEFAULT:
+            raise ConflictError("the default collection cannot be deleted")
+        collection = self.get(name)
+        with collection.lock:
+            if collection.pipeline is not None:
+                collection.pipeline.close()
+            if collection.settings.store:
+                from rag.postgres import PostgresStore
+
+                store = PostgresStore(collection.settings)
+                try:
+                    store.drop()
+                finally:
+                    store.close()
+            shutil.rmtree(self.root / name, ignore_errors=True)
+            with self._guard:
+                self._all.pop(name, None)
+
+    def close(self) -> None:
+        for name in self.names():
+            c = self._all.get(name)
+            if c is not None and c.managed and c.pipeline is not None:
+                c.pipeline.close()
+
+    # -- documents ---------------------------------------------------------------------------------------
+
+    def documents(self, name: str) -> list[dict]:
+        collection = self.get(name)
+        if collection.pipeline is None:
+            return []
+        stats = collection.pipeline.retriever.store.document_stats()
+        rows = []
+        for source, (fmt, passages) in sorted(stats.items()):
+            path = collection.docs_dir / source if collection.docs_dir else None
+            size = path.stat().st_size if path is not None and path.is_file() else None
+            rows.append({"source": source, "format": fmt, "bytes": size, "passages": passages})
+        return rows
+
+    def upload(self, name: str, filename: str, data: bytes, folder: str | None = None, replace: bool = False) -> dict:
+        """Store a file in the collection and index it (answerable once this returns). Nothing is stored when
+        it cannot be converted; a failed index leaves the previous file and index as they were."""
+        collection = self.get(name)
+        source = safe_source(filename, folder)
+        if len(data) > self.settings.max_file_bytes:
+            raise TooLargeError(f"the file is {len(data):,} bytes; the limit is {self.settings.max_file_bytes:,}")
+        try:
+            converted = convert(PurePosixPath(source).suffix, data)
+        except ConversionError as err:
+            raise CollectionError(f"{source}: {err}") from None
+        if not converted.text.strip():
+            raise CollectionError(f"{source}: it holds no text")
+        if collection.docs_dir is None:
+            raise ConflictError("the default collection's documents folder is not on this machine")
+        with collection.lock:
+            target = collection.docs_dir / source
+            if target.exists() and not replace:
+                raise ConflictError(f"{source} exists in {name}; send ?replace=true to replace it")
+            previous = target.read_bytes() if target.exists() else None
+            _write_atomically(target, data)
+            try:
+                self._reindex(collection)
+            except BaseException:
+                if previous is None:
+                    target.unlink(missing_ok=True)
+                else:
+                    _write_atomically(target, previous)
+                raise
+        passages = collection.pipeline.retriever.store.document_stats().get(source, (converted.format, 0))[1]
+        return {"source": source, "format": converted.format, "passages": passages}
+
+    def remove(self, name: str, source: str) -> None:
+        collection = self.get(name)
+        with collection.lock:
+            if collection.pipeline is None or source not in collection.pipeline.documents:
+                raise NotFoundError(f"no document {source!r} in {name}")
+            if collection.docs_dir is None:
+                raise ConflictError("the default collection's documents folder is not on this machine")
+            path = collection.docs_dir / source
+            saved = path.read_bytes() if path.is_file() else None
+            path.unlink(missing_ok=True)
+            try:
+                self._reindex(collection)
+            except BaseException:
+                if saved is not None:
+                    _write_atomically(path, saved)
+                raise
+
+    def _reindex(self, collection: Collection) -> None:
+        """Index the collection's folder incrementally (added, changed, removed) and swap the result in."""
+        has_files = collection.docs_dir.is_dir() and any(p.is_file() for p in collection.docs_dir.rglob("*"))
+        if not has_files and collection.managed:  # the last document went: an empty collection again
+            if collection.pipeline is not None:
+                collection.pipeline.close()
+            shutil.rmtree(collection.settings.index_dir, ignore_errors=True)
+            if collection.settings.store:
+                from rag.postgres import PostgresStore
+
+                store = PostgresStore(collection.settings)
+                try:
+                    store.drop()
+                finally:
+                    store.close()
+            collection.pipeline = None
+            return
+        embedder = LockedEmbedder(self.default.retriever.embedder, self._models_lock)
+        index_store(collection.settings, embedder, progress=False)
+        if collection.pipeline is None:
+            collection.pipeline = self._pipeline(collection.settings, rebuild=False)
+        else:
+            collection.pipeline.refresh()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write beside the file, then rename over it: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".upload-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,185 @@
+"""The HTTP routes: asking (POST /ask, /collections/{name}/ask), reading documents, the page, /health, and
+managing collections (create, list, delete; upload, list and delete documents). Each route is a thin
+adapter: the work is the pipeline's and rag.collections'."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from rag.collections import DEFAULT, Collection, Collections
+from rag.schema import (
+    AskRequest,
+    AskResponse,
+    CollectionInfo,
+    DocumentInfo,
+    DocumentResponse,
+    HealthResponse,
+    UploadResponse,
+)
+
+#: The web page's files (index.html, app.js, style.css), shipped inside the package.
+WEB_DIR = Path(__file__).resolve().parent / "web"
+#: Headers of the page and its files: scripts and styles only from this server's own files (no inline
+#: script can run, wherever it came from), no framing, no content-type sniffing.
+PAGE_HEADERS = {
+    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                                "img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+ERRORS = {401: {"description": "An API key is needed"}, 403: {"description": "The key may only read"},
+          404: {"description": "No such collection or document"}, 422: {"description": "Invalid request"}}
+
+router = APIRouter()
+
+
+class SecuredStatic(StaticFiles):
+    """The page's static files, with the page's security headers."""
+
+    async def get_response(self, path, scope):
+        response = await super().get_response(path, scope)
+        response.headers.update(PAGE_HEADERS)
+        return response
+
+
+def _collections(request: Request) -> Collections:
+    return request.app.state.collections
+
+
+async def _collection(request: Request, name: str | None) -> Collection:
+    return await run_in_threadpool(_collections(request).get, name or DEFAULT)
+
+
+# -- asking -------------------------------------------------------------------------------------------------
+
+async def _ask(request: Request, body: AskRequest, name: str) -> AskResponse:
+    collection = await _collection(request, name)
+    if name == DEFAULT:
+        await request.app.state.take_up_rebuilds()
+    answer = await run_in_threadpool(collection.ask, body.question, body.top_k, body.sources)
+    response = AskResponse.from_answer(answer)
+    if body.sources is not None and not answer.passages:
+        response.warnings.append(f"no document of {name} matches sources {body.sources}")
+    if name == DEFAULT:
+        changes = await request.app.state.corpus_changes()
+        stale = {c.source for c in response.citations} & changes.keys()
+        response.warnings += [f"{source} was {changes[source]} since the index was built: the citation may no "
+                              "longer match the file; rebuild with `rag index`" for source in sorted(stale)]
+    return response
+
+
+@router.post("/ask", response_model=AskResponse, summary="Answer a question from a collection (default: `default`)",
+             responses={**ERRORS, 413: {"description": "Body too large"},
+                        503: {"description": "The index database is unreachable or slow; retry later"}})
+async def ask(body: AskRequest, request: Request) -> AskResponse:
+    return await _ask(request, body, body.collection or DEFAULT)
+
+
+@router.post("/collections/{name}/ask", response_model=AskResponse, summary="Answer a question from this collection",
+             responses=ERRORS)
+async def ask_collection(name: str, body: AskRequest, request: Request) -> AskResponse:
+    if body.collection not in (None, name):
+        raise HTTPException(status_code=422, detail=f"collection: the body names {body.collection!r}, the path {name!r}")
+    return await _ask(request, body, name)
+
+
+# -- documents and the page ---------------------------------------------------------------------------------
+
+@router.get("/api/documents/{source:path}", response_model=DocumentResponse, responses=ERRORS,
+            summary="The indexed text of a document (citations' offsets index it)")
+async def document_text(source: str, request: Request, collection: str = Query(DEFAULT)) -> DocumentResponse:
+    # A lookup among indexed sources (never a path on disk), off the event loop: it may query a database.
+    found = await _collection(request, collection)
+    document = await run_in_threadpool(found.pipeline.documents.get, source) if found.pipeline else None
+    if document is None:
+        raise HTTPException(status_code=404, detail="no such document in the index")
+    return DocumentResponse(source=document.source, text=document.text)
+
+
+@router.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    """The web page (rag/web/): plain HTML, CSS and one script, nothing from a CDN."""
+    return FileResponse(WEB_DIR / "index.html", headers=PAGE_HEADERS)
+
+
+@router.get("/documents/{source:path}", include_in_schema=False)
+async def document_page(source: str, request: Request, collection: str = Query(DEFAULT)) -> FileResponse:
+    """The page in document mode. Without keys only a source of the index exists here (no file is read);
+    with keys the page cannot present one yet, so it is served and its API call is what is checked."""
+    if not request.app.state.keys.any():
+        found = await _collection(request, collection)
+        if found.pipeline is None or not await run_in_threadpool(found.pipeline.documents.__contains__, source):
+            raise HTTPException(status_code=404, detail="no such document in the index")
+    return FileResponse(WEB_DIR / "index.html", headers=PAGE_HEADERS)
+
+
+@router.get("/health", response_model=HealthResponse, summary="Readiness, corpus size and models in use")
+async def health(request: Request) -> HealthResponse:
+    state = request.app.state
+    await state.take_up_rebuilds()
+    changes = await state.corpus_changes()
+    return HealthResponse(
+        status="stale" if changes else "ok",
+        corpus_changes=[f"{source} {what}" for source, what in sorted(changes.items())],
+        collections=len(state.collections.names()),
+        keys_required=await run_in_threadpool(state.keys.any),
+        **await run_in_threadpool(state.pipeline.describe),
+    )
+
+
+# -- collections ----------------------------------------------------------------------------------------------
+
+@router.get("/collections", response_model=list[CollectionInfo], summary="Every collection, with its counts")
+async def list_collections(request: Request) -> list[CollectionInfo]:
+    collections = _collections(request)
+
+    def rows():
+        return [CollectionInfo(name=n, documents=c[0], passages=c[1])
+                for n in collections.names() for c in [collections.get(n).counts()]]
+
+    return await run_in_threadpool(rows)
+
+
+@router.put("/collections/{name}", status_code=201, response_model=CollectionInfo, responses=ERRORS,
+            summary="Create a collection (201), or find it there already (200)")
+async def create_collection(name: str, request: Request, response: Response) -> CollectionInfo:
+    collection, created = await run_in_threadpool(_collections(request).create, name)
+    if not created:
+        response.status_code = 200
+    documents, passages = await run_in_threadpool(collection.counts)
+    return CollectionInfo(name=name, documents=documents, passages=passages)
+
+
+@router.delete("/collections/{name}", status_code=204, responses={**ERRORS, 409: {"description": "`default` stays"}},
+               summary="Delete a collection, its documents and its index")
+async def delete_collection(name: str, request: Request) -> Response:
+    await run_in_threadpool(_collections(request).delete, name)
+    return Response(status_code=204)
+
+
+@router.get("/collections/{name}/documents", response_model=list[DocumentInfo], responses=ERRORS,
+            summary="The documents of a collection")
+async def list_documents(name: str, request: Request) -> list[DocumentInfo]:
+    return [DocumentInfo(**row) for row in await run_in_threadpool(_collections(request).documents, name)]
+
+
+@router.post("/collections/{name}/documents", status_code=201, response_model=UploadResponse,
+             summary="Upload a document (multipart field `file`, optional `path` sub-folder); answerable once this returns",
+             responses={**ERRORS, 409: {"description": "It exists (send ?replace=true)"},
+                        413: {"description": "Over the file size limit"}})
+async def upload_document(name: str, request: Request, file: UploadFile = File(...), path: str | None = Form(None),
+                          replace: bool = Query(False)) -> UploadResponse:
+    data = await file.read()
+    result = await run_in_threadpool(_collections(request).upload, name, file.filename or "", data, path, replace)
+    return UploadResponse(**result)
+
+
+@router.delete("/collections/{name}/documents/{source:path}", status_code=204, responses=ERRORS,
+               summary="Delete a document; no answer cites it once this returns")
+async def delete_document(name: str, source: str, request: Request) -> Response:
+    await run_in_threadpool(_collections(request).remove, name, source)
+    return Response(status_code=204)

@@ -80,6 +80,14 @@ def safe_source(filename: str, folder: str | None = None) -> str:
     return source
 
 
+def collection_settings(settings: Settings, name: str) -> Settings:
+    """The settings of managed collection `name`: its folders under the data folder, and with a PostgreSQL
+    store its own schema ('_' doubled and '-' as '_h', so that two names never share one)."""
+    folder = Path(settings.data_dir) / "collections" / check_name(name)
+    schema = "rag_c_" + name.replace("_", "__").replace("-", "_h") if settings.store else None
+    return settings.with_overrides(docs_dir=folder / "docs", index_dir=folder / "index", store_schema=schema)
+
+
 class LockedEmbedder:
     """The shared embedder, used under the models' lock: an upload's indexing embeds between questions."""
 
@@ -109,10 +117,11 @@ class Collection:
     def counts(self) -> tuple[int, int]:
         return self.pipeline.retriever.store.counts() if self.pipeline else (0, 0)
 
-    def ask(self, question: str, top_k: int | None = None, sources: list[str] | None = None) -> Answer:
+    def ask(self, question: str, top_k: int | None = None, sources: list[str] | None = None,
+            timings: dict[str, float] | None = None) -> Answer:
         if self.pipeline is None:
             raise ConflictError(EMPTY)
-        return self.pipeline.run(question, top_k, sources=sources)
+        return self.pipeline.run(question, top_k, timings=timings, sources=sources)
 
 
 class Collections:
@@ -138,11 +147,7 @@ class Collections:
     # -- collections -------------------------------------------------------------------------------------
 
     def _settings_for(self, name: str) -> Settings:
-        folder = self.root / name
-        schema = None
-        if self.settings.store:  # one PostgreSQL schema per collection: '_' doubled, '-' as '_h', so names stay apart
-            schema = "rag_c_" + name.replace("_", "__").replace("-", "_h")
-        return self.settings.with_overrides(docs_dir=folder / "docs", index_dir=folder / "index", store_schema=schema)
+        return collection_settings(self.settings, name)
 
     def _open(self, name: str) -> Collection:
         settings = self._settings_for(name)
@@ -185,16 +190,7 @@ class Collections:
             raise ConflictError("the default collection cannot be deleted")
         collection = self.get(name)
         with collection.lock:
-            if collection.pipeline is not None:
-                collection.pipeline.close()
-            if collection.settings.store:
-                from rag.postgres import PostgresStore
-
-                store = PostgresStore(collection.settings)
-                try:
-                    store.drop()
-                finally:
-                    store.close()
+            _discard_index(collection)
             shutil.rmtree(self.root / name, ignore_errors=True)
             with self._guard:
                 self._all.pop(name, None)
@@ -272,18 +268,7 @@ class Collections:
         """Index the collection's folder incrementally (added, changed, removed) and swap the result in."""
         has_files = collection.docs_dir.is_dir() and any(p.is_file() for p in collection.docs_dir.rglob("*"))
         if not has_files and collection.managed:  # the last document went: an empty collection again
-            if collection.pipeline is not None:
-                collection.pipeline.close()
-            shutil.rmtree(collection.settings.index_dir, ignore_errors=True)
-            if collection.settings.store:
-                from rag.postgres import PostgresStore
-
-                store = PostgresStore(collection.settings)
-                try:
-                    store.drop()
-                finally:
-                    store.close()
-            collection.pipeline = None
+            _discard_index(collection)
             return
         embedder = LockedEmbedder(self.default.retriever.embedder, self._models_lock)
         index_store(collection.settings, embedder, progress=False)
@@ -291,6 +276,22 @@ class Collections:
             collection.pipeline = self._pipeline(collection.settings, rebuild=False)
         else:
             collection.pipeline.refresh()
+
+
+def _discard_index(collection: Collection) -> None:
+    """Close a managed collection's pipeline and remove its index: the folder, or its PostgreSQL schema."""
+    if collection.pipeline is not None:
+        collection.pipeline.close()
+    collection.pipeline = None
+    shutil.rmtree(collection.settings.index_dir, ignore_errors=True)
+    if collection.settings.store:
+        from rag.postgres import PostgresStore
+
+        store = PostgresStore(collection.settings)
+        try:
+            store.drop()
+        finally:
+            store.close()
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

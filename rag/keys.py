@@ -59,7 +59,7 @@ class KeyStore:
         self._keys: dict[str, Key] = {}
         self._stamp: tuple[int, int] | None = None
         self._lock = threading.Lock()
-        self._written_at = 0.0
+        self._used_written: dict[str, float] = {}  # key name -> when its "last used" was last written
 
     # -- reading -----------------------------------------------------------------------------------------
 
@@ -98,7 +98,8 @@ class KeyStore:
                     found = key
             if found is not None:
                 found.last_used = _now()
-                if time.monotonic() - self._written_at > LAST_USED_EVERY:
+                if time.monotonic() - self._used_written.get(found.name, -LAST_USED_EVERY) >= LAST_USED_EVERY:
+                    self._used_written[found.name] = time.monotonic()
                     self._save()
             return found
 
@@ -141,4 +142,4 @@ class KeyStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         st = self.path.stat()
-        self._stamp, self._written_at = (st.st_ino, st.st_mtime_ns), time.monotonic()
+        self._stamp = (st.st_ino, st.st_mtime_ns)

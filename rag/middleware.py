@@ -107,8 +107,9 @@ class AccessLog:
     """ASGI middleware, outermost: one line per request (client, method, path, status, latency), for
     every response including the 413/408 that BodyLimits gives before the app sees the request."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, metrics=None) -> None:
         self.app = app
+        self.metrics = metrics  # rag.metrics.Metrics: requests counted by route template and status
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -128,6 +129,8 @@ class AccessLog:
             client = scope.get("client") or ("-", 0)
             path = scope["path"].encode("unicode_escape").decode("ascii")  # no control characters in the log
             key = scope.get(KEY_SCOPE) or "-"  # the key's name (never its token), set by Auth
+            if self.metrics is not None:  # the route's template, not the path: a bounded set of labels
+                self.metrics.requests.labels(getattr(scope.get("route"), "path", "unmatched"), str(status)).inc()
             log.info("%s:%s %s %s %d %.1fms key=%s", client[0], client[1], scope["method"], path, status,
                      (time.perf_counter() - started) * 1000, key)
 

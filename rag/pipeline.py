@@ -228,7 +228,7 @@ class Pipeline:
         """Answer `question` from the top_k retrieved passages, or abstain. The question is cleaned as the API
         cleans it (control characters out, white space collapsed); an empty one is a QuestionError. With
         `timings`, the seconds of each stage are set in it: "retrieve", "read" (tokenize, forward pass, span
-        search) and "calibrate + cite" (the benchmark's stage profile). With `sources` (document names or
+        search), "forward" (the forward passes alone) and "calibrate + cite" (the stage profile, /metrics). With `sources` (document names or
         glob patterns), only passages of the matching documents are retrieved."""
         question = self.check(question, top_k)
         with self._lock:
@@ -276,6 +276,7 @@ class Pipeline:
             readings = self.reader.run(question, [p.chunk.text for p in passages])
             if timings is not None:
                 timings["read"] = time.perf_counter() - started
+                timings["forward"] = self.reader.last_forward_seconds
         candidates = merge_candidates(readings)
         if not candidates:
             return Judgement(None, None, 0.0)

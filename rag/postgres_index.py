@@ -73,6 +73,7 @@ def index_postgres(settings: Settings, embedder: Embedder, store: PostgresStore 
     """Bring the store up to date with the corpus folder: files whose hash is unchanged are not read
     again, removed files are deleted, and each added or changed file is written in one transaction (its old
     chunks replaced). With `full`, or when the settings changed, everything is rebuilt."""
+    # One function on purpose: the session-level advisory lock and timeout bracket every step below.
     from tqdm import tqdm
 
     started = time.perf_counter()

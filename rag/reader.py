@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,6 +195,7 @@ class Reader:
         self._inputs: frozenset[str] = frozenset()  # the input names _model takes
         self._tokenizer: PairTokenizer | None = None
         self._checked: str | None = None  # the last question check_question passed
+        self.last_forward_seconds = 0.0  # the forward passes of the last logits() call (the /metrics histogram)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Reader:
@@ -312,6 +314,7 @@ class Reader:
         """Start and end logits of the given windows (default: all), in batches, each batch cut to its
         longest window; the forward pass is the only thing the backends do differently."""
         starts, ends = [], []
+        started = time.perf_counter()
         names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in encoding]
         rows = np.arange(len(encoding["input_ids"])) if windows is None else np.asarray(windows)
         width = np.asarray(encoding["input_ids"]).shape[1]
@@ -323,6 +326,7 @@ class Reader:
             pad = ((0, 0), (0, width - longest))  # back to the encoding's width: positions past a window are never picked
             starts.append(np.pad(start, pad, constant_values=-1e4))
             ends.append(np.pad(end, pad, constant_values=-1e4))
+        self.last_forward_seconds = time.perf_counter() - started  # read by callers holding the pipeline's lock
         return np.concatenate(starts), np.concatenate(ends)
 
     def _forward(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

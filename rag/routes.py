@@ -3,6 +3,7 @@ managing collections (create, list, delete; upload, list and delete documents). 
 adapter: the work is the pipeline's and rag.collections'."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
@@ -10,13 +11,17 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from rag.collections import DEFAULT, Collection, Collections
+from rag.collections import DEFAULT, EMPTY, Collection, Collections
+from rag.feedback import Span, check_span, reader_version
+from rag.middleware import KEY_SCOPE
 from rag.schema import (
     AskRequest,
     AskResponse,
     CollectionInfo,
     DocumentInfo,
     DocumentResponse,
+    FeedbackRequest,
+    FeedbackResponse,
     HealthResponse,
     UploadResponse,
 )
@@ -60,7 +65,10 @@ async def _ask(request: Request, body: AskRequest, name: str) -> AskResponse:
     collection = await _collection(request, name)
     if name == DEFAULT:
         await request.app.state.take_up_rebuilds()
-    answer = await run_in_threadpool(collection.ask, body.question, body.top_k, body.sources)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    answer = await run_in_threadpool(collection.ask, body.question, body.top_k, body.sources, timings)
+    request.app.state.metrics.answered(answer, timings, time.perf_counter() - started)
     response = AskResponse.from_answer(answer)
     if body.sources is not None and not answer.passages:
         response.warnings.append(f"no document of {name} matches sources {body.sources}")
@@ -85,6 +93,43 @@ async def ask_collection(name: str, body: AskRequest, request: Request) -> AskRe
     if body.collection not in (None, name):
         raise HTTPException(status_code=422, detail=f"collection: the body names {body.collection!r}, the path {name!r}")
     return await _ask(request, body, name)
+
+
+# -- feedback and metrics ----------------------------------------------------------------------------------
+
+async def _feedback(request: Request, body: FeedbackRequest, name: str) -> FeedbackResponse:
+    collection = await _collection(request, name)
+    if collection.pipeline is None:
+        raise HTTPException(status_code=409, detail=EMPTY)
+    pipeline = collection.pipeline
+    correct = Span(body.correct.source, body.correct.start, body.correct.end) if body.correct else None
+    quote = await run_in_threadpool(check_span, correct, pipeline.documents) if correct else None
+    cited = Span(body.cited.source, body.cited.start, body.cited.end) if body.cited else None
+    record = await run_in_threadpool(
+        request.app.state.feedback.add, name, body.question, body.answer, body.score, cited,
+        reader_version(pipeline.reader), body.verdict, correct, quote, request.scope.get(KEY_SCOPE))
+    request.app.state.metrics.feedback.labels(body.verdict).inc()
+    return FeedbackResponse(id=record)
+
+
+@router.post("/feedback", status_code=201, response_model=FeedbackResponse, responses=ERRORS,
+             summary="Say whether an answer (or an abstention) was right; mark where the right words stand")
+async def feedback(body: FeedbackRequest, request: Request) -> FeedbackResponse:
+    return await _feedback(request, body, body.collection or DEFAULT)
+
+
+@router.post("/collections/{name}/feedback", status_code=201, response_model=FeedbackResponse, responses=ERRORS,
+             summary="Feedback on an answer of this collection")
+async def feedback_collection(name: str, body: FeedbackRequest, request: Request) -> FeedbackResponse:
+    return await _feedback(request, body, name)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format: requests, latency, answers and abstentions, feedback, collections, runtimes."""
+    state = request.app.state
+    body = await run_in_threadpool(state.metrics.render, state.collections, state.pipeline)
+    return Response(content=body, media_type=state.metrics.content_type)
 
 
 # -- documents and the page ---------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """The API's contract: pydantic models shared by `rag ask --json` and the HTTP server, so they cannot drift."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from rag.config import Settings
@@ -98,6 +100,32 @@ class HealthResponse(BaseModel):
     calibrated: bool = Field(True, description="False when the reader has no calibration: scores are not probabilities.")
     collections: int = Field(1, description="Collections served (the default one and those under the data folder).")
     keys_required: bool = Field(False, description="Whether routes other than /health need an API key.")
+
+
+class SpanModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(..., description="The document, as cited.")
+    start: StrictInt = Field(..., ge=0, description="Character offset of the first character.")
+    end: StrictInt = Field(..., ge=1, description="Offset past the last character.")
+
+
+class FeedbackRequest(BaseModel):
+    """A user's verdict on an answer (or an abstention), and where the right words stand when they marked them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(..., min_length=1, max_length=2000)
+    answer: str | None = Field(..., max_length=2000, description="The answer shown; null for an abstention.")
+    verdict: Literal["right", "wrong"] = Field(..., description="\"right\" on an abstention: the documents really do not say.")
+    score: float | None = Field(None, ge=0.0, le=1.0, description="The score shown with the answer.")
+    cited: SpanModel | None = Field(None, description="Where the answer shown was cited (its first citation).")
+    correct: SpanModel | None = Field(None, description="Where the right answer stands, selected in the document view.")
+    collection: str | None = Field(None, max_length=64, description="POST /feedback: the collection asked (default `default`).")
+
+
+class FeedbackResponse(BaseModel):
+    id: int
 
 
 class CollectionInfo(BaseModel):

@@ -17,7 +17,9 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from rag.collections import CollectionError, Collections
 from rag.config import Settings
 from rag.errors import QuestionError, RagError, UnavailableError
+from rag.feedback import FeedbackError, FeedbackStore
 from rag.keys import KeyStore
+from rag.metrics import Metrics
 from rag.middleware import AccessLog, Auth, BodyLimits
 from rag.pipeline import Pipeline
 from rag.routes import WEB_DIR, SecuredStatic, router
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
     open without a key even when keys exist (e.g. /metrics)."""
     settings = settings or Settings()
     keys = KeyStore(settings.data_dir)
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -77,13 +80,13 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.state.keys = keys
+    app.state.keys, app.state.metrics, app.state.feedback = keys, metrics, FeedbackStore(settings.data_dir)
     app.add_middleware(BodyLimits, deadline=settings.body_deadline_seconds,
                        uploads=(settings.max_file_bytes + UPLOAD_OVERHEAD, settings.upload_deadline_seconds))
     app.add_middleware(Auth, keys=keys, public=re.compile("|".join(map(re.escape, public))) if public else None)
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts, www_redirect=False)
-    app.add_middleware(AccessLog)  # added last: outermost
+    app.add_middleware(AccessLog, metrics=metrics)  # added last: outermost
     _error_handlers(app)
     app.include_router(router)
     app.mount("/static", SecuredStatic(directory=WEB_DIR), name="static")
@@ -102,7 +105,7 @@ def _error_handlers(app: FastAPI) -> None:
     async def expected_error(request: Request, exc: RagError):
         if isinstance(exc, QuestionError):
             return JSONResponse(status_code=422, content={"detail": f"{exc.field}: {exc}"})
-        if isinstance(exc, CollectionError):
+        if isinstance(exc, (CollectionError, FeedbackError)):  # each carries its own status
             return JSONResponse(status_code=exc.status, content={"detail": str(exc)})
         if isinstance(exc, UnavailableError):  # the database is down or slow: the client may retry
             log.error("unavailable on %s %s: %s", request.method, request.url.path, exc)

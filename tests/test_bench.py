@@ -95,7 +95,7 @@ def usage_error(capsys, *argv) -> str:
 
 def test_bench_needs_a_subcommand_and_names_them(capsys):
     err = usage_error(capsys)
-    assert "{serve,backends,scale,stores,incremental,curve}" in err.splitlines()[-1]
+    assert "{serve,backends,scale,stores,uploads,incremental,curve}" in err.splitlines()[-1]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -182,6 +182,7 @@ class FakeReader:
     run, read_pairs = Reader.run, Reader.read_pairs
     meta: dict = {}
     max_windows = 8
+    last_forward_seconds = 0.0
 
     def warm_up(self):
         pass
@@ -213,7 +214,7 @@ def test_pipeline_run_times_its_stages_only_when_asked(pipeline):
     timings = {}
     answer = pipeline.run("How long is the Nile?", timings=timings)
     assert answer.answer == "6650 kilometres" and answer.citations[0].source == "nile.txt"
-    assert set(timings) == {"retrieve", "read", "calibrate + cite"}
+    assert set(timings) == {"retrieve", "read", "forward", "calibrate + cite"}
     assert timings["read"] >= 0.02 and all(0 <= t < timings["read"] for k, t in timings.items() if k != "read")
     assert pipeline.run("How long is the Nile?") == answer  # without timings: the same answer
 

@@ -191,3 +191,71 @@ def test_highlights_stay_on_the_answer_after_astral_characters(page, tmp_path):
         assert not page.errors
     finally:
         stop_server(proc)
+
+
+@needs_chromium
+def test_the_team_panel_uploads_asks_in_the_new_collection_and_deletes(page, settings, tmp_path):
+    """Create a collection, drop a file in it (the file input), ask there, then delete the file."""
+    port = free_port()
+    proc = start_server(port, settings.docs_dir, settings.index_dir, extra=("--data", str(tmp_path / "data")))
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_selector("#collection option", state="attached")
+        page.fill("#new-collection", "harbour")
+        page.click("#create-collection")
+        page.wait_for_selector("#collection option[value=harbour]", state="attached")
+        assert page.locator("#collection").input_value() == "harbour"
+        page.locator("#file-input").set_input_files(files=[{"name": "harbour.txt", "mimeType": "text/plain",
+            "buffer": b"The harbour master of Inis Mor is called Sean Ryan. He took the post in 2019.\n"}])
+        page.wait_for_selector("#document-list li", timeout=60_000)
+        assert "harbour.txt" in page.inner_text("#document-list") and "answerable now" in page.inner_text("#team-status")
+        page.locator("#file-input").set_input_files(files=[{"name": "broken.pdf", "mimeType": "application/pdf",
+                                                            "buffer": b"not a pdf"}])
+        page.locator("#team-status.error").wait_for(timeout=60_000)
+        assert "broken.pdf was refused (HTTP 422)" in page.inner_text("#team-status")
+        page.fill("#question", "Who is the harbour master of Inis Mor?")
+        page.press("#question", "Enter")
+        page.wait_for_selector("#answer", timeout=60_000)
+        assert page.inner_text(".answer-text") == "Sean Ryan"
+        assert "collection=harbour" in page.locator(".citation a").get_attribute("href")
+        page.locator("#document-list li button.delete").click()
+        page.locator("#document-list li").first.wait_for(state="detached", timeout=60_000)
+        assert page.inner_text("#document-count") == "0" and "Deleted harbour.txt" in page.inner_text("#team-status")
+        assert not page.errors
+    finally:
+        stop_server(proc)
+
+
+@needs_chromium
+def test_wrong_then_select_the_right_words_stores_the_correction(page, settings, tmp_path):
+    """Click "Wrong" under an answer, open the document, select the right words, press "This is the answer":
+    the record is in the data folder's SQLite, with the words quoted from the indexed text."""
+    import sqlite3
+
+    data = tmp_path / "data"
+    port = free_port()
+    proc = start_server(port, settings.docs_dir, settings.index_dir, extra=("--data", str(data)))
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.fill("#question", SEED_QUESTION)
+        page.press("#question", "Enter")
+        page.wait_for_selector("#answer", timeout=60_000)
+        page.click("#feedback-wrong")
+        page.locator("#feedback-status", has_text="select the right words").wait_for(timeout=30_000)
+        source = "001_fa8838ea44d7c2c5.txt"
+        text = (settings.docs_dir / source).read_text(encoding="utf-8")
+        start = text.index("a former Microsoft executive")
+        end = start + len("a former Microsoft executive")
+        page.goto(f"http://127.0.0.1:{port}/documents/{source}?start={start}&end={end}&collection=default")
+        page.wait_for_selector("#cited")
+        page.locator("#cited").select_text()  # the user's selection: the right words
+        page.click("#mark-answer")
+        page.locator("#feedback-status", has_text="Stored").wait_for(timeout=30_000)
+        assert "“a former Microsoft executive” answers it" in page.inner_text("#feedback-status")
+        assert not page.errors
+    finally:
+        stop_server(proc)
+    rows = sqlite3.connect(data / "feedback.sqlite").execute(
+        "SELECT question, answer, verdict, correct_source, correct_start, correct_end, correct_quote FROM feedback ORDER BY id").fetchall()
+    assert rows[0][:3] == (SEED_QUESTION, "Eric Boyd", "wrong") and rows[0][3] is None
+    assert rows[1] == (SEED_QUESTION, "Eric Boyd", "wrong", source, start, end, "a former Microsoft executive")

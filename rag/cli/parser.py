@@ -11,7 +11,7 @@ from pathlib import Path
 from rag.cli.common import SETTINGS, TRAIN_CONFIG
 from rag.cli.offline import cmd_bench, cmd_calibrate_reader, cmd_eval, cmd_export_reader, cmd_lineage, cmd_train_reader
 from rag.cli.query import cmd_ask, cmd_index, cmd_search, cmd_serve, cmd_show
-from rag.cli.team import cmd_keys_add, cmd_keys_list, cmd_keys_revoke
+from rag.cli.team import cmd_feedback_export, cmd_feedback_stats, cmd_keys_add, cmd_keys_list, cmd_keys_revoke
 from rag.config import PACKAGED_READER_DIR, RETRIEVAL_MODES, Settings
 from rag.config import READER_BACKENDS as BACKENDS
 
@@ -53,7 +53,7 @@ def build_parser() -> Parser:
     parser = argparse.ArgumentParser(prog="rag", description="Extractive question answering over a folder of documents.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_index, _show, _search, _ask, _eval, _serve, _keys, _bench, _calibrate_reader, _lineage, _export_reader,
+    for add in (_index, _show, _search, _ask, _eval, _serve, _keys, _feedback, _bench, _calibrate_reader, _lineage, _export_reader,
                 _train_reader):
         add(sub)
     return parser
@@ -135,6 +135,7 @@ def _serve(sub) -> None:
     _corpus_args(p)
     _reader_args(p)
     _data_arg(p)
+    p.add_argument("--metrics-public", action="store_true", help="serve GET /metrics without a key even when keys exist")
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="serve a non-loopback --host although no API key exists (anyone who reaches it may read and write)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -169,6 +170,23 @@ def _keys(sub) -> None:
     k.set_defaults(func=cmd_keys_revoke)
 
 
+def _feedback(sub) -> None:
+    p = sub.add_parser("feedback", help="the users' verdicts on answers: export them as SQuAD 2.0, or their statistics")
+    feedback = p.add_subparsers(dest="feedback_command", required=True, metavar="{export,stats}")
+    f = feedback.add_parser("export", help="the labelled questions as SQuAD 2.0, for `rag eval --squad`")
+    f.add_argument("--squad", type=Path, required=True, metavar="OUT.json", help="the file to write")
+    _feedback_args(f, cmd_feedback_export)
+    f = feedback.add_parser("stats", help="counts by verdict, and observed precision by score bin against the calibration")
+    _feedback_args(f, cmd_feedback_stats)
+
+
+def _feedback_args(f: Parser, func) -> None:
+    f.add_argument("--collection", metavar="NAME", help="only this collection's feedback (default: all)")
+    _data_arg(f)
+    _corpus_args(f)  # where the default collection's documents are
+    f.set_defaults(func=func)
+
+
 # --- eval and bench ---------------------------------------------------------------------------------------------
 
 def _eval(sub) -> None:
@@ -189,7 +207,7 @@ def _bench(sub) -> None:
                                      "against corpus size, the stores, incremental indexing, the learning curve")
     p.set_defaults(func=cmd_bench)
     bench = p.add_subparsers(dest="bench", required=True)
-    for add in (_bench_serve, _bench_backends, _bench_scale, _bench_stores, _bench_incremental, _bench_curve):
+    for add in (_bench_serve, _bench_backends, _bench_scale, _bench_stores, _bench_uploads, _bench_incremental, _bench_curve):
         add(bench)
     bench.metavar = "{" + ",".join(bench.choices) + "}"  # so that a missing one's error lists them, as the usage does
 
@@ -252,6 +270,14 @@ def _bench_stores(bench) -> None:
     b.add_argument("--seeds", type=Path, default=Path("seeds"), metavar="DIR", help="the small corpus (default seeds/)")
     _workdir_arg(b, "store-bench")
     _questions_arg(b)
+
+
+def _bench_uploads(bench) -> None:
+    b = bench.add_parser("uploads", help="upload-to-answerable time of a 1-page text, a 20-page PDF and a 1 MB text")
+    b.add_argument("--store", metavar="DSN", help="also on this PostgreSQL server (postgresql://user@host/db)")
+    b.add_argument("--rounds", type=int, default=3, metavar="N", help="uploads of each file (default 3; the median is shown)")
+    b.add_argument("--seeds", type=Path, default=Path("seeds"), metavar="DIR", help="the default collection (default seeds/)")
+    _workdir_arg(b, "upload-bench")
 
 
 def _bench_incremental(bench) -> None:

@@ -36,3 +36,39 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     _store(args).revoke(args.name)
     print(f"revoked {args.name!r}")
     return 0
+
+
+def cmd_feedback_export(args: argparse.Namespace) -> int:
+    """The labelled questions of the data folder's feedback as SQuAD 2.0 (`rag eval --squad OUT` scores them)."""
+    import json
+
+    from rag.collections import DEFAULT, collection_settings
+    from rag.feedback import FeedbackStore, export_squad
+    from rag.store import read_store
+
+    settings = settings_from(args)
+    records = FeedbackStore(settings.data_dir).records(args.collection)
+    stores = {}
+
+    def documents_of(name: str):
+        if name not in stores:
+            stores[name] = read_store(settings if name == DEFAULT else collection_settings(settings, name))
+        return stores[name].documents
+
+    try:
+        squad = export_squad(records, documents_of)
+    finally:
+        for store in stores.values():
+            store.close()
+    questions = sum(len(p["qas"]) for a in squad["data"] for p in a["paragraphs"])
+    args.squad.write_text(json.dumps(squad, ensure_ascii=False, indent=1), encoding="utf-8")
+    print(f"wrote {questions} labelled questions of {len(records)} verdicts to {args.squad} (SQuAD 2.0; "
+          f"score a reader on them with `rag eval --squad {args.squad}`)")
+    return 0
+
+
+def cmd_feedback_stats(args: argparse.Namespace) -> int:
+    from rag.feedback import FeedbackStore, stats
+
+    print(stats(FeedbackStore(settings_from(args).data_dir).records(args.collection)))
+    return 0

@@ -128,6 +128,7 @@ function showAnswer(body) {
       result.append(also);
     }
   }
+  result.append(feedbackBar(body));
   for (const warning of body.warnings || []) result.append(el("p", { className: "warning" }, warning));
   if (body.passages.length) result.append(passagesBlock(body.passages));
 }
@@ -203,6 +204,7 @@ async function showDocument() {
   } else {
     textBox.textContent = doc.text;
   }
+  offerCorrection(source, collection, doc.text);
 }
 
 document.addEventListener("DOMContentLoaded", () => {

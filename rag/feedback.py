@@ -1,0 +1,176 @@
+"""Feedback on answers: "right" or "wrong", and where the right words stand when the user marks them. Kept
+durably in SQLite (stdlib sqlite3, WAL) in the server's data folder, one row a verdict; a corrected span is
+checked against the indexed text and stored with the words it quotes, so a stored label is never a lie.
+`rag feedback export` turns the labels into SQuAD 2.0 for `rag eval --squad`; `rag feedback stats` compares
+the observed precision of answers with what the calibration predicted."""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rag.errors import RagError
+
+FEEDBACK_FILE = "feedback.sqlite"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    question TEXT NOT NULL,
+    answer TEXT,                      -- NULL: the service abstained
+    score REAL,                       -- the score shown with it
+    cited_source TEXT, cited_start INTEGER, cited_end INTEGER,
+    reader TEXT NOT NULL,             -- the reader version that answered (rag.feedback.reader_version)
+    verdict TEXT NOT NULL CHECK (verdict IN ('right', 'wrong')),
+    correct_source TEXT, correct_start INTEGER, correct_end INTEGER,
+    correct_quote TEXT,               -- the corrected span's words, quoted from the indexed text
+    key TEXT                          -- the API key's name, when keys are in use
+);
+CREATE INDEX IF NOT EXISTS feedback_collection ON feedback (collection);
+"""
+
+
+class FeedbackError(RagError):
+    """A feedback record that cannot be stored as sent (a span outside its document, an unknown document)."""
+
+    status = 422
+
+
+def reader_version(reader) -> str:
+    """The reader's folder name and a hash of its metadata (weights' lineage and calibration): the same
+    string for the same decisions."""
+    digest = hashlib.sha256(json.dumps(reader.meta, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{Path(str(reader.model_name)).name}:{digest}"
+
+
+@dataclass(frozen=True)
+class Span:
+    source: str
+    start: int
+    end: int
+
+
+def check_span(span: Span, documents) -> str:
+    """The words of `span` in the indexed document; a FeedbackError when the document or offsets are wrong."""
+    document = documents.get(span.source)
+    if document is None:
+        raise FeedbackError(f"correct.source: {span.source!r} is not a document of this collection")
+    if not 0 <= span.start < span.end <= len(document.text):
+        raise FeedbackError(f"correct: start and end must satisfy 0 <= start < end <= {len(document.text)}")
+    if span.end - span.start > 1000:
+        raise FeedbackError("correct: a span of the right answer is at most 1,000 characters")
+    quote = document.text[span.start : span.end]
+    if not quote.strip():
+        raise FeedbackError("correct: the span holds only white space")
+    return quote
+
+
+class FeedbackStore:
+    """The feedback of one data folder (every collection's, by name)."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.path = Path(data_dir) / FEEDBACK_FILE
+        self._lock = threading.Lock()
+        self._ready = False
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=10)
+        conn.row_factory = sqlite3.Row
+        if not self._ready:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA)
+            self._ready = True
+        return conn
+
+    def add(self, collection: str, question: str, answer: str | None, score: float | None, cited: Span | None,
+            reader: str, verdict: str, correct: Span | None, quote: str | None, key: str | None) -> int:
+        """Store one verdict; its id."""
+        with self._lock:
+            conn = self._connect()
+            try:
+                with conn:
+                    cursor = conn.execute(
+                        "INSERT INTO feedback (created, collection, question, answer, score, cited_source, cited_start,"
+                        " cited_end, reader, verdict, correct_source, correct_start, correct_end, correct_quote, key)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), collection, question, answer, score,
+                         *(_span(cited)), reader, verdict, *(_span(correct)), quote, key))
+                return int(cursor.lastrowid)
+            finally:
+                conn.close()
+
+    def records(self, collection: str | None = None) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with self._lock:
+            conn = self._connect()
+            try:
+                sql, args = "SELECT * FROM feedback", ()
+                if collection is not None:
+                    sql, args = sql + " WHERE collection = ?", (collection,)
+                return [dict(row) for row in conn.execute(sql + " ORDER BY id", args)]
+            finally:
+                conn.close()
+
+
+def _span(span: Span | None) -> tuple:
+    return (span.source, span.start, span.end) if span else (None, None, None)
+
+
+def export_squad(records: list[dict], documents_of) -> dict:
+    """The labelled questions as SQuAD 2.0: a corrected span is the answer (in its document's text); "right"
+    on an answer is that answer where it was cited; "right" on an abstention is an unanswerable question.
+    `documents_of(collection)` gives a collection's documents. Verdicts that give no label are left out."""
+    articles: dict[tuple[str, str], dict] = {}
+    for r in records:
+        if r["correct_source"] is not None:
+            source, start, end, text = r["correct_source"], r["correct_start"], r["correct_end"], r["correct_quote"]
+        elif r["verdict"] == "right" and r["answer"] is not None and r["cited_source"] is not None:
+            source, start, end, text = r["cited_source"], r["cited_start"], r["cited_end"], r["answer"]
+        elif r["verdict"] == "right" and r["answer"] is None:
+            source, start, text = None, None, None
+        else:
+            continue  # "wrong" with no correction: no label
+        documents = documents_of(r["collection"])
+        if source is None:  # unanswerable: attached to any document of the collection (open-domain reads all)
+            source = next(iter(sorted(documents)), None)
+            if source is None:
+                continue
+        document = documents.get(source)
+        if document is None or (start is not None and document.text[start:end] != text):
+            continue  # the document changed since: the label no longer stands where it was given
+        key = (r["collection"], source)
+        article = articles.setdefault(key, {"title": f"{r['collection']}/{source}",
+                                            "paragraphs": [{"context": document.text, "qas": []}]})
+        qa = {"id": f"feedback-{r['id']}", "question": r["question"], "is_impossible": start is None,
+              "answers": [] if start is None else [{"text": text, "answer_start": start}]}
+        article["paragraphs"][0]["qas"].append(qa)
+    return {"version": "v2.0", "data": list(articles.values())}
+
+
+def stats(records: list[dict], bins: int = 5) -> str:
+    """Counts by verdict, and the precision of answers by score bin: observed (right / judged) against the
+    calibration's prediction (the mean score in the bin)."""
+    lines = [f"{len(records)} verdicts: " + ", ".join(
+        f"{sum(r['verdict'] == v for r in records)} {v}" for v in ("right", "wrong"))]
+    answered = [r for r in records if r["answer"] is not None and r["score"] is not None]
+    abstained = [r for r in records if r["answer"] is None]
+    if abstained:
+        lines.append(f"abstentions judged: {len(abstained)}, right (the documents do not say): "
+                     f"{sum(r['verdict'] == 'right' for r in abstained)}")
+    if answered:
+        lines += ["", "| score bin | answers judged | observed precision | predicted (mean score) |", "|---|---:|---:|---:|"]
+        for b in range(bins):
+            lo, hi = b / bins, (b + 1) / bins
+            inside = [r for r in answered if lo <= r["score"] < hi or (b == bins - 1 and r["score"] == 1.0)]
+            if inside:
+                right = sum(r["verdict"] == "right" for r in inside) / len(inside)
+                mean = sum(r["score"] for r in inside) / len(inside)
+                lines.append(f"| {lo:.1f}–{hi:.1f} | {len(inside)} | {100 * right:.1f}% | {100 * mean:.1f}% |")
+    return "\n".join(lines)

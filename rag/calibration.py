@@ -92,14 +92,17 @@ def uncalibrated_probability(features: np.ndarray, null_margin: float) -> np.nda
     return 1.0 / (1.0 + np.exp(-(margin - null_margin)))
 
 
-def fit_calibrator(features: np.ndarray, correct: np.ndarray, threshold: float = 0.5) -> Calibrator:
-    """Fit the logistic regression (scikit-learn, needed only for training)."""
+def fit_calibrator(features: np.ndarray, correct: np.ndarray, threshold: float = 0.5,
+                   weights: np.ndarray | None = None) -> Calibrator:
+    """Fit the logistic regression (scikit-learn, needed only for training); `weights` weigh the reads
+    (a team's own verdicts count more than the packaged reads: rag.offline.feedback_calibration)."""
     from sklearn.linear_model import LogisticRegression
 
     mean = features.mean(axis=0)
     scale = features.std(axis=0)
     scale[scale == 0] = 1.0
-    model = LogisticRegression(C=1.0, max_iter=1000).fit((features - mean) / scale, correct.astype(int))
+    model = LogisticRegression(C=1.0, max_iter=1000).fit((features - mean) / scale, correct.astype(int),
+                                                          sample_weight=weights)
     return Calibrator(tuple(mean), tuple(scale), tuple(model.coef_[0]), float(model.intercept_[0]), threshold)
 
 

@@ -19,7 +19,7 @@ from rag.config import Settings
 from rag.converters import SUFFIXES, ConversionError, convert
 from rag.errors import RagError
 from rag.pipeline import Pipeline
-from rag.store import index_store
+from rag.store import drop_store, index_store
 from rag.types import Answer
 
 log = logging.getLogger(__name__)
@@ -81,10 +81,10 @@ def safe_source(filename: str, folder: str | None = None) -> str:
 
 
 def collection_settings(settings: Settings, name: str) -> Settings:
-    """The settings of managed collection `name`: its folders under the data folder, and with a PostgreSQL
-    store its own schema ('_' doubled and '-' as '_h', so that two names never share one)."""
+    """The settings of managed collection `name`: its folders under the data folder, and the schema its
+    tables get in a PostgreSQL store ('_' doubled and '-' as '_h', so that two names never share one)."""
     folder = Path(settings.data_dir) / "collections" / check_name(name)
-    schema = "rag_c_" + name.replace("_", "__").replace("-", "_h") if settings.store else None
+    schema = "rag_c_" + name.replace("_", "__").replace("-", "_h")
     return settings.with_overrides(docs_dir=folder / "docs", index_dir=folder / "index", store_schema=schema)
 
 
@@ -283,15 +283,7 @@ def _discard_index(collection: Collection) -> None:
     if collection.pipeline is not None:
         collection.pipeline.close()
     collection.pipeline = None
-    shutil.rmtree(collection.settings.index_dir, ignore_errors=True)
-    if collection.settings.store:
-        from rag.postgres import PostgresStore
-
-        store = PostgresStore(collection.settings)
-        try:
-            store.drop()
-        finally:
-            store.close()
+    drop_store(collection.settings)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

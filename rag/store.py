@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import logging
+import shutil
 from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
@@ -196,6 +197,20 @@ def read_store(settings: Settings) -> Store:
 
         return PostgresStore(settings)
     return FileStore(load_index(settings.index_dir))
+
+
+def drop_store(settings: Settings) -> None:
+    """Remove the index the settings name: the index folder, or the PostgreSQL schema (a deleted collection's)."""
+    if settings.store:
+        from rag.postgres import PostgresStore
+
+        store = PostgresStore(settings)
+        try:
+            store.drop()
+        finally:
+            store.close()
+    else:
+        shutil.rmtree(settings.index_dir, ignore_errors=True)
 
 
 def index_store(settings: Settings, embedder: Embedder, full: bool = False, progress: bool = True) -> IndexReport:

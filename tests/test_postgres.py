@@ -257,3 +257,39 @@ def test_two_processes_share_the_store(postgres, tmp_path):
     assert r.returncode == 0, r.stderr
     answer = json.loads(r.stdout)
     assert answer["answer"] == "Mira Castellano" and answer["citations"][0]["source"] == "zeta.txt"
+
+
+def test_collections_on_the_postgres_store_each_get_a_schema(postgres, tmp_path):
+    """A managed collection on PostgreSQL: its own schema (rag_c_NAME), uploads answered at once, a source
+    filter inside the SQL, a deleted document gone from answers, a deleted collection's schema dropped."""
+    from fastapi.testclient import TestClient
+
+    from rag.server import create_app
+
+    dsn = _database(postgres, "rag_collections")
+    docs = tmp_path / "docs"
+    shutil.copytree(SEEDS, docs)
+    s = Settings(docs_dir=docs, store=dsn, data_dir=tmp_path / "data")
+    harbour = b"The harbour master of Inis Mor is called Sean Ryan. He took the post in 2019 after years at sea.\n"
+    ferry = b"The ferry to Inis Mor leaves from Rossaveal every morning at nine. Its captain is Nora Walsh.\n"
+
+    def schemas():
+        with psycopg.connect(dsn) as conn:
+            return {r[0] for r in conn.execute("SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'rag_c_%'")}
+
+    with TestClient(create_app(s)) as client:
+        assert client.put("/collections/team-a").status_code == 201
+        for name, data in (("harbour.txt", harbour), ("ferry.txt", ferry)):
+            assert client.post("/collections/team-a/documents", files={"file": (name, data)}).status_code == 201
+        assert schemas() == {"rag_c_team_ha"}
+        q = {"question": "Who is the harbour master of Inis Mor?"}
+        assert client.post("/collections/team-a/ask", json=q).json()["answer"] == "Sean Ryan"
+        only = client.post("/collections/team-a/ask", json={**q, "sources": ["ferry.txt"]}).json()
+        assert {p["source"] for p in only["passages"]} == {"ferry.txt"}
+        default = client.post("/ask", json={"question": "Who did Anthropic hire to lead its infrastructure effort?"}).json()
+        assert default["answer"] == "Eric Boyd"  # the default collection is the public schema's store
+        assert client.delete("/collections/team-a/documents/harbour.txt").status_code == 204
+        after = client.post("/collections/team-a/ask", json=q).json()
+        assert all(p["source"] != "harbour.txt" for p in after["passages"])
+        assert client.delete("/collections/team-a").status_code == 204
+        assert schemas() == set()

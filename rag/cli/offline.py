@@ -77,8 +77,41 @@ def cmd_calibrate_reader(args: argparse.Namespace) -> int:
         spec.loader.exec_module(study)
         print(study.calibration_study(Path(args.train_file), Path(args.model), args.f1_tolerance or 0.5))
         return 0
+    if args.feedback is not None:
+        return _calibrate_with_feedback(args)
     meta = calibrate_reader(Path(args.train_file), Path(args.model), f1_tolerance=args.f1_tolerance)
     print(json.dumps(meta["calibration_report"], indent=2))
+    return 0
+
+
+def _calibrate_with_feedback(args: argparse.Namespace) -> int:
+    """The reader's dev reads plus the team's labelled questions, weighted by cross-validation, into --output."""
+    from rag.calibration import Calibrator
+    from rag.config import Settings
+    from rag.embedding import Embedder
+    from rag.offline import feedback_calibration as fc
+    from rag.offline.squad import dev_questions, load_squad
+    from rag.reader import Reader, resolve_reader_model
+
+    if args.output is None:
+        raise UsageError("--feedback needs --output DIR: the refitted reader is written there, never over --model")
+    settings = Settings(reader_model=str(args.model))
+    embedder, reader = Embedder.from_settings(settings), Reader.from_settings(settings)
+    reader.warm_up()
+    base = fc.read_open_domain(dev_questions(load_squad(Path(args.train_file))), settings, embedder, reader)
+    team = fc.read_open_domain(load_squad(args.feedback), settings, embedder, reader)
+    weight, table = fc.choose_weight(base, team)
+    refit = fc.fit_weighted(base, team, weight)
+    before = Calibrator.from_meta(reader.meta)
+    report = {"feedback_file": str(args.feedback), "team_questions": len(team.questions), "weight": weight,
+              "cross_validation": table, "threshold": refit.threshold,
+              "team_reads": {"before": fc.outcome(before, team) if before else None, "after": fc.outcome(refit, team)}}
+    try:
+        fc.write_reader(Path(resolve_reader_model(str(args.model))), args.output, refit, report)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(json.dumps(report, indent=2))
+    print(f"wrote the reader with the refitted calibration to {args.output} (serve it with --reader {args.output})")
     return 0
 
 

@@ -309,6 +309,10 @@ def _calibrate_reader(sub) -> None:
                    help="choose the highest threshold whose open-domain dev F1 is within this many points of the"
                         " best: fewer wrong answers for a little F1 (default Settings: 0, the max-F1 threshold;"
                         " --study compares 0 with this, default 0.5)")
+    p.add_argument("--feedback", type=Path, metavar="TEAM.json",
+                   help="also fit on a team's labelled questions (`rag feedback export`), weighted by cross-validation;"
+                        " writes a new reader to --output")
+    p.add_argument("--output", type=Path, metavar="DIR", help="with --feedback: the new reader folder (never --model itself)")
     p.set_defaults(func=cmd_calibrate_reader)
 
 

@@ -77,15 +77,18 @@ def cmd_calibrate_reader(args: argparse.Namespace) -> int:
         spec.loader.exec_module(study)
         print(study.calibration_study(Path(args.train_file), Path(args.model), args.f1_tolerance or 0.5))
         return 0
-    if args.feedback is not None:
+    if args.feedback is not None or args.save_reads:
         return _calibrate_with_feedback(args)
+    if args.train_file is None:
+        raise UsageError("--train is needed (the SQuAD 2.0 file the reader was trained on)")
     meta = calibrate_reader(Path(args.train_file), Path(args.model), f1_tolerance=args.f1_tolerance)
     print(json.dumps(meta["calibration_report"], indent=2))
     return 0
 
 
 def _calibrate_with_feedback(args: argparse.Namespace) -> int:
-    """The reader's dev reads plus the team's labelled questions, weighted by cross-validation, into --output."""
+    """The reader's calibration reads plus the team's labelled questions, weighted by cross-validation, into
+    --output; with --save-reads, only the reader's calibration reads are made and stored beside its weights."""
     from rag.calibration import Calibrator
     from rag.config import Settings
     from rag.embedding import Embedder
@@ -93,21 +96,31 @@ def _calibrate_with_feedback(args: argparse.Namespace) -> int:
     from rag.offline.squad import dev_questions, load_squad
     from rag.reader import Reader, resolve_reader_model
 
-    if args.output is None:
+    model_dir = Path(resolve_reader_model(str(args.model)))
+    if args.feedback is not None and args.output is None:
         raise UsageError("--feedback needs --output DIR: the refitted reader is written there, never over --model")
+    if args.train_file is None and not (model_dir / fc.READS_FILE).is_file():
+        raise UsageError(f"{model_dir} ships no {fc.READS_FILE}: give --train (the SQuAD file it was trained on)")
     settings = Settings(reader_model=str(args.model))
     embedder, reader = Embedder.from_settings(settings), Reader.from_settings(settings)
     reader.warm_up()
-    base = fc.read_open_domain(dev_questions(load_squad(Path(args.train_file))), settings, embedder, reader)
+    if args.train_file is not None:
+        base = fc.read_open_domain(dev_questions(load_squad(Path(args.train_file))), settings, embedder, reader)
+    else:
+        base = fc.Reads.load(model_dir / fc.READS_FILE)
+    if args.feedback is None:  # --save-reads
+        base.save(model_dir / fc.READS_FILE)
+        print(f"wrote the calibration reads of {len(base.questions)} dev questions to {model_dir / fc.READS_FILE}")
+        return 0
     team = fc.read_open_domain(load_squad(args.feedback), settings, embedder, reader)
     weight, table = fc.choose_weight(base, team)
     refit = fc.fit_weighted(base, team, weight)
     before = Calibrator.from_meta(reader.meta)
-    report = {"feedback_file": str(args.feedback), "team_questions": len(team.questions), "weight": weight,
-              "cross_validation": table, "threshold": refit.threshold,
-              "team_reads": {"before": fc.outcome(before, team) if before else None, "after": fc.outcome(refit, team)}}
+    report = {"feedback_file": str(args.feedback), "team_questions": len(team.questions), "base_questions": len(base.questions),
+              "weight": weight, "cross_validation": table, "threshold": refit.threshold,
+              "team_reads_in_sample": {"before": fc.outcome(before, team) if before else None, "after": fc.outcome(refit, team)}}
     try:
-        fc.write_reader(Path(resolve_reader_model(str(args.model))), args.output, refit, report)
+        fc.write_reader(model_dir, args.output, refit, report)
     except ValueError as err:
         raise UsageError(str(err)) from None
     print(json.dumps(report, indent=2))

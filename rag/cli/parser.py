@@ -301,7 +301,9 @@ def _bench_curve(bench) -> None:
 
 def _calibrate_reader(sub) -> None:
     p = sub.add_parser("calibrate-reader", help="refit the reader's answerability calibration on the dev split")
-    p.add_argument("--train", dest="train_file", required=True, help="the SQuAD 2.0 file the reader was trained on")
+    p.add_argument("--train", dest="train_file",
+                   help="the SQuAD 2.0 file the reader was trained on (with --feedback, optional when the reader"
+                        " ships its calibration reads)")
     p.add_argument("--model", required=True, help="reader model folder")
     p.add_argument("--study", action="store_true",
                    help="write nothing; compare calibration features and threshold rules on dev and test")
@@ -313,6 +315,9 @@ def _calibrate_reader(sub) -> None:
                    help="also fit on a team's labelled questions (`rag feedback export`), weighted by cross-validation;"
                         " writes a new reader to --output")
     p.add_argument("--output", type=Path, metavar="DIR", help="with --feedback: the new reader folder (never --model itself)")
+    p.add_argument("--save-reads", action="store_true",
+                   help="only read --train's dev questions open-domain and store them beside the reader's weights"
+                        " (calibration_reads.json: what --feedback starts from without --train)")
     p.set_defaults(func=cmd_calibrate_reader)
 
 

@@ -5,6 +5,7 @@ The weight is chosen by cross-validation over the team's documents (held-out log
 the weighted F1 sweep. The result goes to a new reader folder; the given one is never changed."""
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from dataclasses import dataclass, replace
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.calibration import Calibrator, choose_threshold, fit_calibrator
+from rag.calibration import FEATURES, Calibrator, choose_threshold, fit_calibrator
 from rag.errors import RagError
 from rag.offline.squad import Question, is_right, score_prediction
 
@@ -21,6 +22,8 @@ class FeedbackCalibrationError(RagError):
     """The reads cannot be fitted (one kind of answer only)."""
 
 
+#: The reader's calibration reads, shipped beside its weights (the base every team's refit starts from).
+READS_FILE = "calibration_reads.json"
 #: The weights tried for the team's reads (a team read counts as this many packaged ones).
 WEIGHTS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
 
@@ -42,6 +45,27 @@ class Reads:
 
     def subset(self, keep: list[int]) -> Reads:
         return Reads([self.questions[i] for i in keep], [self.features[i] for i in keep], [self.best[i] for i in keep])
+
+    def save(self, path: Path) -> None:
+        """As JSON (no pickle): per question its id, text, gold answers, and the best answer's features."""
+        rows = [{"id": q.id, "title": q.title, "paragraph": q.paragraph, "question": q.question, "answers": list(q.answers),
+                 "best": b, "features": None if f is None else [round(float(v), 6) for v in f]}
+                for q, f, b in zip(self.questions, self.features, self.best)]
+        path.write_text(json.dumps({"features": list(FEATURES), "reads": rows}), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> Reads:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            if tuple(raw["features"]) != FEATURES:
+                raise ValueError("they were made with other calibration features")
+            rows = raw["reads"]
+            questions = [Question(r["id"], r["title"], int(r["paragraph"]), "", r["question"], tuple(r["answers"]), ())
+                         for r in rows]
+            features = [None if r["features"] is None else np.array(r["features"], dtype=float) for r in rows]
+            return cls(questions, features, [r["best"] for r in rows])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise FeedbackCalibrationError(f"the calibration reads {path} cannot be used ({err})") from None
 
 
 def read_open_domain(questions: list[Question], settings, embedder, reader) -> Reads:

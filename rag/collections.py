@@ -5,6 +5,7 @@ updates the collection's index incrementally and swaps it in between questions; 
 take turns, and the models are shared by all collections (one copy per process)."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -85,18 +86,32 @@ def collection_settings(settings: Settings, name: str) -> Settings:
     tables get in a PostgreSQL store ('_' doubled and '-' as '_h', so that two names never share one)."""
     folder = Path(settings.data_dir) / "collections" / check_name(name)
     schema = "rag_c_" + name.replace("_", "__").replace("-", "_h")
+    if len(schema) > 63:  # PostgreSQL's limit on a name: a long collection name gets a hash of itself
+        schema = "rag_c_" + hashlib.sha256(name.encode()).hexdigest()[:40]
     return settings.with_overrides(docs_dir=folder / "docs", index_dir=folder / "index", store_schema=schema)
 
 
 class LockedEmbedder:
     """The shared embedder, used under the models' lock: an upload's indexing embeds between questions."""
 
+    BATCH = 64  # passages embedded per turn of the lock (about 1.5 s on 2 cores)
+
     def __init__(self, embedder, lock: threading.Lock) -> None:
         self._embedder, self._lock = embedder, lock
 
     def run(self, texts, progress: bool = False):
-        with self._lock:
-            return self._embedder.run(texts, progress=progress)
+        """Embedded a batch at a time, the lock taken per batch: a question waits for one batch of an
+        upload, never for the whole file."""
+        import numpy as np
+
+        if not texts:
+            with self._lock:
+                return self._embedder.run(texts, progress=False)
+        parts = []
+        for i in range(0, len(texts), self.BATCH):
+            with self._lock:
+                parts.append(self._embedder.run(texts[i : i + self.BATCH], progress=False))
+        return np.vstack(parts)
 
     def __getattr__(self, name: str):
         return getattr(self._embedder, name)
@@ -113,23 +128,30 @@ class Collection:
     pipeline: Pipeline | None
     managed: bool
     lock: threading.Lock = field(default_factory=threading.Lock)
+    deleted: bool = False  # set under `lock` when the collection is deleted: later uploads find it gone
 
     def counts(self) -> tuple[int, int]:
-        return self.pipeline.retriever.store.counts() if self.pipeline else (0, 0)
+        pipeline = self.pipeline  # read once: a delete may set it to None meanwhile
+        return pipeline.retriever.store.counts() if pipeline else (0, 0)
 
     def ask(self, question: str, top_k: int | None = None, sources: list[str] | None = None,
             timings: dict[str, float] | None = None) -> Answer:
-        if self.pipeline is None:
+        pipeline = self.pipeline
+        if pipeline is None:
             raise ConflictError(EMPTY)
-        return self.pipeline.run(question, top_k, timings=timings, sources=sources)
+        return pipeline.run(question, top_k, timings=timings, sources=sources)
+
+    def has_files(self) -> bool:
+        return self.docs_dir is not None and self.docs_dir.is_dir() and any(p.is_file() for p in self.docs_dir.rglob("*"))
 
 
 class Collections:
     """Every collection of a server: `default` (the pipeline it started with) and the managed ones found
     under settings.data_dir/collections, opened at start-up."""
 
-    def __init__(self, settings: Settings, default: Pipeline) -> None:
+    def __init__(self, settings: Settings, default: Pipeline, writable_default: bool = False) -> None:
         self.settings = settings
+        self.writable_default = writable_default  # may uploads and deletes change the --docs folder?
         self.root = Path(settings.data_dir) / "collections"
         self.default = default
         self._models_lock = default._lock  # every collection shares the default's models, so their lock
@@ -151,10 +173,10 @@ class Collections:
 
     def _open(self, name: str) -> Collection:
         settings = self._settings_for(name)
-        pipeline = None
-        if any(settings.docs_dir.rglob("*")) if settings.docs_dir.is_dir() else False:
-            pipeline = self._pipeline(settings, rebuild=True)
-        return Collection(name, settings.docs_dir, settings, pipeline, managed=True)
+        collection = Collection(name, settings.docs_dir, settings, None, managed=True)
+        if collection.has_files():
+            collection.pipeline = self._pipeline(settings, rebuild=True)
+        return collection
 
     def _pipeline(self, settings: Settings, rebuild: bool) -> Pipeline:
         """A pipeline on the shared models; it takes the models' lock itself while it answers (so its
@@ -189,11 +211,12 @@ class Collections:
         if name == DEFAULT:
             raise ConflictError("the default collection cannot be deleted")
         collection = self.get(name)
+        with self._guard:  # gone from the list first: a PUT meanwhile makes a new one
+            self._all.pop(name, None)
         with collection.lock:
+            collection.deleted = True
             _discard_index(collection)
             shutil.rmtree(self.root / name, ignore_errors=True)
-            with self._guard:
-                self._all.pop(name, None)
 
     def close(self) -> None:
         for name in self.names():
@@ -228,10 +251,11 @@ class Collections:
             raise CollectionError(f"{source}: {err}") from None
         if not converted.text.strip():
             raise CollectionError(f"{source}: it holds no text")
-        if collection.docs_dir is None:
-            raise ConflictError("the default collection's documents folder is not on this machine")
         with collection.lock:
+            self._check_writable(collection)
             target = collection.docs_dir / source
+            if target.is_dir() or any(p.is_file() for p in target.parents if collection.docs_dir in p.parents):
+                raise ConflictError(f"{source} clashes with a folder or file of the same name in {name}")
             if target.exists() and not replace:
                 raise ConflictError(f"{source} exists in {name}; send ?replace=true to replace it")
             previous = target.read_bytes() if target.exists() else None
@@ -250,10 +274,9 @@ class Collections:
     def remove(self, name: str, source: str) -> None:
         collection = self.get(name)
         with collection.lock:
+            self._check_writable(collection)
             if collection.pipeline is None or source not in collection.pipeline.documents:
                 raise NotFoundError(f"no document {source!r} in {name}")
-            if collection.docs_dir is None:
-                raise ConflictError("the default collection's documents folder is not on this machine")
             path = collection.docs_dir / source
             saved = path.read_bytes() if path.is_file() else None
             path.unlink(missing_ok=True)
@@ -263,11 +286,25 @@ class Collections:
                 if saved is not None:
                     _write_atomically(path, saved)
                 raise
+            for folder in path.parents:  # folders the delete left empty go too (not the collection's own)
+                if folder == collection.docs_dir or collection.docs_dir not in folder.parents or any(folder.iterdir()):
+                    break
+                folder.rmdir()
+
+    def _check_writable(self, collection: Collection) -> None:
+        """Called under the collection's lock: a deleted collection is gone, and `default` (the --docs
+        folder: the user's own files) changes only with --writable-default."""
+        if collection.deleted:
+            raise NotFoundError(f"no collection named {collection.name!r}")
+        if not collection.managed and not self.writable_default:
+            raise ConflictError("the default collection is the --docs folder, which the server does not change "
+                                "(start it with --writable-default to allow that); create a collection for uploads")
+        if collection.docs_dir is None:
+            raise ConflictError("the default collection's documents folder is not on this machine")
 
     def _reindex(self, collection: Collection) -> None:
         """Index the collection's folder incrementally (added, changed, removed) and swap the result in."""
-        has_files = collection.docs_dir.is_dir() and any(p.is_file() for p in collection.docs_dir.rglob("*"))
-        if not has_files and collection.managed:  # the last document went: an empty collection again
+        if not collection.has_files() and collection.managed:  # the last document went: an empty collection again
             _discard_index(collection)
             return
         embedder = LockedEmbedder(self.default.retriever.embedder, self._models_lock)

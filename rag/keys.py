@@ -2,6 +2,7 @@
 SHA-256 of each 32-byte random token is stored and compared in constant time; the token is shown once."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
@@ -100,7 +101,8 @@ class KeyStore:
                 found.last_used = _now()
                 if time.monotonic() - self._used_written.get(found.name, -LAST_USED_EVERY) >= LAST_USED_EVERY:
                     self._used_written[found.name] = time.monotonic()
-                    self._save()
+                    self._update(lambda keys: setattr(keys[found.name], "last_used", found.last_used)
+                                 if found.name in keys else None)
             return found
 
     # -- writing -----------------------------------------------------------------------------------------
@@ -112,21 +114,38 @@ class KeyStore:
         if scope not in SCOPES:
             raise KeysError(f"the scope must be one of {', '.join(SCOPES)}, not {scope!r}")
         token = "rag_" + secrets.token_urlsafe(32)  # 32 random bytes
-        with self._lock:
-            keys = self._load()
+
+        def add(keys: dict[str, Key]) -> None:
             if name in keys:
                 raise KeysError(f"a key named {name!r} exists; revoke it first or choose another name")
             keys[name] = Key(name, scope, _digest(token), _now())
-            self._save()
+
+        with self._lock:
+            self._update(add)
         return token
 
     def revoke(self, name: str) -> None:
-        with self._lock:
-            keys = self._load()
+        def revoke(keys: dict[str, Key]) -> None:
             if name not in keys:
                 raise KeysError(f"no key named {name!r} (see `rag keys list`)")
             del keys[name]
+
+        with self._lock:
+            self._update(revoke)
+
+    def _update(self, change) -> None:
+        """Read the file afresh, change it and write it, holding an flock on keys.json.lock: a server
+        recording "last used" and a `rag keys` run never write over each other's change."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(KEYS_FILE + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._stamp = None  # read what is on disk now, not a copy from before the lock
+            keys = self._load()
+            change(keys)
             self._save()
+        finally:
+            os.close(fd)
 
     def _save(self) -> None:
         """The whole file, written beside it with mode 0600 and renamed over it."""

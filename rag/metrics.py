@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
+from rag.errors import RagError
+
 #: Latency buckets (seconds) around what a CPU answer costs: ~0.2-0.3 s on 2 cores.
 SECONDS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
 
@@ -40,8 +42,13 @@ class Metrics:
 
     def render(self, collections, pipeline) -> bytes:
         """The text exposition, with the collections' counts and the runtimes as they are now."""
+        self.documents.clear()  # a deleted collection leaves no gauge behind
+        self.passages.clear()
         for name in collections.names():
-            documents, passages = collections.get(name).counts()
+            try:
+                documents, passages = collections.get(name).counts()
+            except RagError:  # deleted while scraped
+                continue
             self.documents.labels(name).set(documents)
             self.passages.labels(name).set(passages)
         self.runtime.info({"reader": pipeline.reader.runtime or "", "embedder": pipeline.retriever.embedder.runtime or "",

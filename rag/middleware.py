@@ -147,15 +147,20 @@ class Auth:
     needs `Authorization: Bearer TOKEN`: none or an unknown one is a 401 (WWW-Authenticate: Bearer), a read
     key on a write route a 403. Keys added or revoked on disk take effect at the next request."""
 
-    def __init__(self, app, keys: KeyStore, public: re.Pattern | None = None) -> None:
+    def __init__(self, app, keys: KeyStore, public: re.Pattern | None = None, required: bool = False) -> None:
         self.app = app
         self.keys = keys
         self.public = public  # further routes open without a key (/metrics with --metrics-public)
+        self.required = required  # beyond loopback: no key at all (the last one revoked) opens nothing
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or self._open(scope) or not self.keys.any():
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
+        if scope["method"] not in ("GET", "HEAD", "OPTIONS") and _cross_site(headers):
+            return await _json(send, 403, "a request from another site's page is refused (Origin or Sec-Fetch-Site)")
+        if self._open(scope) or (not self.required and not self.keys.any()):
+            return await self.app(scope, receive, send)
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         key = self.keys.check(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
         if key is None:
@@ -172,6 +177,18 @@ class Auth:
         if self.public is not None and self.public.fullmatch(path):
             return True
         return scope["method"] in ("GET", "HEAD") and OPEN_PATHS.fullmatch(path) is not None
+
+
+def _cross_site(headers: dict) -> bool:
+    """Whether a browser says this request comes from another site's page: a form or no-cors fetch there
+    could otherwise upload into a local server with no keys (CSRF). Non-browser clients send neither."""
+    if headers.get(b"sec-fetch-site", b"").lower() == b"cross-site":
+        return True
+    origin = headers.get(b"origin")
+    if origin is None or origin == b"null":
+        return origin == b"null"
+    host = headers.get(b"host", b"").decode("latin-1").lower()
+    return origin.decode("latin-1").lower().split("://", 1)[-1].rstrip("/") != host
 
 
 async def _json(send, status: int, detail: str, headers: list | None = None) -> None:

@@ -135,8 +135,9 @@ class Pipeline:
             raise CorpusError(f"corpus folder not found: {folder}")
         s = Settings.of(**settings, docs_dir=folder, index_dir=Path(index) if index is not None else cached_index_dir(folder))
         embedder, reader = shared_models(s)
-        if s.store or needs_indexing(s):
-            index_store(s, embedder, progress=False)
+        with _SHARED_LOCK:  # the shared embedder's tokenizer is not for two threads at once
+            if s.store or needs_indexing(s):
+                index_store(s, embedder, progress=False)
         return cls.from_settings(s, rebuild=False, embedder=embedder, reader=reader, lock=_SHARED_LOCK)
 
     @classmethod
@@ -146,8 +147,9 @@ class Pipeline:
         docs = memory_documents(documents)
         s = Settings.of(**settings)
         embedder, reader = shared_models(s)
-        return cls.from_settings(s, index=memory_index(docs, embedder, s), embedder=embedder, reader=reader,
-                                 lock=_SHARED_LOCK)
+        with _SHARED_LOCK:
+            index = memory_index(docs, embedder, s)
+        return cls.from_settings(s, index=index, embedder=embedder, reader=reader, lock=_SHARED_LOCK)
 
     def ask(self, question: str, top_k: int | None = None, sources: list[str] | None = None) -> Answer:
         """The answer to `question` from the documents (only those `sources` names or glob patterns match,

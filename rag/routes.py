@@ -121,6 +121,8 @@ async def feedback(body: FeedbackRequest, request: Request) -> FeedbackResponse:
 @router.post("/collections/{name}/feedback", status_code=201, response_model=FeedbackResponse, responses=ERRORS,
              summary="Feedback on an answer of this collection")
 async def feedback_collection(name: str, body: FeedbackRequest, request: Request) -> FeedbackResponse:
+    if body.collection not in (None, name):
+        raise HTTPException(status_code=422, detail=f"collection: the body names {body.collection!r}, the path {name!r}")
     return await _feedback(request, body, name)
 
 

@@ -48,10 +48,13 @@ def _describe(errors: list) -> str:
 
 
 def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline: Pipeline | None = None,
-               allowed_hosts: list[str] | None = None, public: list[str] | None = None) -> FastAPI:
+               allowed_hosts: list[str] | None = None, public: list[str] | None = None,
+               keys_required: bool = False, writable_default: bool = False) -> FastAPI:
     """The application; the pipeline is built in the lifespan handler unless one is given (tests). With
     `allowed_hosts`, a request whose Host header names another host gets a 400; `public` names routes
-    open without a key even when keys exist (e.g. /metrics)."""
+    open without a key even when keys exist (e.g. /metrics); `keys_required` (a non-loopback bind) keeps
+    every route closed while no key exists; `writable_default` lets uploads and deletes change the
+    `default` collection's folder (the --docs folder, the user's own files)."""
     settings = settings or Settings()
     keys = KeyStore(settings.data_dir)
     metrics = Metrics()
@@ -60,7 +63,7 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
     async def lifespan(app: FastAPI):
         state = app.state
         state.pipeline = pipeline or Pipeline.from_settings(settings, rebuild=rebuild)
-        state.collections = await run_in_threadpool(Collections, settings, state.pipeline)
+        state.collections = await run_in_threadpool(Collections, settings, state.pipeline, writable_default)
         state.watch = state.pipeline.retriever.store.corpus_watch(settings)
         state.take_up_rebuilds = lambda: _take_up_rebuilds(app, settings)
         state.corpus_changes = lambda: _corpus_changes(app)
@@ -83,7 +86,8 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
     app.state.keys, app.state.metrics, app.state.feedback = keys, metrics, FeedbackStore(settings.data_dir)
     app.add_middleware(BodyLimits, deadline=settings.body_deadline_seconds,
                        uploads=(settings.max_file_bytes + UPLOAD_OVERHEAD, settings.upload_deadline_seconds))
-    app.add_middleware(Auth, keys=keys, public=re.compile("|".join(map(re.escape, public))) if public else None)
+    app.add_middleware(Auth, keys=keys, public=re.compile("|".join(map(re.escape, public))) if public else None,
+                       required=keys_required)
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts, www_redirect=False)
     app.add_middleware(AccessLog, metrics=metrics)  # added last: outermost
@@ -129,7 +133,11 @@ async def _take_up_rebuilds(app: FastAPI, settings: Settings) -> None:
     """An index rebuilt on disk by `rag index` replaces the loaded one between questions (one stat per
     request), and the corpus watch starts again from the new build's files."""
     pipeline = app.state.pipeline
-    if await run_in_threadpool(pipeline.refresh):
+    watch = app.state.watch
+    refreshed = await run_in_threadpool(pipeline.refresh)
+    # A rebuild by `rag index`, or an upload to `default` (which refreshed the pipeline itself): the watch
+    # starts again from the index's files.
+    if refreshed or (watch is not None and watch.indexed != pipeline.retriever.store.file_hashes()):
         app.state.watch = await run_in_threadpool(pipeline.retriever.store.corpus_watch, settings)
 
 

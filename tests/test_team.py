@@ -46,8 +46,8 @@ class Server:
         self.proc.terminate()
         self.proc.wait(timeout=30)
 
-    def call(self, method: str, path: str, token: str | None = None, **kwargs) -> httpx.Response:
-        headers = {"authorization": f"Bearer {token}"} if token else {}
+    def call(self, method: str, path: str, token: str | None = None, headers: dict | None = None, **kwargs) -> httpx.Response:
+        headers = {**(headers or {}), **({"authorization": f"Bearer {token}"} if token else {})}
         return httpx.request(method, self.url + path, headers=headers, timeout=120, **kwargs)
 
     def upload(self, collection: str, name: str, data: bytes, token: str | None = None, **kwargs) -> httpx.Response:
@@ -224,3 +224,53 @@ def test_the_openapi_schema_documents_the_routes(server):
                  "/collections/{name}/documents/{source}", "/collections/{name}/ask", "/health"):
         assert path in paths, path
     assert os.environ["RAG_DATA"]  # the session's own data folder, never the user's
+
+
+def test_a_page_of_another_site_cannot_upload_and_default_stays_the_users_folder(server, data):
+    server.call("PUT", "/collections/csrf")
+    evil = {"origin": "https://evil.example"}
+    r = server.call("POST", "/collections/csrf/documents", files={"file": ("x.txt", HARBOUR)}, headers=evil)
+    assert r.status_code == 403 and "another site" in r.json()["detail"]
+    r = server.call("POST", "/collections/csrf/documents", files={"file": ("x.txt", HARBOUR)},
+                    headers={"sec-fetch-site": "cross-site"})
+    assert r.status_code == 403
+    same = server.call("POST", "/collections/csrf/documents", files={"file": ("x.txt", HARBOUR)},
+                       headers={"origin": server.url})  # the page itself
+    assert same.status_code == 201
+    assert server.call("GET", "/collections", headers=evil).status_code == 200  # reading is not a change
+    r = server.upload("default", "planted.txt", b"The password is hunter2.\n")
+    assert r.status_code == 409 and "--writable-default" in r.json()["detail"]
+    assert server.call("DELETE", "/collections/default/documents/001_fa8838ea44d7c2c5.txt").status_code == 409
+    assert (SEEDS / "001_fa8838ea44d7c2c5.txt").is_file() and not (SEEDS / "planted.txt").exists()
+
+
+def test_deletes_leave_no_empty_folders_and_a_collection_with_one_survives_a_restart(tmp_path):
+    data = tmp_path / "data"
+    server = Server(data)
+    try:
+        server.call("PUT", "/collections/nested")
+        server.call("POST", "/collections/nested/documents", files={"file": ("a.txt", HARBOUR)}, data={"path": "deep/er"})
+        server.upload("nested", "b.txt", FERRY)
+        assert server.call("DELETE", "/collections/nested/documents/deep/er/a.txt").status_code == 204
+        assert not (data / "collections" / "nested" / "docs" / "deep").exists()
+        (data / "collections" / "nested" / "docs" / "left-over").mkdir()  # an empty folder, as a crash may leave
+    finally:
+        server.stop()
+    again = Server(data)
+    try:
+        names = {c["name"]: c for c in again.call("GET", "/collections").json()}
+        assert names["nested"]["documents"] == 1
+    finally:
+        again.stop()
+
+
+def test_beyond_loopback_revoking_the_last_key_opens_nothing(settings, pipeline, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from rag.server import create_app
+
+    s = settings.with_overrides(data_dir=tmp_path / "data")
+    with TestClient(create_app(s, pipeline=pipeline, keys_required=True)) as client:
+        assert client.get("/health").status_code == 200
+        assert client.get("/collections").status_code == 401
+        assert client.post("/ask", json={"question": "Who?"}).status_code == 401

@@ -218,6 +218,7 @@ def test_the_team_panel_uploads_asks_in_the_new_collection_and_deletes(page, set
         page.wait_for_selector("#answer", timeout=60_000)
         assert page.inner_text(".answer-text") == "Sean Ryan"
         assert "collection=harbour" in page.locator(".citation a").get_attribute("href")
+        page.once("dialog", lambda dialog: dialog.accept())  # "Delete harbour.txt from harbour?"
         page.locator("#document-list li button.delete").click()
         page.locator("#document-list li").first.wait_for(state="detached", timeout=60_000)
         assert page.inner_text("#document-count") == "0" and "Deleted harbour.txt" in page.inner_text("#team-status")

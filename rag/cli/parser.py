@@ -136,6 +136,8 @@ def _serve(sub) -> None:
     _reader_args(p)
     _data_arg(p)
     p.add_argument("--metrics-public", action="store_true", help="serve GET /metrics without a key even when keys exist")
+    p.add_argument("--writable-default", action="store_true",
+                   help="let uploads and deletes change the default collection, i.e. the files of --docs")
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="serve a non-loopback --host although no API key exists (anyone who reaches it may read and write)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

@@ -215,7 +215,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     pipeline = _pipeline(args, settings)  # load here, so a missing index or model fails with a clear message
     logging.getLogger("rag.server").info("listening on http://%s:%d (POST /ask, GET /health, /docs)", args.host, args.port)
     app = create_app(settings, pipeline=pipeline, allowed_hosts=allowed_hosts_for(args.host, args.allowed_hosts),
-                     public=["/metrics"] if args.metrics_public else None)
+                     public=["/metrics"] if args.metrics_public else None, writable_default=args.writable_default,
+                     keys_required=allowed_hosts_for(args.host) is None and not args.insecure_no_auth)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, **uvicorn_limits())
     finally:

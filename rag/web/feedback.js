@@ -28,6 +28,7 @@ function shown(body) {
 }
 
 function feedbackBar(body) {
+  const record = shown(body);  // as asked: the collection picked now, not when a button is pressed
   const right = el("button", { type: "button", className: "small", id: "feedback-right" }, "Right");
   const wrong = el("button", { type: "button", className: "small", id: "feedback-wrong" }, "Wrong");
   const bar = el("div", { className: "feedback", id: "feedback" },
@@ -36,9 +37,9 @@ function feedbackBar(body) {
   const send = async (verdict) => {
     right.disabled = wrong.disabled = true;
     try {
-      const id = await postFeedback({ ...shown(body), verdict });
+      const id = await postFeedback({ ...record, verdict });
       if (verdict === "wrong") {
-        sessionStorage.setItem("rag-correction", JSON.stringify(shown(body)));
+        sessionStorage.setItem("rag-correction", JSON.stringify(record));
         feedbackStatus(`Thank you (feedback ${id}). If a document holds the right answer, open it from a passage ` +
                        "below, select the right words and press “This is the answer”.", false);
       } else {

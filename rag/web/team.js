@@ -48,6 +48,7 @@ async function loadDocuments() {
 }
 
 async function deleteDocument(name, source) {
+  if (!window.confirm(`Delete ${source} from ${name}? Answers will no longer cite it.`)) return;
   const response = await fetch(`/collections/${encodeURIComponent(name)}/documents/${encodeURIComponent(source)}`,
                                { method: "DELETE", headers: authHeaders() });
   if (response.ok) teamStatus(`Deleted ${source}.`, false);

@@ -228,9 +228,10 @@ class Collections:
 
     def documents(self, name: str) -> list[dict]:
         collection = self.get(name)
-        if collection.pipeline is None:
+        pipeline = collection.pipeline  # read once: a delete may set it to None meanwhile
+        if pipeline is None:
             return []
-        stats = collection.pipeline.retriever.store.document_stats()
+        stats = pipeline.retriever.store.document_stats()
         rows = []
         for source, (fmt, passages) in sorted(stats.items()):
             path = collection.docs_dir / source if collection.docs_dir else None
@@ -268,7 +269,7 @@ class Collections:
                 else:
                     _write_atomically(target, previous)
                 raise
-        passages = collection.pipeline.retriever.store.document_stats().get(source, (converted.format, 0))[1]
+            passages = collection.pipeline.retriever.store.document_stats().get(source, (converted.format, 0))[1]
         return {"source": source, "format": converted.format, "passages": passages}
 
     def remove(self, name: str, source: str) -> None:

@@ -369,13 +369,18 @@ def test_ctrl_c_in_the_interactive_prompt_cancels_the_line_and_ctrl_d_leaves():
         os.chdir(REPO)
         os.execv(sys.executable, [sys.executable, "-m", "rag.cli", "ask", "--no-rebuild"])
     try:
+        # Each key goes once readline holds the terminal: a Ctrl-D typed while the terminal is still in cooked
+        # mode (the prompt printed, input() not yet called) reaches readline as a NUL, not as end of input.
         assert b"question> " in _read_until(fd, b"question> ", 120)
+        time.sleep(1.0)
         os.write(fd, b"half a question\x03")
         after = _read_until(fd, b"question> ", 30)
         assert b"rag: cancelled" in after and b"question> " in after and b"interrupted" not in after
+        time.sleep(1.0)
         os.write(fd, b"Who did Anthropic hire to lead its infrastructure effort?\r")
         answered = _read_until(fd, b"question> ", 120)
         assert b"Eric Boyd" in answered, answered
+        time.sleep(1.0)
         os.write(fd, b"\x04")
         status = _wait_exit(pid, fd, 30)
         assert status is not None, "Ctrl-D did not end the session"

@@ -168,11 +168,8 @@ class Collections:
 
     # -- collections -------------------------------------------------------------------------------------
 
-    def _settings_for(self, name: str) -> Settings:
-        return collection_settings(self.settings, name)
-
     def _open(self, name: str) -> Collection:
-        settings = self._settings_for(name)
+        settings = collection_settings(self.settings, name)
         collection = Collection(name, settings.docs_dir, settings, None, managed=True)
         if collection.has_files():
             collection.pipeline = self._pipeline(settings, rebuild=True)
@@ -202,7 +199,7 @@ class Collections:
         with self._guard:
             if name in self._all:
                 return self._all[name], False
-            settings = self._settings_for(name)
+            settings = collection_settings(self.settings, name)
             settings.docs_dir.mkdir(parents=True, exist_ok=True)
             collection = self._all[name] = Collection(name, settings.docs_dir, settings, None, managed=True)
             return collection, True

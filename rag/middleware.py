@@ -84,11 +84,7 @@ class BodyLimits:
 
     @staticmethod
     async def _reject(send, err: HTTPException) -> None:
-        body = json.dumps({"detail": err.detail}).encode()
-        await send({"type": "http.response.start", "status": err.status_code,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+        await _json(send, err.status_code, err.detail, [(b"connection", b"close")])  # the rest of the body is not read
 
 
 class _TooLarge(HTTPException):

@@ -147,18 +147,22 @@ def uvicorn_limits() -> dict:
     return {"timeout_keep_alive": 5, "limit_concurrency": 64, "timeout_graceful_shutdown": 10}
 
 
+def is_loopback(bind: str) -> bool:
+    """Whether an address to bind is this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    try:
+        return bind == "localhost" or ipaddress.ip_address(bind.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def allowed_hosts_for(bind: str, given: list[str] | None = None) -> list[str] | None:
     """The Host names to answer: those given, else on a loopback bind the loopback names (and the address
     bound), else any (None: behind a proxy the public name is not known here)."""
     if given:
         return list(given)
-    import ipaddress
-
-    try:
-        loopback = bind == "localhost" or ipaddress.ip_address(bind.strip("[]")).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_loopback(bind):
         return None
     shown = f"[{bind.strip('[]')}]" if ":" in bind else bind
     return sorted({*LOOPBACK_HOSTS, shown})

@@ -89,6 +89,7 @@ class FileStore:
         self.index = index
         self.documents = index.documents
         self.docs_dir = index.docs_dir
+        self._rows: tuple[tuple | None, np.ndarray] = (None, np.zeros(0, dtype=np.int64))  # last filter's chunk rows
 
     def dense_ranking(self, vector: np.ndarray, n: int, sources: list[str] | None = None) -> list[tuple[int, float]]:
         params = None
@@ -119,9 +120,12 @@ class FileStore:
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
 
     def _rows_of(self, sources: list[str]) -> np.ndarray:
-        """The chunk rows of these documents (chunks are stored document by document)."""
-        wanted = set(sources)
-        return np.array([i for i, c in enumerate(self.index.chunks) if c.source in wanted], dtype=np.int64)
+        """The chunk rows of these documents, found once per filter (hybrid search asks twice; refresh forgets)."""
+        key = tuple(sources)
+        if self._rows[0] != key:
+            wanted = set(sources)
+            self._rows = (key, np.array([i for i, c in enumerate(self.index.chunks) if c.source in wanted], dtype=np.int64))
+        return self._rows[1]
 
     def sources_matching(self, patterns: list[str]) -> list[str]:
         return match_sources(self.documents, patterns)
@@ -161,6 +165,7 @@ class FileStore:
             return False
         index.docs_dir = recorded_corpus(index.manifest, path) or self.docs_dir
         self.index, self.documents, self.docs_dir = index, index.documents, index.docs_dir
+        self._rows = (None, self._rows[1][:0])  # rows of the previous build
         log.info("the index at %s was rebuilt: reloaded (%d documents, %d passages)", path, *self.counts())
         return True
 

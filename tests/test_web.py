@@ -75,6 +75,13 @@ def seed_server(settings):
     stop_server(proc)
 
 
+def ask_in_page(page, question: str, wait_for: str = "#answer") -> None:
+    """Type a question into the page, press Enter, and wait for what should come back."""
+    page.fill("#question", question)
+    page.press("#question", "Enter")
+    page.wait_for_selector(wait_for, timeout=60_000)
+
+
 @pytest.fixture()
 def page(browser):
     context = browser.new_context()
@@ -89,9 +96,7 @@ def page(browser):
 @needs_chromium
 def test_ask_a_seed_question_and_follow_the_citation(page, seed_server):
     page.goto(seed_server + "/")
-    page.fill("#question", SEED_QUESTION)
-    page.press("#question", "Enter")
-    page.wait_for_selector("#answer", timeout=60_000)
+    ask_in_page(page, SEED_QUESTION)
     assert page.inner_text(".answer-text") == "Eric Boyd"
     assert page.inner_text("#quote mark") == "Eric Boyd"
     assert "Eric Boyd" in page.inner_text("#quote") and "Microsoft" in page.inner_text("#quote")
@@ -127,9 +132,7 @@ def test_an_unanswerable_question_shows_the_abstention(page, seed_server):
 @needs_chromium
 def test_api_errors_are_shown_as_a_message(page, seed_server):
     page.goto(seed_server + "/")
-    page.fill("#question", " ".join(["a"] * 300))  # under 1,000 characters, over the 96-token limit
-    page.press("#question", "Enter")
-    page.wait_for_selector("#error", timeout=60_000)
+    ask_in_page(page, " ".join(["a"] * 300), "#error")  # under 1,000 characters, over the 96-token limit
     text = page.inner_text("#error")
     assert "HTTP 422" in text and "tokens" in text
     assert not page.locator("#ask-button").is_disabled()
@@ -146,9 +149,7 @@ def test_script_in_a_document_is_shown_not_run(page, tmp_path):
     proc = start_server(port, docs, tmp_path / "index")
     try:
         page.goto(f"http://127.0.0.1:{port}/")
-        page.fill("#question", "Who built the vault?")
-        page.press("#question", "Enter")
-        page.wait_for_selector("#answer, #abstain", timeout=60_000)
+        ask_in_page(page, "Who built the vault?", "#answer, #abstain")
         page.locator(".passages-box summary").click()
         assert "<script>window.pwned = 1</script>" in page.inner_text(".passages")
         page.goto(f"http://127.0.0.1:{port}/documents/evil.txt?start=0&end=12")
@@ -175,9 +176,7 @@ def test_highlights_stay_on_the_answer_after_astral_characters(page, tmp_path):
     proc = start_server(port, docs, tmp_path / "index")
     try:
         page.goto(f"http://127.0.0.1:{port}/")
-        page.fill("#question", "Where was the rocket Vega launched from?")
-        page.press("#question", "Enter")
-        page.wait_for_selector("#answer", timeout=60_000)
+        ask_in_page(page, "Where was the rocket Vega launched from?")
         assert page.inner_text(".answer-text") == "Kourou"
         assert page.inner_text("#quote mark") == "Kourou"
         page.locator(".citation a").click()
@@ -213,9 +212,7 @@ def test_the_team_panel_uploads_asks_in_the_new_collection_and_deletes(page, set
                                                             "buffer": b"not a pdf"}])
         page.locator("#team-status.error").wait_for(timeout=60_000)
         assert "broken.pdf was refused (HTTP 422)" in page.inner_text("#team-status")
-        page.fill("#question", "Who is the harbour master of Inis Mor?")
-        page.press("#question", "Enter")
-        page.wait_for_selector("#answer", timeout=60_000)
+        ask_in_page(page, "Who is the harbour master of Inis Mor?")
         assert page.inner_text(".answer-text") == "Sean Ryan"
         assert "collection=harbour" in page.locator(".citation a").get_attribute("href")
         page.once("dialog", lambda dialog: dialog.accept())  # "Delete harbour.txt from harbour?"
@@ -238,9 +235,7 @@ def test_wrong_then_select_the_right_words_stores_the_correction(page, settings,
     proc = start_server(port, settings.docs_dir, settings.index_dir, extra=("--data", str(data)))
     try:
         page.goto(f"http://127.0.0.1:{port}/")
-        page.fill("#question", SEED_QUESTION)
-        page.press("#question", "Enter")
-        page.wait_for_selector("#answer", timeout=60_000)
+        ask_in_page(page, SEED_QUESTION)
         page.click("#feedback-wrong")
         page.locator("#feedback-status", has_text="select the right words").wait_for(timeout=30_000)
         source = "001_fa8838ea44d7c2c5.txt"

@@ -204,7 +204,7 @@ def _answer_line(line: str, pipeline, settings: Settings, as_json: bool, sources
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from rag.server import allowed_hosts_for, create_app, uvicorn_limits
+    from rag.server import allowed_hosts_for, create_app, is_loopback, uvicorn_limits
 
     settings = settings_from(args)
     _check_port(args.host, args.port)  # before minutes of loading, not after
@@ -216,7 +216,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger("rag.server").info("listening on http://%s:%d (POST /ask, GET /health, /docs)", args.host, args.port)
     app = create_app(settings, pipeline=pipeline, allowed_hosts=allowed_hosts_for(args.host, args.allowed_hosts),
                      public=["/metrics"] if args.metrics_public else None, writable_default=args.writable_default,
-                     keys_required=allowed_hosts_for(args.host) is None and not args.insecure_no_auth)
+                     keys_required=not is_loopback(args.host) and not args.insecure_no_auth)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, **uvicorn_limits())
     finally:
@@ -228,9 +228,9 @@ def _check_exposure(host: str, settings: Settings, insecure: bool) -> None:
     """Refuse to serve beyond this machine with no API key (anyone who reaches it could read and change the
     documents), unless --insecure-no-auth says that is meant."""
     from rag.keys import KeyStore
-    from rag.server import allowed_hosts_for
+    from rag.server import is_loopback
 
-    if allowed_hosts_for(host) is None and not insecure and not KeyStore(settings.data_dir).any():
+    if not is_loopback(host) and not insecure and not KeyStore(settings.data_dir).any():
         raise UsageError(f"refusing to serve {host} without API keys: add one with `rag keys add NAME --scope write "
                          f"--data {settings.data_dir}`, or pass --insecure-no-auth")
 

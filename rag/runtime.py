@@ -25,6 +25,8 @@ class ModelRuntimeError(RagError):
 #: CPU flags (as /proc/cpuinfo names them) of int8 dot-product instructions: with one, ONNX Runtime's int8
 #: matrix products are exact over the full int8 range and several times faster than AVX2's.
 INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+#: CPU flags of a native bfloat16 dot product: where bf16 autocast is faster than fp32.
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 def cpu_flags() -> set[str]:
@@ -39,6 +41,11 @@ def cpu_flags() -> set[str]:
 def has_int8_dot_product() -> bool:
     """Whether this CPU has VNNI or AMX (else int8 weights need the reduced range to avoid overflow)."""
     return bool(cpu_flags() & set(INT8_DOT_PRODUCT_FLAGS))
+
+
+def has_bf16_dot_product() -> bool:
+    """Whether this CPU computes bfloat16 products natively (AMX or AVX512-BF16)."""
+    return bool(cpu_flags() & set(BF16_FLAGS))
 
 
 def cache_dir() -> Path:

@@ -187,3 +187,24 @@ def test_calibrate_reader_study_without_the_script_says_how_to_run_it(monkeypatc
     with pytest.raises(SystemExit) as exit_:
         main(["calibrate-reader", "--study", "--train", "x.json", "--model", "m"])
     assert exit_.value.code == 2 and "python scripts/calibration_study.py --train" in capsys.readouterr().err
+
+
+def test_a_cut_off_shared_norm_run_resumes_to_the_same_weights(tiny_data, tmp_path):
+    """A shared-normalisation run of a few groups, stopped and resumed, ends with the weights of one never
+    stopped; its record counts groups by origin and the windows they hold."""
+    from safetensors.torch import load_file
+
+    from rag.offline.training import resume_training, train
+
+    changes = dict(shared_norm=True, group_size=2, batch_size=2, epochs=1, bf16=False)
+    whole = train(_config(tiny_data, tmp_path / "whole", **changes)).meta
+    assert train(_config(tiny_data, tmp_path / "cut", **changes), stop_after=2) is None
+    resumed = resume_training(tmp_path / "cut").meta
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    mix = whole["data"]["mix"]
+    # Normans is a dev article: 3 x 2 answerable and 3 x 1 unanswerable Lighthouse questions, 4 extra ones.
+    assert mix["squad"] == 6 and mix["squad-unanswerable"] == 3 and mix["extra:one"] + mix["extra:two"] == 4
+    assert whole["data"]["windows"] == mix["windows"] > 13  # the Lighthouse groups hold two passages
+    assert whole["steps"] == resumed["steps"] == 7 and resumed["final_loss"] == whole["final_loss"]
+    assert whole["config"]["shared_norm"] and whole["lineage"][-1]["windows"] == mix["windows"]

@@ -347,6 +347,9 @@ def _train_reader(sub) -> None:
                  help="continue training this reader, QA head kept (no value: the packaged reader); "
                       "its lineage carries on and only extra questions its runs did not use are drawn")
     p.add_argument("--no-fresh-extra", action="store_true", help="with --init: allow extra questions earlier runs used")
+    _train_field(p, "--extra-from-used", action="store_true", default=None,
+                 help="with --init: draw only extra questions the lineage trained on, keeping those it never drew"
+                      " held out for `rag calibrate-reader --extra`")
     p.add_argument("--resume", type=Path, metavar="OUTPUT", help="continue the cut-off run that writes to OUTPUT, exactly")
     _train_field(p, "--checkpoint-minutes", type=float, help="write a full checkpoint this often (default 10)")
     p.add_argument("--stop-after-steps", type=int, help="stop after this many steps with a checkpoint (to resume later)")
@@ -368,12 +371,19 @@ def _train_run_args(p: Parser) -> None:
     _train_field(p, "--epochs", type=float)
     _train_field(p, "--learning-rate", type=float)
     _train_field(p, "--warmup-fraction", type=float)
-    _train_field(p, "--batch-size", type=int)
+    _train_field(p, "--batch-size", type=int, help="windows per step (with --shared-norm: groups per step)")
     _train_field(p, "--max-length", type=int)
     _train_field(p, "--stride", type=int)
     _train_field(p, "--max-windows", type=int, help="cap on training windows (0: none)")
     _train_field(p, "--dev-questions", type=int, help="evaluate on this many dev questions (0: all)")
     _train_field(p, "--seed", type=int)
     _train_field(p, "--threads", type=int, help="torch threads (0: torch's choice)")
-    _train_field(p, "--bf16", action="store_true", default=None,
-                 help="bfloat16 autocast in training (weights stay fp32; faster on AVX512-BF16 CPUs and GPUs)")
+    _train_field(p, "--bf16", action=argparse.BooleanOptionalAction, default=None,
+                 help="bfloat16 autocast in training (weights stay fp32); default: on where the CPU has AMX or"
+                      " AVX512-BF16, or the GPU has bf16")
+    _train_field(p, "--shared-norm", action="store_true", default=None,
+                 help="read each question against a group of retrieved passages (its gold passage, the retriever's"
+                      " best passages without the answer) with one softmax over the group, as the pipeline reads")
+    _train_field(p, "--group-size", type=int, help=f"passages a group holds (default {Settings.top_k}, the pipeline's top_k)")
+    _train_field(p, "--null-score", choices=("lse", "max"),
+                 help="the group's no-answer option: log-sum-exp (default) or max of its windows' [CLS] scores")

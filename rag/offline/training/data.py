@@ -47,13 +47,19 @@ class TrainConfig:
     max_windows: int = 0  # 0: no cap
     seed: int = 13
     threads: int = 0
-    bf16: bool = False  # bfloat16 autocast for the forward pass (master weights stay fp32); faster on AVX512-BF16 CPUs and GPUs
+    bf16: bool | None = None  # bfloat16 autocast for the forward pass (master weights stay fp32); None: on where
+    # the CPU has AMX or AVX512-BF16 (or the GPU has bf16), decided at the run's start and recorded
     dev_questions: int = 0  # 0: the whole development split; fewer for a quick smoke run
     init: str | None = None  # continue from this reader (QA head kept); its lineage carries on
     fresh_extra: bool = True  # with init: draw only extra questions no earlier run of the lineage used
     long_context_chars: int = 3000  # longer contexts (CovidQA's whole papers) are cut into passages
     passage_chars: int = 1200  # the size of those passages
     checkpoint_minutes: float = 10.0  # a full, resumable checkpoint this often
+    shared_norm: bool = False  # read each question against a group of retrieved passages, one softmax over them
+    group_size: int = Settings.top_k  # passages a group holds (what the pipeline reads: top_k)
+    null_score: str = "lse"  # the group's no-answer option (rag.offline.training.groups.NULL_SCORES)
+    extra_from_used: bool = False  # with init: draw only extra questions the lineage already trained on, so
+    # the ones it never drew stay held out (the calibration set of `rag calibrate-reader --extra`)
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,8 @@ def replay_extra_draws(lineage: list[dict], questions: list[Question], answerabl
             if draw.get("negative_fraction", 0) > 0:
                 for _ in range(answerable_train):
                     rng.random()
+        if draw.get("from_used"):
+            continue  # a redraw of questions already used: it adds none
         exclude = frozenset(used) if draw.get("fresh") else frozenset()
         used.update(q.id for q in draw_extra(questions, draw["sources"], draw["questions"], rng, exclude))
     return used
@@ -231,10 +239,17 @@ def batches(items: list[dict], batch_size: int, rng: random.Random) -> list[list
     pool = batch_size * 50
     grouped: list[list[dict]] = []
     for i in range(0, len(order), pool):
-        block = sorted(order[i : i + pool], key=lambda x: len(x["input_ids"]))
+        block = sorted(order[i : i + pool], key=_length)
         grouped += [block[j : j + batch_size] for j in range(0, len(block), batch_size)]
     rng.shuffle(grouped)
     return grouped
+
+
+def _length(item: dict) -> int:
+    """A window's tokens, or a group's longest window (what a batch of either is padded to)."""
+    if "windows" in item:
+        return max(len(w["input_ids"]) for w in item["windows"])
+    return len(item["input_ids"])
 
 
 def collate(batch: list[dict]):
@@ -274,6 +289,8 @@ def prepare(config: TrainConfig, tokenizer, rng: random.Random, embedder=None) -
     questions = load_squad(Path(config.train_file))
     rest, _dev = split_by_title(questions, set(DEV_TITLES))
     train_qs, _test = split_by_title(rest, set(TEST_TITLES))
+    if config.shared_norm:
+        return _prepare_groups(config, tokenizer, embedder, questions, train_qs)
     examples = examples_from(train_qs, "squad")
     if config.negative_fraction > 0:
         examples += retrieved_negatives(train_qs, config.negative_fraction, rng, embedder, Settings(), config.negative_top_k)
@@ -292,12 +309,37 @@ def prepare(config: TrainConfig, tokenizer, rng: random.Random, embedder=None) -
     return Prepared(items, mix, extra_draw, dev_questions(questions, config.dev_questions))
 
 
+def _prepare_groups(config: TrainConfig, tokenizer, embedder, questions: list[Question],
+                    train_qs: list[Question]) -> Prepared:
+    """The groups of a shared-normalisation run: every training SQuAD question (unanswerable ones too)
+    read against the training articles, and each drawn extra question against its own source."""
+    from rag.offline.training.groups import draw_groups_sources, group_items, retrieved_groups
+
+    settings = Settings()
+    groups, skipped = retrieved_groups(train_qs, train_qs, "squad", embedder, settings, config.group_size)
+    extra_draw = None
+    if config.extra_file and config.extra_questions > 0:
+        picked, extra_draw = _extra_draw(config, sum(1 for q in train_qs if q.answers))
+        more, lost = draw_groups_sources(load_squad(Path(config.extra_file)), picked, embedder, settings,
+                                         config.group_size)
+        groups, skipped = groups + more, skipped + lost
+    items = group_items(tokenizer, groups, config.max_length, config.stride, settings.max_windows_per_passage,
+                        settings.max_windows_per_question)
+    mix = dict(collections.Counter(item["origin"] for item in items))
+    mix["windows"] = sum(len(item["windows"]) for item in items)
+    mix["skipped_answer_across_chunks"] = skipped + len(groups) - len(items)
+    log.info("training groups: %s", mix)
+    if config.max_windows and len(items) > config.max_windows:  # a cap on groups, for smoke runs
+        items = items[: config.max_windows]
+    return Prepared(items, mix, extra_draw, dev_questions(questions, config.dev_questions))
+
+
 def _extra_draw(config: TrainConfig, answerable_train: int) -> tuple[list[Question], dict]:
     """The run's extra questions (with `init` and `fresh_extra`, none an earlier run of the lineage used)
     and the record of the draw, from which later runs replay it."""
     extra_qs = load_squad(Path(config.extra_file))
     used: set[str] = set()
-    if config.init and config.fresh_extra:
+    if config.init and (config.fresh_extra or config.extra_from_used):
         lineage = lineage_of(Path(config.init))
         digest = file_sha256(Path(config.extra_file))
         for run in lineage:
@@ -306,11 +348,12 @@ def _extra_draw(config: TrainConfig, answerable_train: int) -> tuple[list[Questi
                 raise TrainingError(f"{config.extra_file} is not the file run {run.get('output')} drew from, so the "
                                     "questions it used cannot be told apart; use that file or --no-fresh-extra")
         used = replay_extra_draws(lineage, extra_qs, answerable_train)
-    picked = draw_extra(extra_qs, config.extra_sources, config.extra_questions, extra_draw_rng(config.seed),
-                        frozenset(used))
+    from_used = bool(config.init and config.extra_from_used)
+    exclude = frozenset(q.id for q in extra_qs if q.id not in used) if from_used else frozenset(used)
+    picked = draw_extra(extra_qs, config.extra_sources, config.extra_questions, extra_draw_rng(config.seed), exclude)
     record = {"rng": "separate", "seed": config.seed, "sources": list(config.extra_sources),
-              "extra_sha256": file_sha256(Path(config.extra_file)),
-              "questions": config.extra_questions, "fresh": bool(config.init and config.fresh_extra),
+              "extra_sha256": file_sha256(Path(config.extra_file)), "from_used": from_used,
+              "questions": config.extra_questions, "fresh": bool(config.init and config.fresh_extra and not from_used),
               "excluded_as_used_before": len(used), "drawn": len(picked),
               "drawn_per_source": dict(collections.Counter(q.title.split(":")[0] for q in picked))}
     return picked, record

@@ -82,6 +82,8 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     ckpt = Path(config.output) / CHECKPOINT_DIR
+    if config.bf16 is None:  # decided once and recorded, so a resumed run keeps it on any machine
+        config.bf16 = _bf16_is_native()
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
     if config.threads:
@@ -102,6 +104,17 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     return _finish(run, progress, tokenizer, embedder)
 
 
+def _bf16_is_native() -> bool:
+    """Whether bf16 autocast is faster than fp32 here: a GPU with bf16, or a CPU with AMX / AVX512-BF16."""
+    import torch
+
+    from rag.runtime import has_bf16_dot_product
+
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    return has_bf16_dot_product()
+
+
 def resume_training(output: Path, stop_after: int | None = None) -> TrainResult | None:
     """Continue the run whose checkpoint is in `output/checkpoint/`, with the settings it was started with."""
     state = read_checkpoint_state(Path(output) / CHECKPOINT_DIR)
@@ -120,7 +133,7 @@ def _prepared(config: TrainConfig, ckpt: Path, state: dict | None, tokenizer,
         dev = dev_questions(load_squad(Path(config.train_file)), config.dev_questions)
         return Prepared(read_items(ckpt), state["mix"], state["extra_draw"], dev), None
     embedder = None
-    if config.negative_fraction > 0:
+    if config.negative_fraction > 0 or config.shared_norm:
         from rag.embedding import Embedder
 
         embedder = Embedder.from_settings(Settings())
@@ -139,7 +152,7 @@ def _start(config: TrainConfig, ckpt: Path, model, prep: Prepared, init_lineage:
 
     items = prep.items
     total_steps = max(1, int(math.ceil(len(items) / config.batch_size) * config.epochs))
-    log.info("%d windows, %d steps", len(items), total_steps)
+    log.info("%d %s, %d steps", len(items), "groups" if config.shared_norm else "windows", total_steps)
     no_decay = ("bias", "LayerNorm.weight")
     groups = [
         {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": config.weight_decay},
@@ -193,18 +206,34 @@ def _steps(run: _Run, progress: Progress, rng: random.Random, stop_after: int | 
 
 
 def _step(run: _Run, batch: list[dict]) -> float:
-    """One optimizer step on a batch; its loss."""
+    """One optimizer step on a batch (of windows, or of groups with --shared-norm); its loss."""
     import torch
 
-    inputs = {k: v.to(run.device) for k, v in collate(batch).items()}
-    with torch.autocast(run.device, dtype=torch.bfloat16, enabled=run.config.bf16):
-        loss = run.model(**inputs).loss
+    with torch.autocast(run.device, dtype=torch.bfloat16, enabled=bool(run.config.bf16)):
+        if run.config.shared_norm:
+            loss = _group_loss(run, batch)
+        else:
+            loss = run.model(**{k: v.to(run.device) for k, v in collate(batch).items()}).loss
     loss.backward()
     torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
     run.optimizer.step()
     run.schedule.step()
     run.optimizer.zero_grad()
     return float(loss.detach())
+
+
+def _group_loss(run: _Run, batch: list[dict]):
+    """The shared-normalisation loss of a batch of groups (logits in fp32 whatever the autocast)."""
+    import torch
+
+    from rag.offline.training.groups import collate_groups, shared_norm_loss
+
+    parts = collate_groups(batch)
+    out = run.model(**{k: v.to(run.device) for k, v in parts["inputs"].items()})
+    with torch.autocast(run.device, enabled=False):
+        return shared_norm_loss(out.start_logits.float(), out.end_logits.float(), parts["context"].to(run.device),
+                                parts["group"].to(run.device), parts["start"].to(run.device),
+                                parts["end"].to(run.device), parts["answerable"], run.config.null_score)
 
 
 def _finish(run: _Run, progress: Progress, tokenizer, embedder) -> TrainResult:
@@ -235,7 +264,7 @@ def _reader_meta(run: _Run, progress: Progress, train_seconds: float, dev_metric
         "output": config.output,
         "init": config.init,
         "mix": prep.mix,
-        "windows": len(prep.items),
+        "windows": prep.mix.get("windows", len(prep.items)),
         "epochs": config.epochs,
         "learning_rate": config.learning_rate,
         "steps": run.total_steps,
@@ -255,7 +284,7 @@ def _reader_meta(run: _Run, progress: Progress, train_seconds: float, dev_metric
             "dev_titles": sorted(DEV_TITLES),
             "test_titles": sorted(TEST_TITLES),
             "mix": prep.mix,
-            "windows": len(prep.items),
+            "windows": entry["windows"],
         },
         "hardware": entry["hardware"],
         "compute_note": CPU_NOTE if run.device == "cpu" else "trained on a GPU",

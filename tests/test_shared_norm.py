@@ -1,0 +1,126 @@
+"""Shared-normalisation training: the loss on hand-made logits, the groups the retriever makes, and a short
+run that resumes bit-identically (training itself never runs at full size in tests)."""
+import math
+
+import pytest
+import torch
+
+from rag.offline.squad import Question
+from rag.offline.training.groups import collate_groups, group_items, retrieved_groups, shared_norm_loss
+
+
+def _lse(xs):
+    m = max(xs)
+    return m + math.log(sum(math.exp(x - m) for x in xs))
+
+
+# Two windows of one group, 4 positions each: [CLS], two context tokens, [SEP] (whose high logits must not count).
+START = torch.tensor([[0.0, 1.0, 2.0, 5.0], [1.0, 3.0, 0.0, 7.0]])
+END = torch.tensor([[0.0, 2.0, 1.0, 9.0], [0.0, 0.0, 1.0, 9.0]])
+CONTEXT = torch.tensor([[False, True, True, False]] * 2)
+
+
+def test_the_loss_is_one_softmax_over_every_window_of_the_group():
+    group = torch.tensor([0, 0])
+    # The answer is token 1..2 of window 0 and token 1..2 of window 1 too (the windows overlap).
+    start, end = torch.tensor([1, 1]), torch.tensor([2, 2])
+    loss = shared_norm_loss(START, END, CONTEXT, group, start, end, torch.tensor([True]), null="lse")
+    z_start = _lse([1, 2, 3, 0] + [0, 1])  # every context token of both windows, and both [CLS]
+    z_end = _lse([2, 1, 0, 1] + [0, 0])
+    expected = ((z_start - _lse([1, 3])) + (z_end - _lse([1, 1]))) / 2  # summed over the windows holding it
+    assert loss.item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_an_unanswerable_group_targets_its_no_answer_option():
+    group = torch.tensor([0, 0])
+    zero = torch.tensor([0, 0])
+    lse = shared_norm_loss(START, END, CONTEXT, group, zero, zero, torch.tensor([False]), null="lse")
+    expected = ((_lse([1, 2, 3, 0, 0, 1]) - _lse([0, 1])) + (_lse([2, 1, 0, 1, 0, 0]) - _lse([0, 0]))) / 2
+    assert lse.item() == pytest.approx(expected, abs=1e-5)
+    # "max": only the highest [CLS] is the no-answer option, in the softmax and as the target.
+    top = shared_norm_loss(START, END, CONTEXT, group, zero, zero, torch.tensor([False]), null="max")
+    expected_max = ((_lse([1, 2, 3, 0, 1]) - 1) + (_lse([2, 1, 0, 1, 0]) - 0)) / 2
+    assert top.item() == pytest.approx(expected_max, abs=1e-5)
+
+
+def test_groups_of_a_batch_are_normalised_apart_and_averaged():
+    one = shared_norm_loss(START[:1], END[:1], CONTEXT[:1], torch.tensor([0]), torch.tensor([1]), torch.tensor([2]),
+                           torch.tensor([True]))
+    two = shared_norm_loss(START[1:], END[1:], CONTEXT[1:], torch.tensor([0]), torch.tensor([0]), torch.tensor([0]),
+                           torch.tensor([False]))
+    both = shared_norm_loss(START, END, CONTEXT, torch.tensor([0, 1]), torch.tensor([1, 0]), torch.tensor([2, 0]),
+                            torch.tensor([True, False]))
+    assert both.item() == pytest.approx((one.item() + two.item()) / 2, abs=1e-6)
+    with pytest.raises(ValueError, match="null must be one of"):
+        shared_norm_loss(START, END, CONTEXT, torch.tensor([0, 0]), START[:, 0].long(), END[:, 0].long(),
+                         torch.tensor([True]), null="mean")
+
+
+ARTICLES = {
+    "Lighthouses": ["The Fastnet Rock lighthouse was designed by William Douglass and finished in 1904.",
+                    "Lighthouses were once lit by whale oil, later by paraffin and then by electricity.",
+                    "The keepers of the Fastnet Rock lighthouse left in 1989 when it became automatic."],
+    "Bridges": ["The Forth Bridge in Scotland opened in 1890 and carries a railway over the Firth of Forth.",
+                "Suspension bridges hang their deck from cables slung between towers."],
+    "Rivers": ["The Shannon is the longest river in Ireland and flows past the lighthouse town of Limerick."],
+}
+
+
+def _questions():
+    out = []
+    for title, paragraphs in ARTICLES.items():
+        for p, text in enumerate(paragraphs):
+            out.append(Question(f"{title}{p}", title, p, text, "What is this?", (), ()))
+    gold = ARTICLES["Lighthouses"][0]
+    out.append(Question("q1", "Lighthouses", 0, gold, "Who designed the Fastnet Rock lighthouse?",
+                        ("William Douglass",), (gold.index("William Douglass"),)))
+    out.append(Question("q2", "Lighthouses", 2, ARTICLES["Lighthouses"][2], "Who painted the lighthouse?", (), ()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from rag.config import Settings
+    from rag.embedding import Embedder
+
+    return Embedder.from_settings(Settings())
+
+
+def test_a_group_is_the_gold_passage_and_retrieved_passages_without_the_answer(embedder):
+    from rag.config import Settings
+
+    corpus = _questions()
+    asked = [q for q in corpus if q.id in ("q1", "q2")]
+    groups, skipped = retrieved_groups(asked, corpus, "squad", embedder, Settings(), size=3)
+    assert skipped == 0 and [g.origin for g in groups] == ["squad", "squad-unanswerable"]
+    answerable, unanswerable = groups
+    assert len(answerable.passages) == len(unanswerable.passages) == 3
+    [gold] = [p for p in answerable.passages if p.answer_start is not None]
+    assert gold.text[gold.answer_start : gold.answer_start + len(gold.answer_text)] == "William Douglass"
+    negatives = [p.text for p in answerable.passages if p.answer_start is None]
+    assert not any("William Douglass" in t for t in negatives)
+    # At least one negative comes from another article than the question's own.
+    assert any(t not in ARTICLES["Lighthouses"] for t in negatives)
+    assert not unanswerable.answerable and all(p.answer_start is None for p in unanswerable.passages)
+
+
+def test_group_windows_label_the_answer_and_mark_the_context(embedder):
+    from transformers import AutoTokenizer
+
+    from rag.config import Settings
+    from rag.embedding import resolve_embedding_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_embedding_model("all-MiniLM-L6-v2"))
+    corpus = _questions()
+    groups, _ = retrieved_groups([q for q in corpus if q.id in ("q1", "q2")], corpus, "squad", embedder, Settings(), 3)
+    items = group_items(tokenizer, groups, max_length=64, stride=16, max_windows_per_passage=8, max_windows=24)
+    assert [item["answerable"] for item in items] == [True, False]
+    answered = [w for w in items[0]["windows"] if w["start"] > 0]
+    assert answered and all(tokenizer.decode(w["input_ids"][w["start"] : w["end"] + 1]) == "william douglass"
+                            for w in answered)
+    assert all(w["start"] == 0 for w in items[1]["windows"])
+    parts = collate_groups(items)
+    assert parts["group"].tolist() == [0] * len(items[0]["windows"]) + [1] * len(items[1]["windows"])
+    first = items[0]["windows"][0]
+    assert parts["context"][0].nonzero().flatten().tolist() == list(range(first["first"], first["last"] + 1))
+    assert tokenizer.convert_ids_to_tokens(first["input_ids"][first["last"] + 1]) == "[SEP]"

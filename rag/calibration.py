@@ -101,6 +101,11 @@ def fit_calibrator(features: np.ndarray, correct: np.ndarray, threshold: float =
     mean = features.mean(axis=0)
     scale = features.std(axis=0)
     scale[scale == 0] = 1.0
+    if len(set(correct.astype(int).tolist())) < 2:
+        # Every read right, or (a random or foreign model) every one wrong: nothing to tell apart, so the
+        # probability is the observed rate (with one imagined read of each kind), the same for every answer.
+        rate = (float(correct.sum()) + 1) / (len(correct) + 2)
+        return Calibrator(tuple(mean), tuple(scale), (0.0,) * len(mean), math.log(rate / (1 - rate)), threshold)
     model = LogisticRegression(C=1.0, max_iter=1000).fit((features - mean) / scale, correct.astype(int),
                                                           sample_weight=weights)
     return Calibrator(tuple(mean), tuple(scale), tuple(model.coef_[0]), float(model.intercept_[0]), threshold)

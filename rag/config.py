@@ -86,6 +86,7 @@ class Settings:
     doc_stride: int = 128
     max_answer_tokens: int = 30
     n_best: int = 20
+    widen_to_words: bool = True  # an answer that cuts a word ("39-year" of "39-year-old") is widened to it
     # Bounds on the reader's work per question: a longer question is refused (it would leave no room for
     # context), and one long passage cannot stall the service (everyone waits on the same model).
     max_question_tokens: int = 96

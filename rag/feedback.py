@@ -1,10 +1,13 @@
 """Feedback on answers: "right" or "wrong", and where the right words stand when the user marks them. Kept
-durably in SQLite (stdlib sqlite3, WAL) in the server's data folder, one row a verdict; a corrected span is
+durably beside the index, one row a verdict: in SQLite (stdlib sqlite3, WAL) in the server's data folder for
+the file store, in a `rag_feedback` table of the database for the PostgreSQL store (rag.store.open_feedback
+chooses); a corrected span is
 checked against the indexed text and stored with the words it quotes, so a stored label is never a lie.
 `rag feedback export` turns the labels into SQuAD 2.0 for `rag eval --squad`; `rag feedback stats` compares
 the observed precision of answers with what the calibration predicted."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -13,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag.errors import RagError
+from rag.errors import RagError, UnavailableError
 
 FEEDBACK_FILE = "feedback.sqlite"
 SCHEMA = """
@@ -33,6 +36,21 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 CREATE INDEX IF NOT EXISTS feedback_collection ON feedback (collection);
 """
+COLUMNS = ("created", "collection", "question", "answer", "score", "cited_source", "cited_start", "cited_end",
+           "reader", "verdict", "correct_source", "correct_start", "correct_end", "correct_quote", "key")
+PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rag_feedback (
+    id BIGSERIAL PRIMARY KEY, created TEXT NOT NULL, collection TEXT NOT NULL, question TEXT NOT NULL,
+    answer TEXT, score DOUBLE PRECISION, cited_source TEXT, cited_start INTEGER, cited_end INTEGER,
+    reader TEXT NOT NULL, verdict TEXT NOT NULL CHECK (verdict IN ('right', 'wrong')),
+    correct_source TEXT, correct_start INTEGER, correct_end INTEGER, correct_quote TEXT, key TEXT
+);
+CREATE INDEX IF NOT EXISTS rag_feedback_collection ON rag_feedback (collection);
+"""
+
+
+class FeedbackUnavailableError(UnavailableError):
+    """The feedback database cannot be reached (a 503: the client may retry)."""
 
 
 class FeedbackError(RagError):
@@ -70,8 +88,15 @@ def check_span(span: Span, documents) -> str:
     return quote
 
 
+def _row(collection: str, question: str, answer: str | None, score: float | None, cited: Span | None, reader: str,
+         verdict: str, correct: Span | None, quote: str | None, key: str | None) -> tuple:
+    """One verdict's values, in COLUMNS order."""
+    return (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), collection, question, answer, score, *_span(cited),
+            reader, verdict, *_span(correct), quote, key)
+
+
 class FeedbackStore:
-    """The feedback of one data folder (every collection's, by name)."""
+    """The feedback of one data folder (every collection's, by name), for the file store."""
 
     def __init__(self, data_dir: str | Path) -> None:
         self.path = Path(data_dir) / FEEDBACK_FILE
@@ -96,11 +121,8 @@ class FeedbackStore:
             try:
                 with conn:
                     cursor = conn.execute(
-                        "INSERT INTO feedback (created, collection, question, answer, score, cited_source, cited_start,"
-                        " cited_end, reader, verdict, correct_source, correct_start, correct_end, correct_quote, key)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), collection, question, answer, score,
-                         *(_span(cited)), reader, verdict, *(_span(correct)), quote, key))
+                        f"INSERT INTO feedback ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                        _row(collection, question, answer, score, cited, reader, verdict, correct, quote, key))
                 return int(cursor.lastrowid)
             finally:
                 conn.close()
@@ -117,6 +139,53 @@ class FeedbackStore:
                 return [dict(row) for row in conn.execute(sql + " ORDER BY id", args)]
             finally:
                 conn.close()
+
+    def close(self) -> None:
+        """Nothing held open: each call connects (SQLite connections are per thread)."""
+
+
+class PostgresFeedback:
+    """The feedback of a PostgreSQL store's database, in its `rag_feedback` table (every collection's), through
+    a small connection pool; created on first use."""
+
+    def __init__(self, dsn: str, timeout: float) -> None:
+        from psycopg_pool import ConnectionPool
+
+        self.pool = ConnectionPool(dsn, min_size=0, max_size=2, timeout=timeout, open=False, name="rag-feedback",
+                                   kwargs={"connect_timeout": max(1, round(timeout)), "application_name": "rag"})
+        self._ready = False
+
+    @contextlib.contextmanager
+    def _connection(self):
+        import psycopg
+
+        try:
+            self.pool.open(wait=False)
+            with self.pool.connection() as conn:
+                if not self._ready:
+                    conn.execute(PG_SCHEMA)
+                    self._ready = True
+                yield conn
+        except psycopg.Error as err:
+            raise FeedbackUnavailableError(f"feedback cannot reach PostgreSQL: {str(err).splitlines()[0]}") from None
+
+    def add(self, *values) -> int:
+        with self._connection() as conn:
+            row = conn.execute(f"INSERT INTO rag_feedback ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+                               " RETURNING id", _row(*values)).fetchone()
+        return int(row[0])
+
+    def records(self, collection: str | None = None) -> list[dict]:
+        from psycopg.rows import dict_row
+
+        sql, args = "SELECT * FROM rag_feedback", ()
+        if collection is not None:
+            sql, args = sql + " WHERE collection = %s", (collection,)
+        with self._connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
+            return list(cursor.execute(sql + " ORDER BY id", args))
+
+    def close(self) -> None:
+        self.pool.close()
 
 
 def _span(span: Span | None) -> tuple:

@@ -86,7 +86,7 @@ def shared_models(settings: Settings) -> tuple[Embedder, Reader]:
 #: The settings a Reader is made from (Reader.from_settings).
 READER_FIELDS = ("reader_model", "max_seq_length", "doc_stride", "max_answer_tokens", "n_best", "reader_batch_size",
                  "max_question_tokens", "max_windows_per_passage", "max_windows_per_question", "reader_backend",
-                 "torch_threads")
+                 "torch_threads", "widen_to_words")
 
 
 class Pipeline:

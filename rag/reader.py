@@ -26,6 +26,7 @@ from rag.runtime import (
     model_inputs,
     onnx_session,
 )
+from rag.text import whole_words
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ class Reader:
         max_windows: int = Settings.max_windows_per_question,
         backend: str = Settings.reader_backend,
         threads: int = Settings.torch_threads,
+        widen_to_words: bool = Settings.widen_to_words,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
@@ -189,6 +191,7 @@ class Reader:
         self.max_windows = max_windows
         self.backend = backend
         self.threads = threads
+        self.widen_to_words = widen_to_words
         self.meta: dict = {}
         self.runtime = ""  # what runs the forward pass, once loaded (for /health and the benchmarks)
         self._model = None  # a torch module, or an onnxruntime session
@@ -205,7 +208,7 @@ class Reader:
                    batch_size=settings.reader_batch_size, max_question_tokens=settings.max_question_tokens,
                    max_windows_per_context=settings.max_windows_per_passage,
                    max_windows=settings.max_windows_per_question, backend=settings.reader_backend,
-                   threads=settings.torch_threads)
+                   threads=settings.torch_threads, widen_to_words=settings.widen_to_words)
 
     def attach(self, model) -> None:
         """Use a torch model already in memory (training's, just saved to this reader's folder) instead of
@@ -392,6 +395,12 @@ class Reader:
                 if e < s or e - s + 1 > self.max_answer_tokens:
                     continue
                 char_start, char_end = int(offsets[s][0]), int(offsets[e][1])
+                while char_start < char_end and context[char_start].isspace():  # byte-level BPE (RoBERTa)
+                    char_start += 1  # offsets take in the space before a word
+                while char_end > char_start and context[char_end - 1].isspace():
+                    char_end -= 1
+                if self.widen_to_words and char_end > char_start:
+                    char_start, char_end = whole_words(context, char_start, char_end)
                 if char_end <= char_start or _CONTROL.search(context, char_start, char_end):
                     continue  # empty, or holding a control character (a terminal escape is never an answer)
                 spans.append(

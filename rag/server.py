@@ -17,12 +17,13 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from rag.collections import CollectionError, Collections
 from rag.config import Settings
 from rag.errors import QuestionError, RagError, UnavailableError
-from rag.feedback import FeedbackError, FeedbackStore
+from rag.feedback import FeedbackError
 from rag.keys import KeyStore
 from rag.metrics import Metrics
 from rag.middleware import AccessLog, Auth, BodyLimits
 from rag.pipeline import Pipeline
 from rag.routes import WEB_DIR, SecuredStatic, router
+from rag.store import open_feedback
 
 log = logging.getLogger("rag.server")
 
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
             yield
         finally:
             state.collections.close()
+            app.state.feedback.close()
             if pipeline is None:  # built here, so released here (a PostgreSQL pool's connections)
                 state.pipeline.close()
 
@@ -83,7 +85,7 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.state.keys, app.state.metrics, app.state.feedback = keys, metrics, FeedbackStore(settings.data_dir)
+    app.state.keys, app.state.metrics, app.state.feedback = keys, metrics, open_feedback(settings)
     app.add_middleware(BodyLimits, deadline=settings.body_deadline_seconds,
                        uploads=(settings.max_file_bytes + UPLOAD_OVERHEAD, settings.upload_deadline_seconds))
     app.add_middleware(Auth, keys=keys, public=re.compile("|".join(map(re.escape, public))) if public else None,

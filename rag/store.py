@@ -218,6 +218,19 @@ def drop_store(settings: Settings) -> None:
         shutil.rmtree(settings.index_dir, ignore_errors=True)
 
 
+def open_feedback(settings: Settings):
+    """Where verdicts on answers are kept (rag.feedback): a `rag_feedback` table in the PostgreSQL store's
+    database, or SQLite in the data folder for the file store."""
+    from rag.feedback import FeedbackStore, PostgresFeedback
+
+    if settings.store:
+        from rag.postgres import require_driver
+
+        require_driver()
+        return PostgresFeedback(settings.store, settings.store_timeout_seconds)
+    return FeedbackStore(settings.data_dir)
+
+
 def index_store(settings: Settings, embedder: Embedder, full: bool = False, progress: bool = True) -> IndexReport:
     """An explicit `rag index` into the store the settings name: added, changed and removed files."""
     if settings.store:

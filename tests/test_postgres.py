@@ -293,3 +293,45 @@ def test_collections_on_the_postgres_store_each_get_a_schema(postgres, tmp_path)
         assert all(p["source"] != "harbour.txt" for p in after["passages"])
         assert client.delete("/collections/team-a").status_code == 204
         assert schemas() == set()
+
+
+def test_feedback_on_the_postgres_store_goes_to_its_database(postgres, tmp_path):
+    """With the PostgreSQL store, verdicts are rows of a rag_feedback table in its database (no SQLite file),
+    they survive a restart, and `rag feedback export` / `stats` read them back from there."""
+    from fastapi.testclient import TestClient
+
+    from rag.server import create_app
+
+    dsn = _database(postgres, "rag_feedback_db")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "harbour.txt").write_text("The harbour master of Inis Mor is called Sean Ryan. He took the post in 2019.\n")
+    s = Settings(docs_dir=docs, store=dsn, data_dir=tmp_path / "data")
+    question = "Who is the harbour master of Inis Mor?"
+    with TestClient(create_app(s)) as client:
+        answer = client.post("/ask", json={"question": question}).json()
+        assert answer["answer"] == "Sean Ryan"
+        cite = answer["citations"][0]
+        r = client.post("/feedback", json={"question": question, "answer": "Sean Ryan", "verdict": "right",
+                                           "score": answer["score"],
+                                           "cited": {k: cite[k] for k in ("source", "start", "end")}})
+        assert r.status_code == 201
+        bad = client.post("/feedback", json={"question": question, "answer": None, "verdict": "wrong",
+                                             "correct": {"source": "harbour.txt", "start": 5, "end": 500}})
+        assert bad.status_code == 422
+    with TestClient(create_app(s)) as client:  # a restart: the same table
+        text = client.get("/api/documents/harbour.txt").json()["text"]
+        start = text.index("2019")
+        r = client.post("/feedback", json={"question": "When did he take the post?", "answer": None, "verdict": "wrong",
+                                           "correct": {"source": "harbour.txt", "start": start, "end": start + 4}})
+        assert r.status_code == 201 and r.json()["id"] == 2
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT verdict, answer, correct_quote FROM rag_feedback ORDER BY id").fetchall()
+    assert rows == [("right", "Sean Ryan", None), ("wrong", None, "2019")]
+    assert not (tmp_path / "data" / "feedback.sqlite").exists()
+    out = cli("feedback", "export", "--store", dsn, "--docs", docs, "--squad", tmp_path / "team.json")
+    assert out.returncode == 0, out.stderr
+    qas = [qa for a in json.loads((tmp_path / "team.json").read_text())["data"] for qa in a["paragraphs"][0]["qas"]]
+    assert [qa["answers"][0]["text"] for qa in qas] == ["Sean Ryan", "2019"]
+    stats = cli("feedback", "stats", "--store", dsn)
+    assert stats.returncode == 0 and "2 verdicts: 1 right, 1 wrong" in stats.stdout

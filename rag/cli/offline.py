@@ -79,10 +79,28 @@ def cmd_calibrate_reader(args: argparse.Namespace) -> int:
         return 0
     if args.feedback is not None or args.save_reads:
         return _calibrate_with_feedback(args)
+    if args.output is not None:
+        return _import_reader(args)
     if args.train_file is None:
         raise UsageError("--train is needed (the SQuAD 2.0 file the reader was trained on)")
-    meta = calibrate_reader(Path(args.train_file), Path(args.model), f1_tolerance=args.f1_tolerance)
+    meta = calibrate_reader(Path(args.train_file), Path(args.model), f1_tolerance=args.f1_tolerance,
+                            extra_file=args.extra_file, limit=args.questions)
     print(json.dumps(meta["calibration_report"], indent=2))
+    return 0
+
+
+def _import_reader(args: argparse.Namespace) -> int:
+    """Any extractive QA model (folder or hub id) written to --output as a reader, calibrated on the dev
+    articles shipped in the package (or --train's)."""
+    from rag.offline.calibrate import calibrate_reader
+    from rag.offline.import_reader import SHIPPED_CALIBRATION, import_reader
+
+    questions = Path(args.train_file) if args.train_file else SHIPPED_CALIBRATION
+    meta = import_reader(str(args.model), args.output, lambda folder: calibrate_reader(
+        questions, folder, f1_tolerance=args.f1_tolerance, limit=args.questions))
+    report = meta["calibration_report"]
+    print(json.dumps({k: report[k] for k in ("threshold", "open_domain", "gold_paragraph")}, indent=2))
+    print(f"wrote the reader to {args.output} (serve it with --reader {args.output})")
     return 0
 
 

@@ -72,6 +72,8 @@ def _corpus_args(p: Parser) -> None:
 
 
 def _reader_args(p: Parser) -> None:
+    _setting(p, "widen_to_words", "--no-word-widening", action="store_false", default=None,
+             help="keep answers exactly as the reader's tokens end, even when they cut a word")
     _setting(p, "reader_model", "--reader", help="reader model folder or hub name (default: the packaged reader)")
     _setting(p, "reader_backend", "--reader-backend", choices=BACKENDS,
              help="auto: the fp32 weights through their cached ONNX export (made by `rag index`) when there is one, "
@@ -306,7 +308,14 @@ def _calibrate_reader(sub) -> None:
     p.add_argument("--train", dest="train_file",
                    help="the SQuAD 2.0 file the reader was trained on (with --feedback, optional when the reader"
                         " ships its calibration reads)")
-    p.add_argument("--model", required=True, help="reader model folder")
+    p.add_argument("--model", required=True,
+                   help="reader model folder; with --output (and no --feedback), any extractive QA model: a folder or"
+                        " a Hugging Face hub id, written to --output as a calibrated reader")
+    p.add_argument("--questions", type=int, default=0, metavar="N",
+                   help="calibrate on N dev questions spread over the articles (default: all 1,103)")
+    p.add_argument("--extra", dest="extra_file", type=Path, metavar="FILE",
+                   help="also calibrate on this extra SQuAD-format file's questions that the reader's lineage never"
+                        " trained on, each read against its own source (half with the answer taken away)")
     p.add_argument("--study", action="store_true",
                    help="write nothing; compare calibration features and threshold rules on dev and test")
     p.add_argument("--f1-tolerance", type=float, default=None,
@@ -316,7 +325,9 @@ def _calibrate_reader(sub) -> None:
     p.add_argument("--feedback", type=Path, metavar="TEAM.json",
                    help="also fit on a team's labelled questions (`rag feedback export`), weighted by cross-validation;"
                         " writes a new reader to --output")
-    p.add_argument("--output", type=Path, metavar="DIR", help="with --feedback: the new reader folder (never --model itself)")
+    p.add_argument("--output", type=Path, metavar="DIR",
+                   help="the new reader folder (never --model itself): the model of --model calibrated, or with"
+                        " --feedback refitted on the team's verdicts")
     p.add_argument("--save-reads", action="store_true",
                    help="only read --train's dev questions open-domain and store them beside the reader's weights"
                         " (calibration_reads.json: what --feedback starts from without --train)")

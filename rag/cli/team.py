@@ -43,11 +43,11 @@ def cmd_feedback_export(args: argparse.Namespace) -> int:
     import json
 
     from rag.collections import DEFAULT, collection_settings
-    from rag.feedback import FeedbackStore, export_squad
+    from rag.feedback import export_squad
     from rag.store import read_store
 
     settings = settings_from(args)
-    records = FeedbackStore(settings.data_dir).records(args.collection)
+    records = _records(settings, args.collection)
     stores = {}
 
     def documents_of(name: str):
@@ -68,7 +68,18 @@ def cmd_feedback_export(args: argparse.Namespace) -> int:
 
 
 def cmd_feedback_stats(args: argparse.Namespace) -> int:
-    from rag.feedback import FeedbackStore, stats
+    from rag.feedback import stats
 
-    print(stats(FeedbackStore(settings_from(args).data_dir).records(args.collection)))
+    print(stats(_records(settings_from(args), args.collection)))
     return 0
+
+
+def _records(settings, collection: str | None) -> list[dict]:
+    """The stored verdicts (of one collection, when named), from wherever the settings' store keeps them."""
+    from rag.store import open_feedback
+
+    feedback = open_feedback(settings)
+    try:
+        return feedback.records(collection)
+    finally:
+        feedback.close()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from rag.config import Settings
-from rag.converters import SUFFIXES, ConversionError, convert
+from rag.converters import SUFFIXES, ConversionError, ConvertOptions, convert
 from rag.errors import RagError
 from rag.pipeline import Pipeline
 from rag.store import drop_store, index_store
@@ -244,7 +244,7 @@ class Collections:
         if len(data) > self.settings.max_file_bytes:
             raise TooLargeError(f"the file is {len(data):,} bytes; the limit is {self.settings.max_file_bytes:,}")
         try:
-            converted = convert(PurePosixPath(source).suffix, data)
+            converted = convert(PurePosixPath(source).suffix, data, ConvertOptions.from_settings(self.settings))
         except ConversionError as err:
             raise CollectionError(f"{source}: {err}") from None
         if not converted.text.strip():

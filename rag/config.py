@@ -63,6 +63,10 @@ class Settings:
     # Corpus: symbolic links that point outside the corpus folder are skipped unless this is set.
     follow_links: bool = False
     max_file_bytes: int = 20 * 1024 * 1024  # larger files are skipped with a warning
+    # OCR of image-only PDF pages and image files (the `ocr` extra), bounded per file.
+    ocr: bool = True
+    ocr_max_pages: int = 100
+    ocr_max_seconds: float = 600.0
     # Embedding and retrieval.
     embedding_model: str = PACKAGED_EMBEDDER
     embedding_batch_size: int = 32

@@ -12,6 +12,7 @@ from pathlib import Path
 import faiss
 
 from rag.config import DEFAULT_DOCS_DIR, Settings
+from rag.converters import ConvertOptions
 from rag.embedding import Embedder
 from rag.index_files import (  # noqa: F401 - re-exported: rag.index is the index's public module
     FORMAT_VERSION,
@@ -89,7 +90,8 @@ def index_corpus(settings: Settings, embedder: Embedder, progress: bool = True, 
         if previous is not None:
             files = previous.manifest["files"]
             reuse_docs = {s: (files[s], d) for s, d in previous.documents.items() if s in files}
-        corpus = load_corpus(settings.docs_dir, settings.follow_links, settings.max_file_bytes, previous=reuse_docs)
+        corpus = load_corpus(settings.docs_dir, settings.follow_links, settings.max_file_bytes, previous=reuse_docs,
+                             options=ConvertOptions.from_settings(settings, progress))
         reuse = None
         if previous is not None:
             kept = {s for s, (digest, _) in reuse_docs.items() if corpus.file_hashes.get(s) == digest}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rag.config import Settings
 from rag.console import escape_name
-from rag.converters import SUFFIXES, ConversionError, convert
+from rag.converters import DEFAULT_OPTIONS, SUFFIXES, ConversionError, ConvertOptions, convert
 from rag.errors import RagError
 from rag.types import Document
 
@@ -77,7 +77,8 @@ def candidate_files(root: Path, follow_links: bool = False,
 
 
 def load_corpus(root: Path, follow_links: bool = False, max_file_bytes: int = Settings.max_file_bytes,
-                previous: dict[str, tuple[str, Document]] | None = None) -> Corpus:
+                previous: dict[str, tuple[str, Document]] | None = None,
+                options: ConvertOptions = DEFAULT_OPTIONS) -> Corpus:
     """Read and convert every candidate file under `root`; skip (and warn about) unreadable, oversized,
     unconvertible or empty ones, so one bad file never stops the rest from being indexed. A file whose
     hash is that of `previous[source]` (hash, document) is not converted again: that document is reused."""
@@ -105,7 +106,7 @@ def load_corpus(root: Path, follow_links: bool = False, max_file_bytes: int = Se
             reused += 1
             continue
         try:
-            converted = convert(path.suffix, data)
+            converted = convert(path.suffix, data, options)
         except ConversionError as err:
             skipped[source] = str(err)
             log.warning("skipping %s: %s", source, err)
@@ -114,7 +115,8 @@ def load_corpus(root: Path, follow_links: bool = False, max_file_bytes: int = Se
             skipped[source] = "is empty"
             log.warning("skipping %s: it is empty", source)
             continue
-        documents.append(Document(source, converted.text, converted.format, converted.pages, converted.headings))
+        documents.append(Document(source, converted.text, converted.format, converted.pages, converted.headings,
+                                  converted.ocr_pages))
     if not documents:
         raise CorpusError(f"no readable document under {root} (formats read: {', '.join(SUFFIXES)})")
     return Corpus(root=root, documents=documents, file_hashes=hashes, skipped=skipped,

@@ -305,7 +305,8 @@ class Pipeline:
         for source, start, end in cited:
             document = self.documents[source]
             citations.append(Citation(source, start, end, *self._quote(document, start, end),
-                                      page=document.page_at(start), heading=document.heading_at(start)))
+                                      page=document.page_at(start), heading=document.heading_at(start),
+                                      ocr=document.read_by_ocr(start)))
         return citations
 
     def _quote(self, document: Document, start: int, end: int) -> tuple[str, int]:

@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS rag_documents (
     format text NOT NULL,
     pages jsonb NOT NULL DEFAULT '[]',
     headings jsonb NOT NULL DEFAULT '[]',
+    ocr_pages jsonb NOT NULL DEFAULT '[]',
     indexed_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE TABLE IF NOT EXISTS rag_chunks (
@@ -264,6 +265,8 @@ class PostgresStore:
                 if stored and stored[0] != dimension:
                     raise StoreError(f"the store at {self.where} holds {stored[0]}-dimensional vectors, the embedder "
                                      f"makes {dimension}: use the same embedding model or a new database")
+                # Added since schema version 1 was first written: which pages OCR read (empty for older rows).
+                conn.execute("ALTER TABLE rag_documents ADD COLUMN IF NOT EXISTS ocr_pages jsonb NOT NULL DEFAULT '[]'")
                 return
             conn.execute(SCHEMA.format(dimension=int(dimension)))
             conn.execute("INSERT INTO rag_meta VALUES ('schema_version', %s)", (json.dumps(SCHEMA_VERSION),))
@@ -363,11 +366,12 @@ class PostgresDocuments(Mapping):
 
     def __getitem__(self, source: str) -> Document:
         with self.store.connection() as conn:
-            row = conn.execute("SELECT text, format, pages, headings FROM rag_documents WHERE source = %s",
+            row = conn.execute("SELECT text, format, pages, headings, ocr_pages FROM rag_documents WHERE source = %s",
                                (source,)).fetchone()
         if row is None:
             raise KeyError(source)
-        return Document.from_dict(source, {"text": row[0], "format": row[1], "pages": row[2], "headings": row[3]})
+        return Document.from_dict(source, {"text": row[0], "format": row[1], "pages": row[2], "headings": row[3],
+                                           "ocr_pages": row[4]})
 
     def __iter__(self) -> Iterator[str]:
         with self.store.connection() as conn:

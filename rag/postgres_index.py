@@ -14,6 +14,7 @@ import numpy as np
 import rag.postgres as pg
 from rag.chunking import passages_to_index
 from rag.config import DEFAULT_DOCS_DIR, Settings
+from rag.converters import ConvertOptions
 from rag.embedding import Embedder
 from rag.index import CorpusFolderMismatchError, IndexReport, StaleIndexError, file_changes, summarize, tokenize
 from rag.ingest import CorpusError, load_corpus
@@ -103,7 +104,8 @@ def index_postgres(settings: Settings, embedder: Embedder, store: PostgresStore 
                                  (json.dumps(expected),))
                 stored = dict(conn.execute("SELECT source, hash FROM rag_documents").fetchall())
                 unchanged = {s: (h, Document(s, "")) for s, h in stored.items()}  # stand-ins: not read again
-                corpus = load_corpus(docs, settings.follow_links, settings.max_file_bytes, previous=unchanged)
+                corpus = load_corpus(docs, settings.follow_links, settings.max_file_bytes, previous=unchanged,
+                                     options=ConvertOptions.from_settings(settings, progress))
                 changed = [d for d in corpus.documents if stored.get(d.source) != corpus.file_hashes.get(d.source)]
                 removed = sorted(stored.keys() - {d.source for d in corpus.documents})
                 for source in removed:
@@ -149,10 +151,10 @@ def _write_documents(conn, documents: list[Document], hashes: dict[str, str], em
             with conn.transaction():
                 conn.execute("DELETE FROM rag_documents WHERE source = %s", (doc.source,))
                 data = doc.to_dict()
-                conn.execute("INSERT INTO rag_documents (source, hash, text, format, pages, headings)"
-                             " VALUES (%s, %s, %s, %s, %s, %s)",
+                conn.execute("INSERT INTO rag_documents (source, hash, text, format, pages, headings, ocr_pages)"
+                             " VALUES (%s, %s, %s, %s, %s, %s, %s)",
                              (doc.source, hashes[doc.source], doc.text, doc.format, json.dumps(data["pages"]),
-                              json.dumps(data["headings"])))
+                              json.dumps(data["headings"]), json.dumps(data["ocr_pages"])))
                 with conn.cursor() as cur:
                     cur.executemany(
                         "INSERT INTO rag_chunks (source, ord, start_offset, end_offset, text, embedding, lexemes, n_tokens)"

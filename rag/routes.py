@@ -144,7 +144,8 @@ async def document_text(source: str, request: Request, collection: str = Query(D
     document = await run_in_threadpool(found.pipeline.documents.get, source) if found.pipeline else None
     if document is None:
         raise HTTPException(status_code=404, detail="no such document in the index")
-    return DocumentResponse(source=document.source, text=document.text)
+    return DocumentResponse(source=document.source, text=document.text, format=document.format,
+                            pages=list(document.pages), ocr_pages=list(document.ocr_pages))
 
 
 @router.get("/", include_in_schema=False)

@@ -51,6 +51,7 @@ class CitationModel(BaseModel):
     quote_start: int = Field(..., description="Offset of the quote in the document: the answer starts at start - quote_start in the quote.")
     page: int | None = Field(None, description="1-based page of the answer, for documents with pages (PDF).")
     heading: str | None = Field(None, description="The nearest heading above the answer (HTML, Markdown, Word), if any.")
+    ocr: bool = Field(False, description="The answer's words were read by OCR (a scanned page or an image): check them.")
 
 
 class PassageModel(BaseModel):
@@ -152,3 +153,6 @@ class DocumentResponse(BaseModel):
 
     source: str
     text: str
+    format: str = Field("text", description="The format it was converted from: text, markdown, pdf, html, docx, image.")
+    pages: list[int] = Field(default_factory=list, description="Offsets in `text` where each page starts (PDF, image).")
+    ocr_pages: list[int] = Field(default_factory=list, description="1-based pages whose text was read by OCR.")

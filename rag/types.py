@@ -16,6 +16,7 @@ class Document:
     format: str = "text"
     pages: tuple[int, ...] = ()
     headings: tuple[tuple[int, str], ...] = ()
+    ocr_pages: tuple[int, ...] = ()  # 1-based pages whose text was read by OCR (an image file: all of them)
 
     def page_at(self, offset: int) -> int | None:
         """The 1-based page that holds `offset`, for documents with pages."""
@@ -26,14 +27,19 @@ class Document:
         i = bisect.bisect_right([h[0] for h in self.headings], offset)
         return self.headings[i - 1][1] if i else None
 
+    def read_by_ocr(self, offset: int) -> bool:
+        """Whether the text at `offset` was read by OCR."""
+        return bool(self.ocr_pages) and (self.page_at(offset) or 1) in self.ocr_pages
+
     def to_dict(self) -> dict:
         return {"text": self.text, "format": self.format, "pages": list(self.pages),
-                "headings": [list(h) for h in self.headings]}
+                "headings": [list(h) for h in self.headings], "ocr_pages": list(self.ocr_pages)}
 
     @classmethod
     def from_dict(cls, source: str, data: dict) -> Document:
         return cls(source, data["text"], data.get("format", "text"), tuple(data.get("pages", ())),
-                   tuple((int(o), str(t)) for o, t in data.get("headings", ())))
+                   tuple((int(o), str(t)) for o, t in data.get("headings", ())),
+                   tuple(int(p) for p in data.get("ocr_pages") or ()))
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,7 @@ class Citation:
     quote_start: int  # offset of the quote in the document: the answer is quote[start - quote_start:][:end - start]
     page: int | None = None  # 1-based page of the answer (PDF)
     heading: str | None = None  # nearest heading above the answer (HTML, Markdown, Word)
+    ocr: bool = False  # the answer's words were read by OCR (a scanned page or an image)
 
 
 @dataclass(frozen=True)

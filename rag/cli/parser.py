@@ -69,6 +69,8 @@ def _corpus_args(p: Parser) -> None:
                   " default: $RAG_STORE)")
     _setting(p, "follow_links", "--follow-links", action="store_true", default=None,
              help="also index files that symbolic links inside the corpus folder point to outside it")
+    _setting(p, "ocr", "--no-ocr", action="store_false", default=None,
+             help="do not read image-only PDF pages and image files by OCR (on by default when the ocr extra is installed)")
 
 
 def _reader_args(p: Parser) -> None:

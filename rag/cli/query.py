@@ -59,6 +59,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         raise UsageError(f"START and END must satisfy 0 <= START < END <= {len(text)} (the document's length)")
     lo, hi = sentences_around(sentence_spans(text), args.start, args.end, extra=1)  # one sentence either side
     where = [f"page {document.page_at(args.start)}"] if document.pages else []
+    if document.read_by_ocr(args.start):
+        where.append("read by OCR")
     if (heading := document.heading_at(args.start)) is not None:
         where.append(f'under "{heading}"')
     print(f"{escape_name(args.source)} [{args.start}:{args.end}]" + (f" ({', '.join(where)})" if where else ""))
@@ -116,7 +118,8 @@ def _uncalibrated_note(answer) -> list[str]:
 
 def _place(cite) -> str:
     """A citation's file, with its page or heading where the document has them."""
-    return escape_name(cite.source) + (f", page {cite.page}" if cite.page else "") + (f", under \"{cite.heading}\"" if cite.heading else "")
+    return (escape_name(cite.source) + (f", page {cite.page}" if cite.page else "")
+            + (f", under \"{cite.heading}\"" if cite.heading else "") + (", read by OCR" if cite.ocr else ""))
 
 
 def _shorten(text: str, width: int = 160) -> str:

@@ -19,12 +19,33 @@ class ConversionError(RagError):
 @dataclass(frozen=True)
 class Converted:
     """A document's text and structure: `pages[n]` is where page n + 1 starts; `headings` are
-    (offset, title) of each heading, in order."""
+    (offset, title) of each heading, in order; `ocr_pages` the 1-based pages whose text was read by OCR."""
 
     text: str
     format: str
     pages: tuple[int, ...] = ()
     headings: tuple[tuple[int, str], ...] = ()
+    ocr_pages: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """What converting may cost: OCR of image-only pages and image files (when the `ocr` extra is
+    installed), at most `ocr_max_pages` pages and `ocr_max_seconds` of OCR per file; `progress` shows a bar
+    per file being read by OCR."""
+
+    ocr: bool = True
+    ocr_max_pages: int = 100
+    ocr_max_seconds: float = 600.0
+    progress: bool = False
+
+    @classmethod
+    def from_settings(cls, settings, progress: bool = False) -> ConvertOptions:
+        return cls(ocr=settings.ocr, ocr_max_pages=settings.ocr_max_pages, ocr_max_seconds=settings.ocr_max_seconds,
+                   progress=progress)
+
+
+DEFAULT_OPTIONS = ConvertOptions()
 
 
 _ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
@@ -35,24 +56,33 @@ def markdown_headings(text: str) -> tuple[tuple[int, str], ...]:
     return tuple((m.start(), m.group(2).strip()) for m in _ATX_HEADING.finditer(text))
 
 
-def _converters() -> dict[str, Callable[[bytes], Converted]]:
-    from rag.converters import docx, html, markdown, pdf, text
+def _converters() -> dict[str, Callable[[bytes, ConvertOptions], Converted]]:
+    from rag.converters import docx, html, image, markdown, pdf, text
 
-    return {".txt": text.convert, ".md": markdown.convert, ".markdown": markdown.convert, ".pdf": pdf.convert,
-            ".html": html.convert, ".htm": html.convert, ".docx": docx.convert}
+    plain = {".txt": text.convert, ".md": markdown.convert, ".markdown": markdown.convert, ".html": html.convert,
+             ".htm": html.convert, ".docx": docx.convert}
+    return {**{s: _without_options(f) for s, f in plain.items()}, ".pdf": pdf.convert,
+            **{s: image.convert for s in IMAGE_SUFFIXES}}
 
 
+def _without_options(converter: Callable[[bytes], Converted]) -> Callable[[bytes, ConvertOptions], Converted]:
+    """A converter with nothing to bound (text, Markdown, HTML, Word) in the options-taking form."""
+    return lambda data, options: converter(data)
+
+
+#: Image files, read by OCR.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 #: The file name endings that are read, and each one's format.
-SUFFIXES = (".txt", ".md", ".markdown", ".pdf", ".html", ".htm", ".docx")
+SUFFIXES = (".txt", ".md", ".markdown", ".pdf", ".html", ".htm", ".docx", *IMAGE_SUFFIXES)
 
 
-def convert(suffix: str, data: bytes) -> Converted:
+def convert(suffix: str, data: bytes, options: ConvertOptions = DEFAULT_OPTIONS) -> Converted:
     """The text and structure of a file's bytes, by its name's ending; ConversionError when it cannot be read."""
     converter = _converters().get(suffix.lower())
     if converter is None:
         raise ConversionError(f"has no converter for {suffix!r} files")
     try:
-        return converter(data)
+        return converter(data, options)
     except ConversionError:
         raise
     except Exception as err:  # noqa: BLE001 - a library failing on a damaged file is a skipped file, not a crash

@@ -1,10 +1,21 @@
-"""Word .docx with python-docx: paragraphs and table rows in document order, one per line; paragraphs
-in a Heading or Title style are the headings."""
+"""Word .docx with python-docx: paragraphs and table rows in document order, one per line, each table row
+naming its cells by the header row (rag.converters.tables); paragraphs in a Heading or Title style are the
+headings."""
 from __future__ import annotations
 
 import io
 
 from rag.converters import ConversionError, Converted
+from rag.converters.tables import render_table, split_header
+
+
+def _has_header_row(table) -> bool:
+    """Whether Word marks the table's first row as a header row (repeated on each page)."""
+    rows = table.rows
+    if not len(rows):
+        return False
+    tr_pr = rows[0]._tr.trPr
+    return tr_pr is not None and any(el.tag.endswith("}tblHeader") for el in tr_pr)
 
 
 def convert(data: bytes) -> Converted:
@@ -23,7 +34,9 @@ def convert(data: bytes) -> Converted:
     offset = 0
     for block in document.iter_inner_content():
         if isinstance(block, Table):
-            rows = [" | ".join(cell.text.strip() for cell in row.cells) for row in block.rows]
+            cells = [[cell.text for cell in row.cells] for row in block.rows]
+            header, body = split_header(cells, first_row_is_header=_has_header_row(block))
+            rows = render_table(body, header)
         else:
             rows = [block.text.strip()]
             style = (block.style.name if block.style is not None else "") or ""

@@ -1,5 +1,6 @@
 """HTML: the main content of a saved page with trafilatura (as Markdown, so headings stay), falling back
-to all visible text; never the script, style, navigation, header or footer boilerplate."""
+to all visible text; never the script, style, navigation, header or footer boilerplate. Each data table is
+first rewritten as one paragraph per row that names every cell by its header (rag.converters.tables)."""
 from __future__ import annotations
 
 import re
@@ -14,6 +15,7 @@ _BOILERPLATE = ("script", "style", "noscript", "template", "nav", "header", "foo
 def convert(data: bytes) -> Converted:
     import trafilatura
 
+    data = tables_as_rows(data)
     text = trafilatura.extract(data, output_format="markdown", include_comments=False, include_tables=True,
                                include_images=False, include_links=False, favor_recall=True) or ""
     if not text.strip():
@@ -34,3 +36,53 @@ def visible_text(data: bytes) -> str:
         element.tail = "\n" + (element.tail or "")
     lines = (" ".join(line.split()) for line in root.text_content().splitlines())
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def tables_as_rows(data: bytes) -> bytes:
+    """The page with every <table> (innermost first) replaced by a <div> of one <p> per row, rendered with
+    its header row (a <thead>, or a first row of <th>) and row headers (<th scope=row>) as plain cells."""
+    import lxml.html
+
+    from rag.converters.tables import render_table, split_header
+
+    try:
+        root = lxml.html.fromstring(data)
+    except (ValueError, lxml.etree.ParserError):
+        return data
+    tables = list(root.iter("table"))
+    if not tables:
+        return data
+    for table in reversed(tables):  # the innermost ones first: an outer table then sees their rows as text
+        rows, marked = [], False
+        for tr in table.iter("tr"):
+            if tr.getparent() is not None and _owner(tr) is not table:
+                continue
+            cells = []
+            for cell in tr:
+                if cell.tag not in ("td", "th"):
+                    continue
+                text = " ".join(cell.text_content().split())
+                span = (cell.get("colspan") or "1").strip()
+                cells += [text] * (min(int(span), 50) if span.isdigit() and int(span) > 0 else 1)
+            if not cells:
+                continue
+            if not rows:
+                marked = tr.getparent().tag == "thead" or all(c.tag == "th" for c in tr if c.tag in ("td", "th"))
+            rows.append(cells)
+        header, body = split_header(rows, marked)
+        div = lxml.html.Element("div")
+        for line in render_table(body, header):
+            p = lxml.html.Element("p")
+            p.text = line
+            div.append(p)
+        div.tail = table.tail
+        table.getparent().replace(table, div)
+    return lxml.html.tostring(root, encoding="utf-8")
+
+
+def _owner(tr):
+    """The table a row belongs to (its nearest <table> ancestor)."""
+    node = tr.getparent()
+    while node is not None and node.tag != "table":
+        node = node.getparent()
+    return node

@@ -60,6 +60,7 @@ function place(item) {
   const parts = [item.source];
   if (item.page) parts.push(`page ${item.page}`);
   if (item.heading) parts.push(`under “${item.heading}”`);
+  if (item.ocr) parts.push("read by OCR");
   return parts.join(", ");
 }
 
@@ -195,6 +196,10 @@ async function showDocument() {
     return;
   }
   const doc = await response.json();
+  if (doc.ocr_pages && doc.ocr_pages.length) {
+    const pages = doc.ocr_pages.length === 1 ? `Page ${doc.ocr_pages[0]} was` : `Pages ${doc.ocr_pages.join(", ")} were`;
+    document.getElementById("ocr-note").textContent = `${pages} read by OCR: its words may differ from the scan.`;
+  }
   const start = Number.parseInt(params.get("start"), 10);
   const end = Number.parseInt(params.get("end"), 10);
   if (Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start < end && end <= codePointLength(doc.text)) {

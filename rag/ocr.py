@@ -76,8 +76,9 @@ def read_image(image) -> str:
 
 
 def reading_order(lines: list[Line]) -> str:
-    """Lines top to bottom (boxes that overlap vertically by more than half their height are one line,
-    read left to right); a gap of more than 0.8 line heights between lines starts a new paragraph."""
+    """Lines top to bottom (boxes that overlap vertically by more than half their height are one row, read
+    left to right); where three rows or more share a gutter (two columns of text), the left column is read
+    before the right one. A gap of more than 0.8 line heights between rows starts a new paragraph."""
     if not lines:
         return ""
     rows: list[list[Line]] = []
@@ -90,14 +91,63 @@ def reading_order(lines: list[Line]) -> str:
                 last.append(line)
                 continue
         rows.append([line])
+    rows = [sorted(r, key=lambda b: b.left) for r in rows]
+    width = max(b.right for b in lines) - min(b.left for b in lines) or 1.0
+    blocks = _column_runs(rows, width)  # each block: rows, read in order
     heights = sorted(max(b.bottom for b in r) - min(b.top for b in r) for r in rows)
     typical = heights[len(heights) // 2] or 1.0
     out: list[str] = []
-    previous_bottom = None
-    for row in rows:
-        top = min(b.top for b in row)
-        if previous_bottom is not None:
-            out.append("\n\n" if top - previous_bottom > 0.8 * typical else "\n")
-        out.append(" ".join(b.text for b in sorted(row, key=lambda b: b.left)))
-        previous_bottom = max(b.bottom for b in row)
+    for block in blocks:
+        previous_bottom = None
+        if out:
+            out.append("\n\n")
+        for row in block:
+            top = min(b.top for b in row)
+            if previous_bottom is not None:
+                out.append("\n\n" if top - previous_bottom > 0.8 * typical else "\n")
+            out.append(" ".join(b.text for b in row))
+            previous_bottom = max(b.bottom for b in row)
     return "".join(out)
+
+
+def _gutter(row: list[Line], width: float) -> float | None:
+    """The middle of the widest gap between the boxes of a row, when it is wide enough to part columns."""
+    gaps = [(b.left - a.right, (a.right + b.left) / 2) for a, b in zip(row, row[1:])]
+    widest = max(gaps, default=(0.0, None))
+    return widest[1] if widest[0] > 0.04 * width else None
+
+
+def _column_runs(rows: list[list[Line]], width: float) -> list[list[list[Line]]]:
+    """The rows cut into blocks read one after another: a run of three rows or more with a common gutter
+    becomes two blocks (its left parts, then its right parts); every other row is a block of its own
+    kind, merged with its neighbours."""
+    blocks: list[list[list[Line]]] = []
+    flat: list[list[Line]] = []
+    i = 0
+    while i < len(rows):
+        split = _gutter(rows[i], width)
+        run = [rows[i]]
+        split_rows = 1 if split is not None else 0
+        j = i + 1
+        while split is not None and j < len(rows):
+            row, other = rows[j], _gutter(rows[j], width)
+            if other is not None and abs(other - split) < 0.06 * width:
+                split_rows += 1
+            elif not all(b.right < split or b.left > split for b in row):
+                break
+            run.append(row)
+            j += 1
+        if split is not None and split_rows >= 3:
+            if flat:
+                blocks.append(flat)
+                flat = []
+            left = [[b for b in r if b.right < split] for r in run]
+            right = [[b for b in r if b.left > split] for r in run]
+            blocks += [[r for r in left if r], [r for r in right if r]]
+            i = j
+        else:
+            flat.append(rows[i])
+            i += 1
+    if flat:
+        blocks.append(flat)
+    return blocks

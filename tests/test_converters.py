@@ -91,7 +91,7 @@ def test_html_keeps_the_main_content_and_its_headings_only():
 
 def test_docx_paragraphs_tables_and_headings():
     converted = convert(".docx", make_docx())
-    assert "The apple harvest reached 41 tonnes" in converted.text and "Pears | 7 tonnes" in converted.text
+    assert "The apple harvest reached 41 tonnes" in converted.text and "Pears; 7 tonnes." in converted.text  # a table row
     assert [title for _, title in converted.headings] == ["Annual report", "Harvest"]
     offset, title = converted.headings[1]
     assert converted.text[offset:].startswith("Harvest")
@@ -199,3 +199,21 @@ def test_visible_text_fallback_keeps_blocks_apart():
     from rag.converters.html import visible_text
 
     assert visible_text(b"<html><body><nav>Menu</nav><p>Hi</p><p>end</p><script>x()</script></body></html>") == "Hi\nend"
+
+
+def test_table_rows_name_each_cell_by_its_header():
+    """HTML (a header row, row headers, a spanning section row, hidden sort keys), Word (a header row
+    marked as such) and rows merged by a PDF table finder all come out one line a row."""
+    from rag.converters.html import tables_as_rows
+    from rag.converters.tables import render_table, split_header, unmerge_rows
+
+    html = (b"<table><tr><th>Lake</th><th>Depth (m)</th><th>Volume</th></tr>"
+            b"<tr><td colspan=3>Upper lakes</td></tr>"
+            b"<tr><th scope=row>Erie</th><td><span style='display: none'>7001</span>64</td><td>484</td></tr></table>")
+    text = convert(".html", b"<html><body><p>Lakes and their depths.</p>" + tables_as_rows(html) + b"</body></html>").text
+    assert "Upper lakes\n" in text + "\n" and "Lake: Erie; Depth (m): 64; Volume: 484." in text and "7001" not in text
+    header, body = split_header([["Ferry", "Port"], ["Aran Flyer", "Rossaveal"]], first_row_is_header=False)
+    assert render_table(body, header) == ["Ferry: Aran Flyer; Port: Rossaveal."]
+    assert split_header([["Erie", "64"], ["Huron", "229"]], first_row_is_header=False) == (None, [["Erie", "64"], ["Huron", "229"]])
+    assert unmerge_rows([["Alabama\nAlaska", "18,870\n209"], ["Totals", None]]) == [
+        ["Alabama", "18,870"], ["Alaska", "209"], ["Totals", ""]]

@@ -15,11 +15,14 @@ _BOILERPLATE = ("script", "style", "noscript", "template", "nav", "header", "foo
 def convert(data: bytes) -> Converted:
     import trafilatura
 
+    title = _main_heading(data)
     data = tables_as_rows(data)
     text = trafilatura.extract(data, output_format="markdown", include_comments=False, include_tables=True,
                                include_images=False, include_links=False, favor_recall=True) or ""
     if not text.strip():
         text = visible_text(data)
+    if title and text.strip() and title not in text:  # trafilatura keeps the page's <h1> as metadata only
+        text = f"# {title}\n\n{text}"
     if not text.strip():
         raise ConversionError("has no visible text")
     return Converted(text, "html", headings=markdown_headings(text))
@@ -38,6 +41,17 @@ def visible_text(data: bytes) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
+def _main_heading(data: bytes) -> str:
+    """The text of the page's first <h1>, if any (what the page is about: "Nutrient data for … SPAM")."""
+    import lxml.html
+
+    try:
+        h1 = next(lxml.html.fromstring(data).iter("h1"), None)
+    except (ValueError, lxml.etree.ParserError):
+        return ""
+    return " ".join(h1.text_content().split()) if h1 is not None else ""
+
+
 def tables_as_rows(data: bytes) -> bytes:
     """The page with every <table> (innermost first) replaced by a <div> of one <p> per row, rendered with
     its header row (a <thead>, or a first row of <th>) and row headers (<th scope=row>) as plain cells."""
@@ -52,8 +66,14 @@ def tables_as_rows(data: bytes) -> bytes:
     tables = list(root.iter("table"))
     if not tables:
         return data
+    for hidden in root.xpath("//table//*[contains(translate(@style, ' ', ''), 'display:none')]"):
+        hidden.drop_tree()  # sort keys and other text a browser does not show
     for table in reversed(tables):  # the innermost ones first: an outer table then sees their rows as text
         rows, marked = [], False
+        stray = [c for c in table.xpath("./thead/th | ./th")]  # header cells outside any row (broken markup)
+        if stray:
+            rows.append([" ".join(c.text_content().split()) for c in stray])
+            marked = True
         for tr in table.iter("tr"):
             if tr.getparent() is not None and _owner(tr) is not table:
                 continue
@@ -66,6 +86,8 @@ def tables_as_rows(data: bytes) -> bytes:
                 cells += [text] * (min(int(span), 50) if span.isdigit() and int(span) > 0 else 1)
             if not cells:
                 continue
+            if not any(cells):
+                continue  # a row of buttons or spacing
             if not rows:
                 marked = tr.getparent().tag == "thead" or all(c.tag == "th" for c in tr if c.tag in ("td", "th"))
             rows.append(cells)

@@ -57,7 +57,7 @@ def _with_tables(data: bytes, texts: list[str]) -> None:
     tables as it stands, each table as rendered rows where it stands."""
     import pdfplumber
 
-    from rag.converters.tables import render_table, split_header
+    from rag.converters.tables import render_table, split_header, unmerge_rows
 
     try:
         pdf = pdfplumber.open(io.BytesIO(data))
@@ -74,7 +74,10 @@ def _with_tables(data: bytes, texts: list[str]) -> None:
                 parts, top = [], 0.0
                 for table in sorted(tables, key=lambda t: t.bbox[1]):
                     parts.append(page.crop((0, top, page.width, max(top, table.bbox[1]))).extract_text() or "")
-                    header, body = split_header(table.extract(), first_row_is_header=False)
+                    rows = unmerge_rows(table.extract())
+                    while rows and sum(1 for c in rows[0] if c.strip()) == 1:  # a title row spanning the table
+                        parts.append(next(c for c in rows.pop(0) if c.strip()))
+                    header, body = split_header(rows, first_row_is_header=False)
                     parts.append("\n".join(render_table(body, header)))
                     top = min(page.height, table.bbox[3])
                 parts.append(page.crop((0, top, page.width, page.height)).extract_text() or "")

@@ -39,6 +39,7 @@ class QAItem:
     question: str
     answers: list[str]  # empty: the corpus cannot answer it
     sources: list[str]
+    kind: str = ""  # optional: what kind of evidence answers it (scan, html-table, pdf-table): reported apart
 
 
 @dataclass
@@ -73,6 +74,7 @@ class QARecord(BaseModel):
     question: StrictStr
     answers: list[StrictStr]
     sources: list[StrictStr]
+    kind: StrictStr = ""
 
     @field_validator("question")
     @classmethod
@@ -100,7 +102,7 @@ def load_qa(path: Path) -> list[QAItem]:
             where = ".".join(str(p) for p in first.get("loc", ())) or "line"
             message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
             raise EvalError(f"{path}, line {number}: not a valid QA record ({where}: {message})") from None
-        items.append(QAItem(str(record.id), record.question, record.answers, record.sources))
+        items.append(QAItem(str(record.id), record.question, record.answers, record.sources, record.kind))
     if not items:
         raise EvalError(f"{path} holds no questions")
     return items
@@ -154,6 +156,12 @@ def metrics(rows: list[Row]) -> dict:
     gold = [r.gold_f1 for r in rows if r.gold_f1 is not None]
     if gold:
         out["reader_f1_gold"] = pct(gold)
+    kinds = sorted({r.item.kind for r in rows if r.item.kind})
+    for kind in kinds:  # answered right (F1 >= 50, cited in a gold source), per kind of evidence
+        mine = [r for r in rows if r.item.kind == kind]
+        right = [r.f1 >= 0.5 and (not r.item.sources or r.cited in r.item.sources) for r in mine]
+        out[f"{kind}: right (of {len(mine)})"] = pct(right)
+        out[f"{kind}: F1"] = pct([r.f1 for r in mine])
     return out
 
 

@@ -19,7 +19,7 @@ PACKAGED_READER_DIR = PACKAGE_DIR / "models" / "reader"
 RETRIEVAL_MODES = ("hybrid", "dense", "bm25")
 #: How the reader's forward pass runs: "auto" (its fp32 weights through their cached ONNX export when
 #: there is one, else torch), "torch" (fp32 torch always), "onnx" (its int8 ONNX export).
-READER_BACKENDS = ("auto", "torch", "onnx")
+READER_BACKENDS = ("auto", "torch", "torch-bf16", "onnx-fp32", "onnx")
 #: How the embedder runs: "auto" (its cached fp32 ONNX export when there is one, else
 #: sentence-transformers on torch) or "torch" (sentence-transformers always).
 EMBEDDING_BACKENDS = ("auto", "torch")
@@ -98,6 +98,10 @@ class Settings:
     max_windows_per_question: int = 24  # at least max_top_k, so every retrieved passage is read
     reader_batch_size: int = 32  # windows per forward pass
     reader_backend: str = "auto"  # one of READER_BACKENDS; the int8 "onnx" needs `rag export-reader`
+    # "auto" in a long-running server: the runtime measured fastest on this CPU (rag.runtime_choice), once per
+    # machine; elsewhere (a one-shot `rag ask`) the fp32 ONNX export, which starts without importing torch.
+    measure_runtime: bool = False
+    reader_length_bucket: int = 32  # windows of a batch are padded to a multiple of this: kernels get reused
     torch_threads: int = 0  # threads for each model, torch or ONNX Runtime (0: the runtime's own choice)
     # Calibration picks the highest abstention threshold whose open-domain dev F1 is within this many points
     # of the best (0: the max-F1 threshold). F1 scores a wrong answer and an abstention alike; a deployment

@@ -86,7 +86,7 @@ def shared_models(settings: Settings) -> tuple[Embedder, Reader]:
 #: The settings a Reader is made from (Reader.from_settings).
 READER_FIELDS = ("reader_model", "max_seq_length", "doc_stride", "max_answer_tokens", "n_best", "reader_batch_size",
                  "max_question_tokens", "max_windows_per_passage", "max_windows_per_question", "reader_backend",
-                 "torch_threads", "widen_to_words")
+                 "torch_threads", "widen_to_words", "reader_length_bucket", "measure_runtime")
 
 
 class Pipeline:
@@ -220,6 +220,9 @@ class Pipeline:
             "embedding_runtime": self.retriever.embedder.runtime,
             "reader_model": self.reader.model_name,
             "reader_runtime": self.reader.runtime,
+            "reader_runtime_why": (self.reader.runtime_choice.why if self.reader.runtime_choice is not None
+                                   else "measure_runtime is off: the fp32 ONNX export when there is one (fast start)"
+                                   if self.reader.backend == "auto" else f"--reader-backend {self.reader.backend}"),
             "retrieval_mode": self.retriever.mode,
             "no_answer_threshold": self.threshold,
             "calibrated": self.calibrator is not None,

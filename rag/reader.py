@@ -164,6 +164,8 @@ class Reader:
         backend: str = Settings.reader_backend,
         threads: int = Settings.torch_threads,
         widen_to_words: bool = Settings.widen_to_words,
+        length_bucket: int = Settings.reader_length_bucket,
+        measure_runtime: bool = Settings.measure_runtime,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
@@ -178,8 +180,8 @@ class Reader:
             raise ValueError("max_seq_length - doc_stride leaves no room for a question")
         if max_windows_per_context < 1 or max_windows < 1:
             raise ValueError("max_windows_per_context and max_windows must be at least 1")
-        if max_answer_tokens < 1 or n_best < 1 or batch_size < 1:
-            raise ValueError("max_answer_tokens, n_best and batch_size must be at least 1")
+        if max_answer_tokens < 1 or n_best < 1 or batch_size < 1 or length_bucket < 1:
+            raise ValueError("max_answer_tokens, n_best, batch_size and length_bucket must be at least 1")
         self.model_name = model
         self.max_seq_length = max_seq_length
         self.doc_stride = doc_stride
@@ -192,6 +194,9 @@ class Reader:
         self.backend = backend
         self.threads = threads
         self.widen_to_words = widen_to_words
+        self.length_bucket = length_bucket
+        self.measure_runtime = measure_runtime
+        self.runtime_choice = None  # with measure_runtime: the RuntimeChoice behind "auto" (rag.runtime_choice)
         self.meta: dict = {}
         self.runtime = ""  # what runs the forward pass, once loaded (for /health and the benchmarks)
         self._model = None  # a torch module, or an onnxruntime session
@@ -208,7 +213,8 @@ class Reader:
                    batch_size=settings.reader_batch_size, max_question_tokens=settings.max_question_tokens,
                    max_windows_per_context=settings.max_windows_per_passage,
                    max_windows=settings.max_windows_per_question, backend=settings.reader_backend,
-                   threads=settings.torch_threads, widen_to_words=settings.widen_to_words)
+                   threads=settings.torch_threads, widen_to_words=settings.widen_to_words,
+                   length_bucket=settings.reader_length_bucket, measure_runtime=settings.measure_runtime)
 
     def attach(self, model) -> None:
         """Use a torch model already in memory (training's, just saved to this reader's folder) instead of
@@ -228,14 +234,11 @@ class Reader:
         except ModelRuntimeError as err:
             raise ReaderError(f"cannot load the reader model {self.model_name!r}: {err}") from None
 
-    def warm_up(self) -> None:
-        """Load tokenizer and model once. "auto": the fp32 weights through their cached ONNX export (made
-        by `rag index`) when there is one, else through torch; "torch": always
-        torch; "onnx": the int8 export beside the weights. Torch is imported only when it runs the model."""
-        if self._model is not None:
-            return
+    def resolved_path(self) -> str:
+        """The reader's folder: the packaged one, a folder given, or a hub name's snapshot (fetched into the
+        hub cache; offline, a one-line error)."""
         path = resolve_reader_model(self.model_name)
-        if not Path(path).is_dir():  # a hub name: fetched into the hub cache (fails offline, said in one line)
+        if not Path(path).is_dir():
             try:
                 from huggingface_hub import snapshot_download
 
@@ -243,24 +246,53 @@ class Reader:
             except Exception as err:  # noqa: BLE001 - the hub client raises many unrelated types
                 raise ReaderError(f"cannot load the reader model {self.model_name!r}: it is not a folder and "
                                   f"cannot be downloaded ({type(err).__name__})") from None
+        return path
+
+    def _measured_backend(self, path: str, fp32_export) -> str:
+        """With measure_runtime, the runtime measured fastest on this CPU for "auto" (cached per machine)."""
+        from rag.runtime_choice import cached_choice, measure
+
+        choice = cached_choice(path, self.max_seq_length, self.threads)
+        if choice is None or (choice.backend == "onnx-fp32" and fp32_export is None):
+            choice = measure(self, has_export=fp32_export is not None)
+        self.runtime_choice = choice
+        return choice.backend
+
+    def warm_up(self) -> None:
+        """Load tokenizer and model once. "auto": the fp32 weights through their cached ONNX export (made
+        by `rag index`) when there is one, else through torch, or with measure_runtime the runtime measured
+        fastest on this CPU (rag.runtime_choice); "torch": always torch fp32; "torch-bf16": torch with bf16
+        autocast; "onnx-fp32": the fp32 export; "onnx": the int8 export beside the weights. Torch is
+        imported only when it runs the model."""
+        if self._model is not None:
+            return
+        path = self.resolved_path()
         self._tokenizer = self._load_tokenizer(path)
-        fp32_export = cached_export("reader", path) if self.backend == "auto" else None
+        fp32_export = cached_export("reader", path) if self.backend in ("auto", "onnx-fp32") else None
+        backend = self.backend
+        if backend == "auto" and self.measure_runtime:
+            backend = self._measured_backend(path, fp32_export)
+        elif backend == "auto":
+            backend = "onnx-fp32" if fp32_export is not None else "torch"
+        if backend == "onnx-fp32" and fp32_export is None:
+            raise ReaderError("the reader has no fp32 ONNX export yet: run `rag index` once (it makes it), or use "
+                              "--reader-backend torch")
         try:
-            if self.backend == "onnx":
+            if backend == "onnx":
                 int8 = Path(path) / ONNX_FILE
                 if not int8.is_file():
                     raise ReaderError(f"the reader has no ONNX export ({int8} is missing): run `rag export-reader`, "
                                       "or use --reader-backend torch")
                 _check_export_is_current(Path(path))
                 self._use(onnx_session(int8, self.threads), "onnxruntime int8")
-            elif fp32_export is not None and (session := _cached_session(fp32_export, self.threads)) is not None:
+            elif backend == "onnx-fp32" and (session := _cached_session(fp32_export, self.threads)) is not None:
                 self._use(session, "onnxruntime fp32")
             else:
                 import torch
 
                 if self.threads:
                     torch.set_num_threads(self.threads)
-                self._use(load_qa_model(path, self.model_name), "torch fp32")
+                self._use(load_qa_model(path, self.model_name), "torch bf16" if backend == "torch-bf16" else "torch fp32")
         except (OSError, ModelRuntimeError) as err:
             raise ReaderError(f"cannot load the reader model {self.model_name!r}: {err}") from None
         self.meta = load_reader_meta(path)
@@ -325,7 +357,15 @@ class Reader:
             part = rows[i : i + self.batch_size]
             longest = int(np.asarray(encoding["attention_mask"])[part].sum(axis=1).max())
             batch = {n: np.asarray(encoding[n])[part][:, :longest] for n in names}
+            # Padded up to a multiple of length_bucket (at most max_seq_length): a few shapes recur, so the
+            # runtimes build their kernels once per shape and reuse them; masked padding is never attended to.
+            bucket = min(max(longest, self.max_seq_length), -(-longest // self.length_bucket) * self.length_bucket)
+            if bucket > longest:
+                fill = {"input_ids": self._tokenizer.pad}
+                batch = {n: np.pad(v, ((0, 0), (0, bucket - longest)), constant_values=fill.get(n, 0))
+                         for n, v in batch.items()}
             start, end = self._forward(batch)
+            start, end = start[:, :longest], end[:, :longest]
             pad = ((0, 0), (0, width - longest))  # back to the encoding's width: positions past a window are never picked
             starts.append(np.pad(start, pad, constant_values=-1e4))
             ends.append(np.pad(end, pad, constant_values=-1e4))
@@ -339,7 +379,7 @@ class Reader:
             return start, end
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.runtime == "torch bf16"):
             out = self._model(**{n: torch.from_numpy(v) for n, v in batch.items() if n in self._inputs})
         return out.start_logits.float().numpy(), out.end_logits.float().numpy()
 

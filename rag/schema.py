@@ -95,7 +95,8 @@ class HealthResponse(BaseModel):
     embedding_model: str
     embedding_runtime: str = Field("", description="What runs the embedder: onnxruntime fp32 or sentence-transformers (torch fp32).")
     reader_model: str
-    reader_runtime: str = Field("", description="What runs the reader: onnxruntime fp32, torch fp32 or onnxruntime int8.")
+    reader_runtime: str = Field("", description="What runs the reader: onnxruntime fp32, torch fp32, torch bf16 or onnxruntime int8.")
+    reader_runtime_why: str = Field("", description="Why that runtime: measured fastest on this CPU, or the backend asked for.")
     retrieval_mode: str
     no_answer_threshold: float
     calibrated: bool = Field(True, description="False when the reader has no calibration: scores are not probabilities.")

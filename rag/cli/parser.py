@@ -78,8 +78,10 @@ def _reader_args(p: Parser) -> None:
              help="keep answers exactly as the reader's tokens end, even when they cut a word")
     _setting(p, "reader_model", "--reader", help="reader model folder or hub name (default: the packaged reader)")
     _setting(p, "reader_backend", "--reader-backend", choices=BACKENDS,
-             help="auto: the fp32 weights through their cached ONNX export (made by `rag index`) when there is one, "
-                  f"else torch; torch: always torch; onnx: the int8 export (default {Settings.reader_backend})")
+             help="auto: in `rag serve`, the runtime measured fastest on this CPU (once per machine, cached); elsewhere"
+                  " the fp32 ONNX export made by `rag index` (fast start), else torch; torch: torch fp32; torch-bf16:"
+                  " torch with bf16 autocast (fast on CPUs with AMX or AVX512-BF16); onnx-fp32: the fp32 export;"
+                  f" onnx: the int8 export, opt-in (default {Settings.reader_backend})")
 
 
 def _no_rebuild_arg(p: Parser) -> None:

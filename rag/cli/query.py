@@ -209,7 +209,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from rag.server import allowed_hosts_for, create_app, is_loopback, uvicorn_limits
 
-    settings = settings_from(args)
+    settings = settings_from(args).with_overrides(measure_runtime=True)  # a server lives long: pick the fastest runtime
     _check_port(args.host, args.port)  # before minutes of loading, not after
     _check_exposure(args.host, settings, args.insecure_no_auth)
     from rag.console import SafeFormatter

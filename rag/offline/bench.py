@@ -421,8 +421,11 @@ def run_backend_benchmark(workdir: Path, requests: int = 48, questions_file: Pat
     index = open_index(base, embedder)
     qa_file = questions_file or QUESTIONS_FILE
     questions, items = load_questions(qa_file), load_qa(qa_file)
-    runs = (("torch fp32", PACKAGED_READER_DIR, "torch"), ("onnxruntime fp32", PACKAGED_READER_DIR, "auto"),
-            ("onnxruntime int8", int8_folder, "onnx"))
+    from rag.runtime import has_bf16_dot_product
+
+    runs = (("torch fp32", PACKAGED_READER_DIR, "torch"),
+            *((("torch bf16", PACKAGED_READER_DIR, "torch-bf16"),) if has_bf16_dot_product() else ()),
+            ("onnxruntime fp32", PACKAGED_READER_DIR, "onnx-fp32"), ("onnxruntime int8", int8_folder, "onnx"))
     rows, profiles, answers = [], {}, {}
     for name, folder, backend in runs:
         settings = base.with_overrides(reader_model=str(folder), reader_backend=backend)
@@ -438,7 +441,15 @@ def run_backend_benchmark(workdir: Path, requests: int = 48, questions_file: Pat
         changed = sum(a != b for a, b in zip(answers[name], answers["torch fp32"]))
         rows.append(f"| {name} | {m['p50_ms']:.0f} | {m['p95_ms']:.0f} | {np.median(profiles[name]['reader forward pass']):.0f} | "
                     f"{q['exact_match']:.1f} | {q['f1']:.1f} | {q['no_answer_accuracy']:.1f} | {changed} of {len(items)} |")
+    from rag.runtime_choice import measure
+
+    auto = Pipeline.from_settings(base.with_overrides(measure_runtime=True), index=index, embedder=embedder,
+                                  rebuild=False).reader
+    auto.warm_up()
+    choice = measure(auto, has_export=True)  # measured afresh, as the first `rag serve` on a machine does
     lines = [
+        f"auto (what `rag serve` runs here): {choice.backend}; {choice.why}",
+        "",
         f"machine: {platform.machine()}, {os.cpu_count()} cores; {_cpu_flags()}; /ask through `rag serve`, one request at a "
         f"time, {requests} requests over {len(questions)} seed questions after 3 warm-up; quality: `rag eval` on {_shown(qa_file)}",
         "| reader runtime | /ask p50 (ms) | /ask p95 (ms) | forward pass p50 (ms) | EM | F1 | NoAns acc. | answers unlike torch fp32 |",
@@ -461,7 +472,7 @@ def _cpu_flags() -> str:
     flags = cpu_flags()
     if not flags:
         return "CPU flags unknown"
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
     return "CPU has " + (", ".join(f for f in wanted if f in flags) or "none of avx2/avx512/vnni")
 
 

@@ -183,19 +183,60 @@ class Collections:
                                       lock=self._models_lock)
 
     def names(self) -> list[str]:
+        """Every collection, those another worker process made or deleted since included."""
+        on_disk = {f.name for f in self.root.iterdir() if f.is_dir() and NAME.fullmatch(f.name)} if self.root.is_dir() else set()
+        for name in on_disk - set(self._all) - {DEFAULT}:
+            self._adopt(name)
         with self._guard:
+            for gone in [n for n in self._all if n != DEFAULT and n not in on_disk]:
+                self._all.pop(gone)
             return sorted(self._all)
 
     def get(self, name: str) -> Collection:
+        """The collection as it stands on disk: made, filled, re-indexed or deleted by this process or by
+        another worker of the same server (`rag serve --workers N`: one stat per request)."""
         with self._guard:
             found = self._all.get(name)
+        if name != DEFAULT:
+            folder = self.root / name
+            if found is None and folder.is_dir() and NAME.fullmatch(name):
+                found = self._adopt(name)
+            elif found is not None and found.managed and not folder.is_dir():
+                with self._guard:  # deleted by another worker
+                    self._all.pop(name, None)
+                found = None
+            elif found is not None and found.managed:
+                self._sync(found)
         if found is None:
             raise NotFoundError(f"no collection named {name!r}")
         return found
 
+    def _adopt(self, name: str) -> Collection | None:
+        """A collection another worker made: opened here too."""
+        try:
+            collection = self._open(name)
+        except RagError as err:
+            log.error("collection %s cannot be opened: %s", name, err)
+            return None
+        with self._guard:
+            return self._all.setdefault(name, collection)
+
+    def _sync(self, collection: Collection) -> None:
+        """Take up what another worker did to a collection: its first documents, or a new build of its index."""
+        with collection.lock:
+            if collection.deleted:
+                return
+            if collection.pipeline is None:
+                if collection.has_files():
+                    collection.pipeline = self._pipeline(collection.settings, rebuild=True)
+            else:
+                collection.pipeline.refresh()
+
     def create(self, name: str) -> tuple[Collection, bool]:
         """The collection `name`, made (empty) if it does not exist; True when it was made."""
         check_name(name)
+        if name not in self._all and (self.root / name).is_dir():  # made by another worker
+            self._adopt(name)
         with self._guard:
             if name in self._all:
                 return self._all[name], False

@@ -1,9 +1,13 @@
 """Prometheus metrics for the people who run the service (GET /metrics, through prometheus-client): requests
 by route and status, /ask latency, answers against abstentions, feedback verdicts, the reader's forward-pass
-time, documents and passages per collection, and the runtimes in use. One registry per app (per process)."""
+time, documents and passages per collection, and the runtimes in use. One registry per app (per process);
+under `rag serve --workers N` (PROMETHEUS_MULTIPROC_DIR set) every worker writes its samples to that folder
+and a scrape of any worker sums them all (prometheus-client's multiprocess mode)."""
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from rag.errors import RagError
 
@@ -17,7 +21,10 @@ class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        # In multiprocess mode the samples live in the shared folder and a scrape collects them there, so the
+        # metrics themselves stay out of any registry (else this worker's would count twice).
+        r = self.registry = None if self.multiprocess else CollectorRegistry()
         self.requests = Counter("rag_requests", "HTTP requests by route template and status.", ["route", "status"], registry=r)
         self.ask_seconds = Histogram("rag_ask_seconds", "Time to answer a question (retrieve, read, decide, cite).",
                                      buckets=SECONDS, registry=r)
@@ -25,9 +32,12 @@ class Metrics:
         self.feedback = Counter("rag_feedback", "Feedback received, by verdict.", ["verdict"], registry=r)
         self.forward_seconds = Histogram("rag_reader_forward_seconds", "The reader's forward passes for one question.",
                                          buckets=SECONDS, registry=r)
-        self.documents = Gauge("rag_collection_documents", "Documents per collection.", ["collection"], registry=r)
-        self.passages = Gauge("rag_collection_passages", "Passages per collection.", ["collection"], registry=r)
-        self.runtime = Info("rag_runtime", "What runs the models.", registry=r)
+        self.documents = Gauge("rag_collection_documents", "Documents per collection.", ["collection"], registry=r,
+                               multiprocess_mode="mostrecent")
+        self.passages = Gauge("rag_collection_passages", "Passages per collection.", ["collection"], registry=r,
+                              multiprocess_mode="mostrecent")
+        self.runtime = Gauge("rag_runtime_info", "What runs the models (1 for the runtimes in use).",
+                             ["reader", "embedder", "reader_model"], registry=r, multiprocess_mode="max")
         for outcome in ("answered", "abstained"):
             self.answers.labels(outcome)
         for verdict in ("right", "wrong"):
@@ -51,6 +61,12 @@ class Metrics:
                 continue
             self.documents.labels(name).set(documents)
             self.passages.labels(name).set(passages)
-        self.runtime.info({"reader": pipeline.reader.runtime or "", "embedder": pipeline.retriever.embedder.runtime or "",
-                           "reader_model": str(pipeline.reader.model_name)})
-        return generate_latest(self.registry)
+        self.runtime.labels(pipeline.reader.runtime or "", pipeline.retriever.embedder.runtime or "",
+                            str(pipeline.reader.model_name)).set(1)
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)

@@ -173,7 +173,7 @@ async def health(request: Request) -> HealthResponse:
     return HealthResponse(
         status="stale" if changes else "ok",
         corpus_changes=[f"{source} {what}" for source, what in sorted(changes.items())],
-        collections=len(state.collections.names()),
+        collections=len(await run_in_threadpool(state.collections.names)),
         keys_required=await run_in_threadpool(state.keys.any),
         **await run_in_threadpool(state.pipeline.describe),
     )

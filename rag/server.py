@@ -170,6 +170,34 @@ def allowed_hosts_for(bind: str, given: list[str] | None = None) -> list[str] | 
     return sorted({*LOOPBACK_HOSTS, shown})
 
 
+#: The environment variable through which `rag serve --workers N` hands its checked settings to each worker.
+SERVE_ENV = "RAG_SERVE"
+
+
+def default_workers() -> int:
+    """Worker processes for `rag serve` when not given: one per two cores (each with that many threads)."""
+    import os
+
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
+def served_app() -> FastAPI:
+    """The app each worker of `rag serve --workers N` builds (uvicorn's factory): the settings and options
+    the parent process checked (and indexed, and measured the runtime for), read from $RAG_SERVE; each
+    worker loads its own copy of the models."""
+    import json
+    import os
+
+    from rag.console import SafeFormatter
+
+    config = json.loads(os.environ[SERVE_ENV])
+    logging.basicConfig(level=logging.INFO)
+    logging.getLogger().handlers[0].setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return create_app(Settings(**config["settings"]), rebuild=False, allowed_hosts=config["allowed_hosts"],
+                      public=config["public"], keys_required=config["keys_required"],
+                      writable_default=config["writable_default"])
+
+
 def app_from_env() -> FastAPI:
     """Factory for `uvicorn rag.server:app_from_env --factory --workers N` (RAG_DOCS, RAG_INDEX set the folders;
     RAG_ALLOWED_HOSTS, comma-separated, the Host names answered: default the loopback names)."""

@@ -26,6 +26,8 @@ def main() -> None:
     parser.add_argument("--train", type=Path, required=True, help="the SQuAD 2.0 file the reader was trained on")
     parser.add_argument("--model", default=Settings.reader_model, help="reader folder (default: the packaged reader)")
     parser.add_argument("--splits", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[],
+                        help="also feed in only this many of the fed half's questions (drawn at random): do a few dozen help?")
     args = parser.parse_args()
     settings = Settings(reader_model=args.model)
     embedder, reader = Embedder.from_settings(settings), Reader.from_settings(settings)
@@ -42,14 +44,16 @@ def main() -> None:
     for split in range(args.splits):
         rng = random.Random(split)
         fed = set(rng.sample(documents, len(documents) // 2))
-        feedback = team.subset([i for i, q in enumerate(team.questions) if document_of(q) in fed])
+        fed_rows = [i for i, q in enumerate(team.questions) if document_of(q) in fed]
         held = team.subset([i for i, q in enumerate(team.questions) if document_of(q) not in fed])
-        weight, _ = choose_weight(base, feedback)
-        refit = fit_weighted(base, feedback, weight)
-        b, a = outcome(shipped, held), outcome(refit, held)
-        print(f"| {split + 1} | {len(feedback.questions)} | {weight:g} | {shipped.threshold:.2f} → {refit.threshold:.2f} | "
-              f"{b['wrong']} → {a['wrong']} | {b['f1']:.1f} → {a['f1']:.1f} | "
-              f"{b['no_answer_accuracy']:.1f} → {a['no_answer_accuracy']:.1f} |")
+        for size in [len(fed_rows), *sorted(args.sizes)]:
+            feedback = team.subset(sorted(random.Random(100 + split).sample(fed_rows, min(size, len(fed_rows)))))
+            weight, _ = choose_weight(base, feedback)
+            refit = fit_weighted(base, feedback, weight)
+            b, a = outcome(shipped, held), outcome(refit, held)
+            print(f"| {split + 1} | {len(feedback.questions)} | {weight:g} | {shipped.threshold:.2f} → {refit.threshold:.2f} | "
+                  f"{b['wrong']} → {a['wrong']} | {b['f1']:.1f} → {a['f1']:.1f} | "
+                  f"{b['no_answer_accuracy']:.1f} → {a['no_answer_accuracy']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

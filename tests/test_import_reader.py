@@ -76,14 +76,15 @@ def _tiny(kind: str, folder):
 
 
 @pytest.mark.parametrize("kind", ["bert", "electra", "roberta", "distilbert"])
-def test_a_tiny_model_of_each_architecture_becomes_a_reader_that_serves_exact_offsets(kind, tmp_path):
+def test_a_tiny_model_of_each_architecture_becomes_a_reader_that_serves_exact_offsets(kind, tmp_path, embedder):
     from rag.offline.calibrate import calibrate_reader
     from rag.offline.import_reader import SHIPPED_CALIBRATION, import_reader
     from rag.pipeline import Pipeline
 
     model = _tiny(kind, tmp_path / "model")
     out = tmp_path / "reader"
-    meta = import_reader(str(model), out, lambda folder: calibrate_reader(SHIPPED_CALIBRATION, folder, limit=30))
+    meta = import_reader(str(model), out, lambda folder: calibrate_reader(SHIPPED_CALIBRATION, folder, limit=30,
+                                                                           embedder=embedder))
     assert meta["architecture"] == kind and meta["calibration"]["threshold"] > 0
     assert meta["calibration_report"]["open_domain"]["at_threshold"]["n"] == 30
     assert {"model.safetensors", "tokenizer.json", "reader_meta.json", "config.json"} <= {p.name for p in out.iterdir()}

@@ -78,14 +78,6 @@ def _questions():
     return out
 
 
-@pytest.fixture(scope="module")
-def embedder():
-    from rag.config import Settings
-    from rag.embedding import Embedder
-
-    return Embedder.from_settings(Settings())
-
-
 def test_a_group_is_the_gold_passage_and_retrieved_passages_without_the_answer(embedder):
     from rag.config import Settings
 
@@ -126,7 +118,7 @@ def test_group_windows_label_the_answer_and_mark_the_context(embedder):
     assert tokenizer.convert_ids_to_tokens(first["input_ids"][first["last"] + 1]) == "[SEP]"
 
 
-def test_the_calibration_set_adds_held_out_extra_questions_half_without_their_answer(tmp_path):
+def test_the_calibration_set_adds_held_out_extra_questions_half_without_their_answer(tmp_path, embedder):
     """`rag calibrate-reader --extra`: the extra questions no run of the reader's lineage drew join the dev
     reads, each read against its own source, half with the answer taken away (then labelled unanswerable);
     the report gives both threshold rules on dev, the held-out part and the whole set."""
@@ -152,7 +144,7 @@ def test_the_calibration_set_adds_held_out_extra_questions_half_without_their_an
     extra.write_text(json.dumps({"version": "v2.0", "data": data}))
     reader = tmp_path / "reader"
     shutil.copytree(PACKAGED_READER_DIR, reader)
-    meta = calibrate_reader(SHIPPED_CALIBRATION, reader, extra_file=extra, limit=20)
+    meta = calibrate_reader(SHIPPED_CALIBRATION, reader, extra_file=extra, limit=20, embedder=embedder)
     report = meta["calibration_report"]
     removed = sum(answer_removed(f"{s}-{i}") for s in ("alpha", "beta") for i in range(4))
     assert report["calibration_set"] == {"dev_questions": 20, "heldout_extra_questions": 8,

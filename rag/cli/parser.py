@@ -42,6 +42,13 @@ def _top_k(value: str) -> int:
     return k
 
 
+def _workers(value: str) -> int:
+    n = int(value)
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError("must be between 1 and 64")
+    return n
+
+
 def _port(value: str) -> int:
     port = int(value)
     if not 1 <= port <= 65535:
@@ -148,6 +155,9 @@ def _serve(sub) -> None:
                    help="serve a non-loopback --host although no API key exists (anyone who reaches it may read and write)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8000)
+    p.add_argument("--workers", type=_workers, default=0, metavar="N",
+                   help="worker processes, each with its own copy of the models and cores/N threads (default: one"
+                        " per two cores); uploads, deletes and metrics are shared between them")
     p.add_argument("--allowed-hosts", nargs="+", metavar="NAME",
                    help="Host header names to answer (others get 400); default: on a loopback --host, only "
                         "localhost, 127.0.0.1 and [::1] (no DNS rebinding); otherwise any")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from pathlib import Path
 
 from rag.cli.common import UsageError, check_question, settings_from
 from rag.config import Settings
@@ -207,7 +209,7 @@ def _answer_line(line: str, pipeline, settings: Settings, as_json: bool, sources
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from rag.server import allowed_hosts_for, create_app, is_loopback, uvicorn_limits
+    from rag.server import allowed_hosts_for, create_app, default_workers, is_loopback, uvicorn_limits
 
     settings = settings_from(args).with_overrides(measure_runtime=True)  # a server lives long: pick the fastest runtime
     _check_port(args.host, args.port)  # before minutes of loading, not after
@@ -215,15 +217,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from rag.console import SafeFormatter
 
     logging.getLogger().handlers[0].setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    workers = args.workers or default_workers()
+    if workers > 1 and not settings.torch_threads:  # the cores shared out: each worker runs its models on its own
+        settings = settings.with_overrides(torch_threads=max(1, (os.cpu_count() or 1) // workers))
     pipeline = _pipeline(args, settings)  # load here, so a missing index or model fails with a clear message
-    logging.getLogger("rag.server").info("listening on http://%s:%d (POST /ask, GET /health, /docs)", args.host, args.port)
-    app = create_app(settings, pipeline=pipeline, allowed_hosts=allowed_hosts_for(args.host, args.allowed_hosts),
-                     public=["/metrics"] if args.metrics_public else None, writable_default=args.writable_default,
-                     keys_required=not is_loopback(args.host) and not args.insecure_no_auth)
+    options = dict(allowed_hosts=allowed_hosts_for(args.host, args.allowed_hosts),
+                   public=["/metrics"] if args.metrics_public else None, writable_default=args.writable_default,
+                   keys_required=not is_loopback(args.host) and not args.insecure_no_auth)
+    logging.getLogger("rag.server").info("listening on http://%s:%d (POST /ask, GET /health, /docs; %d worker%s)",
+                                         args.host, args.port, workers, "" if workers == 1 else "s")
+    if workers == 1:
+        try:
+            uvicorn.run(create_app(settings, pipeline=pipeline, **options), host=args.host, port=args.port,
+                        log_level="warning", access_log=False, **uvicorn_limits())
+        finally:
+            pipeline.close()
+        return 0
+    pipeline.close()  # checked, indexed and its runtime measured: each worker loads its own copy from here
+    del pipeline
+    return _serve_workers(args, settings, options, workers)
+
+
+def _serve_workers(args: argparse.Namespace, settings: Settings, options: dict, workers: int) -> int:
+    """`rag serve --workers N`: N uvicorn worker processes on one socket, each building the app from the
+    settings handed over in $RAG_SERVE; their metrics meet in a temporary folder (Prometheus multiprocess)."""
+    import dataclasses
+    import json
+    import shutil
+    import tempfile
+
+    import uvicorn
+
+    from rag.server import SERVE_ENV, uvicorn_limits
+
+    values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+    values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+    os.environ[SERVE_ENV] = json.dumps({"settings": values, **options})
+    metrics_dir = tempfile.mkdtemp(prefix="rag-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, **uvicorn_limits())
+        uvicorn.run("rag.server:served_app", factory=True, workers=workers, host=args.host, port=args.port,
+                    log_level="warning", access_log=False, **uvicorn_limits())
     finally:
-        pipeline.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

@@ -123,10 +123,11 @@ def calls(monkeypatch):
 
 @pytest.mark.parametrize("argv, call", [
     (["serve"], ("run_benchmark", (), {"requests_per_level": 48, "levels": [1, 4, 16], "docs": None, "index": None,
-                                       "questions_file": None})),
-    (["serve", "--docs", "d", "--index", "i", "--requests", "5", "--concurrency", "1", "2", "--questions", "q.jsonl"],
+                                       "questions_file": None, "workers": None})),
+    (["serve", "--docs", "d", "--index", "i", "--requests", "5", "--concurrency", "1", "2", "--questions", "q.jsonl",
+      "--workers", "1", "2"],
      ("run_benchmark", (), {"requests_per_level": 5, "levels": [1, 2], "docs": Path("d"), "index": Path("i"),
-                            "questions_file": Path("q.jsonl")})),
+                            "questions_file": Path("q.jsonl"), "workers": [1, 2]})),
     (["backends"], ("run_backend_benchmark", (Path("build/backend-bench"), 48), {"questions_file": None})),
     (["scale", "t.json", "--sizes", "10", "20", "--workdir", "w", "--plot", "p.png", "--requests", "3"],
      ("run_scale_benchmark", (Path("t.json"), [10, 20], Path("w"), Path("p.png"), 3), {})),

@@ -37,7 +37,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.bench == "serve":
         print(bench.run_benchmark(requests_per_level=args.requests, levels=args.concurrency, docs=args.docs,
-                                  index=args.index, questions_file=args.questions))
+                                  index=args.index, questions_file=args.questions, workers=args.workers))
     elif args.bench == "backends":
         print(bench.run_backend_benchmark(args.workdir, args.requests, questions_file=args.questions))
     elif args.bench == "scale":

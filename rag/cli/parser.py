@@ -255,6 +255,8 @@ def _bench_serve(bench) -> None:
     _requests_arg(b, 48, "requests per concurrency level")
     b.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], metavar="N",
                    help="requests in flight at each level (default 1 4 16)")
+    b.add_argument("--workers", type=int, nargs="+", metavar="N",
+                   help="measure a server with each of these --workers counts (default: the server's default)")
     _questions_arg(b)
 
 

@@ -150,30 +150,50 @@ def measure(url: str, questions: list[str], concurrency: int, n: int) -> dict:
 
 
 def run_benchmark(requests_per_level: int = 48, levels: list[int] | None = None, docs: Path | None = None,
-                  index: Path | None = None, questions_file: Path | None = None) -> str:
+                  index: Path | None = None, questions_file: Path | None = None,
+                  workers: list[int] | None = None) -> str:
     """`rag bench serve`: `requests_per_level` /ask requests at each concurrency level through a real
-    `rag serve`, over the questions of `questions_file` (load_questions)."""
+    `rag serve` (once per `--workers` count asked for), over the questions of `questions_file`
+    (load_questions); memory is the peak resident size summed over the server's processes."""
+    from rag.runtime import cpu_flags
+
     levels = levels or [1, 4, 16]
     questions = load_questions(questions_file)
-    port = free_port()
-    proc = start_server(port, docs, index)
-    try:
-        url = f"http://127.0.0.1:{port}/ask"
-        measure(url, questions, 1, 3)  # warm-up
-        rows = [measure(url, questions, c, requests_per_level) for c in levels]
-        peak = peak_rss_mib(proc.pid)
-    finally:
-        stop_server(proc)
-    lines = [
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-        f"{requests_per_level} requests per level over {len(questions)} questions",
-        "| concurrency | requests | errors | p50 (ms) | p95 (ms) | throughput (req/s) |",
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
-    lines += [f"| {r['concurrency']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
-              f"{r['throughput_rps']:.1f} |" for r in rows]
-    lines.append(f"server peak memory (VmHWM): {peak:.0f} MiB")
-    return "\n".join(lines)
+    table = []
+    for count in workers or [0]:
+        port = free_port()
+        proc = start_server(port, docs, index, extra=("--workers", str(count)) if count else ())
+        try:
+            url = f"http://127.0.0.1:{port}/ask"
+            measure(url, questions, 1, 3 * max(1, count))  # warm-up (each worker)
+            rows = [measure(url, questions, c, requests_per_level) for c in levels]
+            peak = sum(peak_rss_mib(pid) for pid in process_tree(proc.pid))
+        finally:
+            stop_server(proc)
+        table += [f"| {count or 'default'} | {r['concurrency']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.0f} | "
+                  f"{r['p95_ms']:.0f} | {r['throughput_rps']:.1f} | {peak:.0f} |" for r in rows]
+    wanted = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"})
+    return "\n".join([
+        f"machine: {platform.machine()}, {os.cpu_count()} cores ({', '.join(wanted) or 'CPU flags unknown'}), Python "
+        f"{platform.python_version()}; {requests_per_level} requests per level over {len(questions)} questions",
+        "| workers | concurrency | requests | errors | p50 (ms) | p95 (ms) | throughput (req/s) | peak memory (MiB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table,
+    ])
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (from /proc's children lists)."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
 
 
 def run_incremental_benchmark(squad_file: Path, workdir: Path, n_files: int = 1000) -> str:

@@ -24,7 +24,8 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=Path, required=True, help="the SQuAD 2.0 file with the dev and test articles")
-    parser.add_argument("--reader", action="append", required=True, metavar="NAME=DIR")
+    parser.add_argument("--reader", action="append", required=True, metavar="NAME=DIR[:SETS[:WIDEN]]",
+                        help="a reader to score; optionally only on some sets (dev,test,seeds) and word modes (on,off)")
     parser.add_argument("--sets", nargs="+", default=["dev", "test", "seeds"])
     parser.add_argument("--widen", nargs="+", default=["on", "off"], choices=["on", "off"])
     args = parser.parse_args()
@@ -40,10 +41,15 @@ def main() -> None:
     print("| reader | words | set | n | F1 | no-answer accuracy | answered (answerable) | wrong answers (F1 < 50) |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for spec in args.reader:
-        name, folder = spec.split("=", 1)
-        for widen in args.widen:
+        name, rest = spec.split("=", 1)
+        folder, *limits = rest.split(":")
+        only_sets = limits[0].split(",") if limits else list(sets)
+        only_widen = limits[1].split(",") if len(limits) > 1 else args.widen
+        for widen in only_widen:
             settings = base.with_overrides(reader_model=folder, widen_to_words=widen == "on", reader_backend="torch")
             for set_name, (index, items) in sets.items():
+                if set_name not in only_sets:
+                    continue
                 pipeline = Pipeline.from_settings(settings, index=index, embedder=embedder, rebuild=False)
                 report = run_items(pipeline, items, name=f"{name} {set_name} widen={widen}")
                 m = report.metrics

@@ -83,10 +83,10 @@ def test_a_tiny_model_of_each_architecture_becomes_a_reader_that_serves_exact_of
 
     model = _tiny(kind, tmp_path / "model")
     out = tmp_path / "reader"
-    meta = import_reader(str(model), out, lambda folder: calibrate_reader(SHIPPED_CALIBRATION, folder, limit=30,
+    meta = import_reader(str(model), out, lambda folder: calibrate_reader(SHIPPED_CALIBRATION, folder, limit=12,
                                                                            embedder=embedder))
     assert meta["architecture"] == kind and meta["calibration"]["threshold"] > 0
-    assert meta["calibration_report"]["open_domain"]["at_threshold"]["n"] == 30
+    assert meta["calibration_report"]["open_domain"]["at_threshold"]["n"] == 12
     assert {"model.safetensors", "tokenizer.json", "reader_meta.json", "config.json"} <= {p.name for p in out.iterdir()}
     assert not list(tmp_path.glob(".reader.building"))
 

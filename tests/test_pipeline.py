@@ -70,8 +70,8 @@ def test_cli_ask_json(tmp_path):
     assert result["calibrated"] is True and result["warnings"] == []
     assert result["answer"] == "Eric Boyd"
     c = result["citations"][0]
-    assert set(c) == {"source", "start", "end", "quote", "quote_start", "page", "heading"}
-    assert c["page"] is None and c["heading"] is None  # a plain text file has neither
+    assert set(c) == {"source", "start", "end", "quote", "quote_start", "page", "heading", "ocr"}
+    assert c["page"] is None and c["heading"] is None and c["ocr"] is False  # a plain text file has none of them
     assert c["quote"][c["start"] - c["quote_start"] : c["end"] - c["quote_start"]] == "Eric Boyd"
     text = (REPO / "seeds" / c["source"]).read_text(encoding="utf-8")
     assert text[c["start"] : c["end"]] == "Eric Boyd"

@@ -47,7 +47,8 @@ def test_only_indexed_documents_can_be_opened(client, path):
 def test_document_api_returns_the_indexed_text(client, pipeline):
     source = "001_fa8838ea44d7c2c5.txt"
     body = client.get(f"/api/documents/{quote(source)}").json()
-    assert body == {"source": source, "text": pipeline.documents[source].text}
+    assert body == {"source": source, "text": pipeline.documents[source].text, "format": "text", "pages": [],
+                    "ocr_pages": []}
 
 
 # --- In a real browser ---------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def tesseract(image) -> str:
     return out.stdout
 
 
-def pages(scans: Path | None):
+def pages(scans: Path | None, truths: Path | None = None):
     """(name, image, known text or None) of every page compared."""
     from PIL import Image
     from scans import SCAN_PAGES, scanned_page
@@ -54,7 +54,10 @@ def pages(scans: Path | None):
         yield f"rendered page {seed + 1} (noise, 1° turn)", scanned_page(lines, seed), "\n".join(lines)
     if scans is None:
         return
-    truth = lambda p: p.with_suffix(".txt").read_text(encoding="utf-8") if p.with_suffix(".txt").is_file() else None  # noqa: E731
+    def truth(path: Path) -> str | None:
+        known = truths / f"{path.stem}.txt" if truths else None
+        return known.read_text(encoding="utf-8") if known and known.is_file() else None
+
     for path in sorted(scans.glob("*.png")):
         yield path.name, Image.open(path).convert("RGB"), truth(path)
     for path in sorted(scans.glob("*scan*.pdf")):
@@ -69,13 +72,14 @@ def pages(scans: Path | None):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scans", type=Path, help="a folder of real scans (.png, *scan*.pdf) to time")
+    parser.add_argument("--truth", type=Path, help="a folder of hand transcriptions, NAME.txt for the scan NAME.*")
     args = parser.parse_args()
     engines = {"RapidOCR (PP-OCRv6 small, ONNX Runtime)": rapidocr}
     if shutil.which("tesseract"):
         engines["Tesseract 5 (eng)"] = tesseract
     rapidocr(next(pages(None))[1])  # load the models before timing
     print("| page | engine | seconds | character similarity with the known text (%) |\n|---|---|---:|---:|")
-    for name, image, truth in pages(args.scans):
+    for name, image, truth in pages(args.scans, args.truth):
         for engine, read in engines.items():
             started = time.perf_counter()
             text = read(image)

@@ -208,21 +208,10 @@ def windows(tokenizer, examples: list[Example], max_length: int, stride: int) ->
         enc = tokenize_pairs(tokenizer, [e.question for e in batch], [e.context for e in batch], max_length, stride)
         for w, offsets in enumerate(enc["offset_mapping"]):
             ex = batch[enc["overflow_to_sample_mapping"][w]]
-            seq = enc.sequence_ids(w)
             start = end = 0
             if ex.answer_start is not None:
-                a_start, a_end = ex.answer_start, ex.answer_start + len(ex.answer_text)
-                first = seq.index(1)
-                last = len(seq) - 1 - seq[::-1].index(1)
-                if offsets[first][0] <= a_start and offsets[last][1] >= a_end:
-                    start = first
-                    while start <= last and offsets[start][0] <= a_start:
-                        start += 1
-                    start -= 1
-                    end = last
-                    while end >= first and offsets[end][1] >= a_end:
-                        end -= 1
-                    end += 1
+                first, last = context_range(enc.sequence_ids(w))
+                start, end = answer_tokens(offsets, first, last, ex.answer_start, ex.answer_start + len(ex.answer_text))
             out.append({
                 "input_ids": enc["input_ids"][w],
                 "token_type_ids": enc["token_type_ids"][w],
@@ -230,6 +219,25 @@ def windows(tokenizer, examples: list[Example], max_length: int, stride: int) ->
                 "end": end,
             })
     return out
+
+
+def context_range(sequence_ids: list[int | None]) -> tuple[int, int]:
+    """The first and last token of a window's context (sequence 1)."""
+    return sequence_ids.index(1), len(sequence_ids) - 1 - sequence_ids[::-1].index(1)
+
+
+def answer_tokens(offsets, first: int, last: int, a_start: int, a_end: int) -> tuple[int, int]:
+    """The start and end tokens of the answer [a_start, a_end) among context tokens first..last, or
+    (0, 0), [CLS], when the window does not hold the whole answer."""
+    if not (offsets[first][0] <= a_start and offsets[last][1] >= a_end):
+        return 0, 0
+    start = first
+    while start <= last and offsets[start][0] <= a_start:
+        start += 1
+    end = last
+    while end >= first and offsets[end][1] >= a_end:
+        end -= 1
+    return start - 1, end + 1
 
 
 def batches(items: list[dict], batch_size: int, rng: random.Random) -> list[list[dict]]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from rag.config import Settings
 from rag.offline.squad import Question, squad_corpus
+from rag.offline.training.data import answer_tokens, context_range
 from rag.reader import tokenize_pairs
 
 log = logging.getLogger(__name__)
@@ -123,15 +124,10 @@ def group_items(tokenizer, groups: list[Group], max_length: int, stride: int, ma
             windows = per_group.setdefault(id(g), [])
             if per_passage[key] > max_windows_per_passage or len(windows) >= max_windows:
                 continue
-            seq = enc.sequence_ids(w)
-            first = seq.index(1)
-            last = len(seq) - 1 - seq[::-1].index(1)
+            first, last = context_range(enc.sequence_ids(w))
             start = end = 0
             if p.answer_start is not None:
-                a_start, a_end = p.answer_start, p.answer_start + len(p.answer_text)
-                if offsets[first][0] <= a_start and offsets[last][1] >= a_end:
-                    start = max(t for t in range(first, last + 1) if offsets[t][0] <= a_start)
-                    end = min(t for t in range(first, last + 1) if offsets[t][1] >= a_end)
+                start, end = answer_tokens(offsets, first, last, p.answer_start, p.answer_start + len(p.answer_text))
             window = {"input_ids": enc["input_ids"][w], "first": first, "last": last, "start": start, "end": end}
             if "token_type_ids" in enc:
                 window["token_type_ids"] = enc["token_type_ids"][w]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rag.offline.squad import Question
-from rag.offline.training.groups import collate_groups, group_items, retrieved_groups, shared_norm_loss
+from rag.offline.training.groups import alone_groups, collate_groups, group_items, retrieved_groups, shared_norm_loss
 
 
 def _lse(xs):
@@ -94,6 +94,29 @@ def test_a_group_is_the_gold_passage_and_retrieved_passages_without_the_answer(e
     # At least one negative comes from another article than the question's own.
     assert any(t not in ARTICLES["Lighthouses"] for t in negatives)
     assert not unanswerable.answerable and all(p.answer_start is None for p in unanswerable.passages)
+
+
+def test_alone_groups_read_a_share_of_the_questions_against_their_own_paragraph_only():
+    import random
+
+    from rag.offline.training import TrainConfig
+    from rag.offline.training.lineage import TrainingError
+
+    corpus = _questions()
+    every = alone_groups(corpus, "squad", 1.0, random.Random(1), long_chars=3000)
+    by_id = {g.id: g for g in every}
+    assert len(every) == len(corpus) and all(len(g.passages) == 1 for g in every)
+    q1 = by_id["q1"].passages[0]
+    assert by_id["q1"].origin == "squad-alone" and q1.text == ARTICLES["Lighthouses"][0]
+    assert q1.text[q1.answer_start : q1.answer_start + len(q1.answer_text)] == "William Douglass"
+    assert by_id["q2"].origin == "squad-unanswerable-alone" and not by_id["q2"].answerable
+    assert alone_groups(corpus, "squad", 0.0, random.Random(1), long_chars=3000) == []
+    assert alone_groups(corpus, "squad", 1.0, random.Random(1), long_chars=60) == [
+        g for g in every if len(g.passages[0].text) <= 60]  # whole papers are left to their groups
+    half = [g.id for g in alone_groups(corpus, "squad", 0.5, random.Random(7), long_chars=3000)]
+    assert 0 < len(half) < len(corpus) and half == [g.id for g in alone_groups(corpus, "squad", 0.5, random.Random(7), 3000)]
+    with pytest.raises(TrainingError, match="alone-fraction"):
+        TrainConfig(train_file="t.json", output="out", alone_fraction=1.5)
 
 
 def test_group_windows_label_the_answer_and_mark_the_context(embedder):

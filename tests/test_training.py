@@ -190,13 +190,14 @@ def test_calibrate_reader_study_without_the_script_says_how_to_run_it(monkeypatc
 
 
 def test_a_cut_off_shared_norm_run_resumes_to_the_same_weights(tiny_data, tmp_path):
-    """A shared-normalisation run of a few groups, stopped and resumed, ends with the weights of one never
-    stopped; its record counts groups by origin and the windows they hold."""
+    """A shared-normalisation run of a few groups (and, with --alone-fraction 1, every question read against
+    its own paragraph alone too), stopped and resumed, ends with the weights of one never stopped; its
+    record counts groups by origin and the windows they hold."""
     from safetensors.torch import load_file
 
     from rag.offline.training import resume_training, train
 
-    changes = dict(shared_norm=True, group_size=2, batch_size=2, epochs=1, bf16=False)
+    changes = dict(shared_norm=True, group_size=2, batch_size=2, epochs=1, bf16=False, alone_fraction=1.0)
     whole = train(_config(tiny_data, tmp_path / "whole", **changes)).meta
     assert train(_config(tiny_data, tmp_path / "cut", **changes), stop_after=2) is None
     resumed = resume_training(tmp_path / "cut").meta
@@ -205,6 +206,8 @@ def test_a_cut_off_shared_norm_run_resumes_to_the_same_weights(tiny_data, tmp_pa
     mix = whole["data"]["mix"]
     # Normans is a dev article: 3 x 2 answerable and 3 x 1 unanswerable Lighthouse questions, 4 extra ones.
     assert mix["squad"] == 6 and mix["squad-unanswerable"] == 3 and mix["extra:one"] + mix["extra:two"] == 4
-    assert whole["data"]["windows"] == mix["windows"] > 13  # the Lighthouse groups hold two passages
-    assert whole["steps"] == resumed["steps"] == 7 and resumed["final_loss"] == whole["final_loss"]
+    assert mix["squad-alone"] == 6 and mix["squad-unanswerable-alone"] == 3
+    assert mix["extra:one-alone"] + mix["extra:two-alone"] == 4
+    assert whole["data"]["windows"] == mix["windows"] > 13 + 13  # the Lighthouse groups hold two passages
+    assert whole["steps"] == resumed["steps"] == 13 and resumed["final_loss"] == whole["final_loss"]
     assert whole["config"]["shared_norm"] and whole["lineage"][-1]["windows"] == mix["windows"]

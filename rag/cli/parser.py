@@ -414,3 +414,6 @@ def _train_run_args(p: Parser) -> None:
     _train_field(p, "--group-size", type=int, help=f"passages a group holds (default {Settings.top_k}, the pipeline's top_k)")
     _train_field(p, "--null-score", choices=("lse", "max"),
                  help="the group's no-answer option: log-sum-exp (default) or max of its windows' [CLS] scores")
+    _train_field(p, "--alone-fraction", type=float,
+                 help="with --shared-norm: also read this share of the questions against their own paragraph"
+                      " alone, to keep the gold-paragraph skill (default 0)")

@@ -58,8 +58,18 @@ class TrainConfig:
     shared_norm: bool = False  # read each question against a group of retrieved passages, one softmax over them
     group_size: int = Settings.top_k  # passages a group holds (what the pipeline reads: top_k)
     null_score: str = "lse"  # the group's no-answer option (rag.offline.training.groups.NULL_SCORES)
+    alone_fraction: float = 0.0  # with shared_norm: this share of the questions is also read against its own
+    # paragraph alone (a group of one passage), to keep the gold-paragraph skill while learning the ranking
     extra_from_used: bool = False  # with init: draw only extra questions the lineage already trained on, so
     # the ones it never drew stay held out (the calibration set of `rag calibrate-reader --extra`)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alone_fraction <= 1.0:
+            raise TrainingError(f"--alone-fraction must be between 0 and 1, not {self.alone_fraction}")
+        if self.group_size < 1:
+            raise TrainingError(f"--group-size must be at least 1, not {self.group_size}")
+        if self.null_score not in ("lse", "max"):  # rag.offline.training.groups.NULL_SCORES
+            raise TrainingError(f"--null-score must be lse or max, not {self.null_score!r}")
 
 
 @dataclass(frozen=True)
@@ -321,16 +331,21 @@ def _prepare_groups(config: TrainConfig, tokenizer, embedder, questions: list[Qu
                     train_qs: list[Question]) -> Prepared:
     """The groups of a shared-normalisation run: every training SQuAD question (unanswerable ones too)
     read against the training articles, and each drawn extra question against its own source."""
-    from rag.offline.training.groups import draw_groups_sources, group_items, retrieved_groups
+    from rag.offline.training.groups import alone_groups, draw_groups_sources, group_items, retrieved_groups
 
     settings = Settings()
     groups, skipped = retrieved_groups(train_qs, train_qs, "squad", embedder, settings, config.group_size)
+    alone_rng = random.Random(f"alone-{config.seed}")  # its own stream: the other data stay as without it
+    groups += alone_groups(train_qs, "squad", config.alone_fraction, alone_rng, config.long_context_chars)
     extra_draw = None
     if config.extra_file and config.extra_questions > 0:
         picked, extra_draw = _extra_draw(config, sum(1 for q in train_qs if q.answers))
         more, lost = draw_groups_sources(load_squad(Path(config.extra_file)), picked, embedder, settings,
                                          config.group_size)
         groups, skipped = groups + more, skipped + lost
+        for source in sorted({q.title.split(":")[0] for q in picked}):
+            mine = [q for q in picked if q.title.split(":")[0] == source]
+            groups += alone_groups(mine, f"extra:{source}", config.alone_fraction, alone_rng, config.long_context_chars)
     items = group_items(tokenizer, groups, config.max_length, config.stride, settings.max_windows_per_passage,
                         settings.max_windows_per_question)
     mix = dict(collections.Counter(item["origin"] for item in items))

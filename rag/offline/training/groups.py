@@ -8,6 +8,7 @@ from another article; an unanswerable question's group is the retriever's top pa
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
 
 from rag.config import Settings
@@ -103,6 +104,22 @@ def retrieved_groups(questions: list[Question], corpus: list[Question], origin: 
                             GroupPassage(gold.text, q.answer_starts[0] - gold.start, q.answers[0]))
         groups.append(Group(q.question, tuple(passages), origin if q.answers else f"{origin}-unanswerable", q.id))
     return groups, skipped
+
+
+def alone_groups(questions: list[Question], origin: str, fraction: float, rng: random.Random,
+                 long_chars: int) -> list[Group]:
+    """A `fraction` of the questions also read against their own paragraph alone, as a group of one passage:
+    the unit earlier readers trained on, mixed in so that learning to rank across passages does not cost
+    the skill of finding the answer in the right one. Paragraphs over `long_chars` (whole papers) are left
+    to their retrieved groups."""
+    out = []
+    for q in questions:
+        if rng.random() >= fraction or len(q.context) > long_chars:
+            continue
+        passage = GroupPassage(q.context, q.answer_starts[0], q.answers[0]) if q.answers else GroupPassage(q.context)
+        kind = origin if q.answers else f"{origin}-unanswerable"
+        out.append(Group(q.question, (passage,), f"{kind}-alone", q.id))
+    return out
 
 
 def group_items(tokenizer, groups: list[Group], max_length: int, stride: int, max_windows_per_passage: int,

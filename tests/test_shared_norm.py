@@ -141,10 +141,10 @@ def test_group_windows_label_the_answer_and_mark_the_context(embedder):
     assert tokenizer.convert_ids_to_tokens(first["input_ids"][first["last"] + 1]) == "[SEP]"
 
 
-def test_the_calibration_set_adds_held_out_extra_questions_half_without_their_answer(tmp_path, embedder):
+def test_the_calibration_set_adds_held_out_extra_questions_some_without_their_answer(tmp_path, embedder):
     """`rag calibrate-reader --extra`: the extra questions no run of the reader's lineage drew join the dev
-    reads, each read against its own source, half with the answer taken away (then labelled unanswerable);
-    the report gives both threshold rules on dev, the held-out part and the whole set."""
+    reads, each read against its own source, the dev split's share of them with the answer taken away (then
+    labelled unanswerable); the report gives both threshold rules on dev, the held-out part and the whole set."""
     import json
     import shutil
 
@@ -152,13 +152,14 @@ def test_the_calibration_set_adds_held_out_extra_questions_half_without_their_an
     from rag.offline.calibrate import calibrate_reader
     from rag.offline.calibration_set import answer_removed
     from rag.offline.import_reader import SHIPPED_CALIBRATION
+    from rag.offline.squad import dev_questions, load_squad
 
     facts = [("The ferry to Inis Mor leaves from Rossaveal at nine.", "Where does the ferry leave from?", "Rossaveal"),
              ("The harbour master of Inis Mor is Sean Ryan.", "Who is the harbour master?", "Sean Ryan"),
              ("The lighthouse on the island was built in 1857.", "When was the lighthouse built?", "1857"),
              ("The island school has forty pupils and two teachers.", "How many pupils has the school?", "forty")]
     data = []
-    for source in ("alpha", "beta"):  # sources no run of the packaged reader's lineage drew from
+    for source in ("north", "south"):  # sources no run of the packaged reader's lineage drew from
         for i, (context, question, answer) in enumerate(facts):
             data.append({"title": f"{source}:doc{i}", "paragraphs": [{"context": context, "qas": [{
                 "id": f"{source}-{i}", "question": question, "is_impossible": False,
@@ -169,12 +170,20 @@ def test_the_calibration_set_adds_held_out_extra_questions_half_without_their_an
     shutil.copytree(PACKAGED_READER_DIR, reader)
     meta = calibrate_reader(SHIPPED_CALIBRATION, reader, extra_file=extra, limit=20, embedder=embedder)
     report = meta["calibration_report"]
-    removed = sum(answer_removed(f"{s}-{i}") for s in ("alpha", "beta") for i in range(4))
+    share = sum(1 for q in dev_questions(load_squad(SHIPPED_CALIBRATION), 20) if not q.answers) / 20
+    assert 0 < share < 1
+    removed = sum(answer_removed(f"{s}-{i}", share) for s in ("north", "south") for i in range(4))
     assert report["calibration_set"] == {"dev_questions": 20, "heldout_extra_questions": 8,
-                                         "heldout_answer_removed": removed, "heldout_sources": ["alpha", "beta"]}
+                                         "heldout_answer_removed": removed, "heldout_sources": ["north", "south"],
+                                         "heldout_removed_share": round(share, 4)}
     assert 0 < removed < 8
     for rule in ("max_f1", "cautious_0.5_f1"):
         assert {"threshold", "dev", "heldout_extra", "whole_set"} <= set(report["rules"][rule])
         assert report["rules"][rule]["whole_set"]["n"] == 28
     assert report["rules"]["cautious_0.5_f1"]["threshold"] >= report["rules"]["max_f1"]["threshold"]
-    assert meta["calibrate_command"].endswith(f"--extra {extra}")
+    assert meta["calibrate_command"].endswith(f"--extra {extra} --removed-share {share:.4f}")
+    # The share is fixed by each id: every question below it is removed, none above, at any share.
+    ids = [f"q{i}" for i in range(2000)]
+    assert not any(answer_removed(i, 0.0) for i in ids) and all(answer_removed(i, 1.0) for i in ids)
+    assert {i for i in ids if answer_removed(i, 0.3)} <= {i for i in ids if answer_removed(i, 0.5)}
+    assert 500 < sum(answer_removed(i, 0.3) for i in ids) < 700

@@ -84,7 +84,7 @@ def cmd_calibrate_reader(args: argparse.Namespace) -> int:
     if args.train_file is None:
         raise UsageError("--train is needed (the SQuAD 2.0 file the reader was trained on)")
     meta = calibrate_reader(Path(args.train_file), Path(args.model), f1_tolerance=args.f1_tolerance,
-                            extra_file=args.extra_file, limit=args.questions)
+                            extra_file=args.extra_file, limit=args.questions, removed_share=args.removed_share)
     print(json.dumps(meta["calibration_report"], indent=2))
     return 0
 

@@ -42,6 +42,13 @@ def _top_k(value: str) -> int:
     return k
 
 
+def _share(value: str) -> float:
+    share = float(value)
+    if not 0.0 <= share <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return share
+
+
 def _workers(value: str) -> int:
     n = int(value)
     if not 1 <= n <= 64:
@@ -331,7 +338,10 @@ def _calibrate_reader(sub) -> None:
                    help="calibrate on N dev questions spread over the articles (default: all 1,103)")
     p.add_argument("--extra", dest="extra_file", type=Path, metavar="FILE",
                    help="also calibrate on this extra SQuAD-format file's questions that the reader's lineage never"
-                        " trained on, each read against its own source (half with the answer taken away)")
+                        " trained on, each read against its own source (some with the answer taken away)")
+    p.add_argument("--removed-share", type=_share, default=None, metavar="FRACTION",
+                   help="with --extra: the share of those questions read with their answer taken away (default:"
+                        " the dev split's share of unanswerable questions, 0.30 with every dev question)")
     p.add_argument("--study", action="store_true",
                    help="write nothing; compare calibration features and threshold rules on dev and test")
     p.add_argument("--f1-tolerance", type=float, default=None,

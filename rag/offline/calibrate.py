@@ -25,13 +25,13 @@ from rag.reader import Reader, load_reader_meta, write_reader_meta
 
 def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: float = 0.0,
                      embedder=None, reader: Reader | None = None, f1_tolerance: float | None = None,
-                     extra_file: Path | None = None, limit: int = 0) -> dict:
+                     extra_file: Path | None = None, limit: int = 0, removed_share: float | None = None) -> dict:
     """Fit the answerability model on the dev articles read open-domain (retrieved passages over all dev
     paragraphs, as in deployment) and choose its threshold (rag.calibration); record it, the threshold
     sweep, the reliability table and the metrics (open-domain and gold paragraph) in the metadata. With
     `extra_file`, the extra questions the reader's lineage never trained on join the set, read against their
-    own sources, half with their answer taken away (rag.offline.calibration_set). A loaded embedder and
-    reader (training's) are reused."""
+    own sources, a `removed_share` of them (default: the dev split's share of unanswerable questions) with
+    their answer taken away (rag.offline.calibration_set). A loaded embedder and reader (training's) are reused."""
     from tqdm import tqdm
 
     from rag.calibration import fit_with_threshold
@@ -57,7 +57,10 @@ def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: 
 
         train_qs = [q for q in load_squad(train_file) if q.title not in DEV_TITLES | TEST_TITLES]
         held = heldout_extra(Path(extra_file), lineage_of(model_dir), sum(1 for q in train_qs if q.answers))
-        held, rows["heldout"] = read_heldout(held, Path(extra_file), settings, embedder, pipeline.reader)
+        if removed_share is None:
+            removed_share = sum(1 for q in dev if not q.answers) / len(dev)
+        held, rows["heldout"] = read_heldout(held, Path(extra_file), settings, embedder, pipeline.reader,
+                                             removed_share)
     every, every_rows = dev + held, rows["open"] + rows["heldout"]
     x_open, y_open = _labelled(every, every_rows)
     # The operating point: the best open-domain F1 over the whole set (or the highest threshold within
@@ -67,11 +70,13 @@ def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: 
         min_no_answer_accuracy, settings.threshold_f1_tolerance)
     report = _report(dev, rows, calibrator, sweep, y_open, len(index.chunks), min_no_answer_accuracy,
                      settings.threshold_f1_tolerance, held)
+    if held:
+        report["calibration_set"]["heldout_removed_share"] = round(removed_share, 4)
     meta = load_reader_meta(model_dir)
     meta["calibration"] = calibrator.to_meta()
     meta["calibration_report"] = report
     meta["calibrate_command"] = (f"rag calibrate-reader --train {train_file} --model {model_dir}"
-                                 + (f" --extra {extra_file}" if extra_file is not None else "")
+                                 + (f" --extra {extra_file} --removed-share {removed_share:.4f}" if extra_file is not None else "")
                                  + (f" --f1-tolerance {settings.threshold_f1_tolerance}" if settings.threshold_f1_tolerance else ""))
     if meta.get("lineage"):  # this run's entry records its open-domain dev F1 too
         meta["lineage"][-1].setdefault("dev", {})["open_domain_f1_at_threshold"] = round(report["open_domain"]["at_threshold"]["f1"], 2)

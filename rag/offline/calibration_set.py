@@ -1,8 +1,9 @@
 """The held-out part of the calibration set (`rag calibrate-reader --extra FILE`): the extra questions that no
 run of the reader's lineage trained on, read open-domain against their own source's paragraphs as deployed.
-Half of them (chosen by a hash of their id) are read with their answer taken away (the gold paragraph and
-every passage holding an answer left out of the retrieved ones), so they become questions the documents do
-not answer: the set teaches the decision to abstain outside Wikipedia too."""
+A share of them (chosen by a hash of their id; by default the dev split's share of unanswerable questions,
+so the set's mix stays the one earlier thresholds were chosen on) are read with their answer taken away
+(the gold paragraph and every passage holding an answer left out of the retrieved ones), so they become
+questions the documents do not answer: the set teaches the decision to abstain outside Wikipedia too."""
 from __future__ import annotations
 
 import hashlib
@@ -24,12 +25,13 @@ def heldout_extra(extra_file: Path, lineage: list[dict], answerable_train: int) 
     return [q for q in questions if q.answers and q.id not in used]
 
 
-def answer_removed(question_id: str) -> bool:
-    """Whether this question is read with its answer taken away (half of them, fixed by the id)."""
-    return hashlib.sha256(question_id.encode()).digest()[0] % 2 == 1
+def answer_removed(question_id: str, share: float) -> bool:
+    """Whether this question is read with its answer taken away (a `share` of them, fixed by the id)."""
+    return int.from_bytes(hashlib.sha256(question_id.encode()).digest()[:4], "big") < share * 2**32
 
 
-def read_heldout(questions: list[Question], extra_file: Path, settings, embedder, reader) -> tuple[list[Question], list]:
+def read_heldout(questions: list[Question], extra_file: Path, settings, embedder, reader,
+                 removed_share: float) -> tuple[list[Question], list]:
     """(questions as labelled for scoring: the answer-removed ones without answers, their judgements), each
     read over the retrieved passages of an index of its source's paragraphs."""
     from tqdm import tqdm
@@ -45,7 +47,7 @@ def read_heldout(questions: list[Question], extra_file: Path, settings, embedder
         pipeline = Pipeline.from_settings(settings, index=index, embedder=embedder, reader=reader, calibrated=False)
         mine = [q for q in questions if q.title.split(":")[0] == source]
         for q in tqdm(mine, desc=f"calibration ({source})", unit="question"):
-            if answer_removed(q.id):
+            if answer_removed(q.id, removed_share):
                 gold = f"{q.title}/{q.paragraph}"
                 low = [a.lower() for a in q.answers]
                 found = pipeline.retriever.run(q.question, top_k=settings.top_k + 15)

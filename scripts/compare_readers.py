@@ -4,7 +4,7 @@ embedder and each index load once. Prints a Markdown table: F1, no-answer accura
 that are wrong (F1 < 50).
 
     python scripts/compare_readers.py --train ../shared/data/reader-train.squad2.json \
-        --reader v5=/path/to/v5 --reader v7=/path/to/v7
+        --reader v5=/path/to/v5 --reader v7=/path/to/v7 [--backend onnx]
 """
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ def main() -> None:
                         help="a reader to score; optionally only on some sets (dev,test,seeds) and word modes (on,off)")
     parser.add_argument("--sets", nargs="+", default=["dev", "test", "seeds"])
     parser.add_argument("--widen", nargs="+", default=["on", "off"], choices=["on", "off"])
+    parser.add_argument("--backend", default="torch", help="the reader runtime (rag ask --reader-backend): torch,"
+                        " torch-bf16, onnx-fp32 or onnx (the folder's int8 export)")
     args = parser.parse_args()
     base = Settings()
     embedder = Embedder.from_settings(base)
@@ -46,7 +48,7 @@ def main() -> None:
         only_sets = limits[0].split(",") if limits else list(sets)
         only_widen = limits[1].split(",") if len(limits) > 1 else args.widen
         for widen in only_widen:
-            settings = base.with_overrides(reader_model=folder, widen_to_words=widen == "on", reader_backend="torch")
+            settings = base.with_overrides(reader_model=folder, widen_to_words=widen == "on", reader_backend=args.backend)
             for set_name, (index, items) in sets.items():
                 if set_name not in only_sets:
                     continue

@@ -61,6 +61,40 @@ def test_int8_reader_scores_spans_close_to_the_torch_reader(pipeline, onnx_pipel
     assert all(abs(t.null_score - o.null_score) < 1.5 for t, o in zip(torch_read, onnx_read))
 
 
+def test_a_static_export_quantizes_only_weight_products_between_the_kept_layers(tmp_path, seed_index, embedder, settings):
+    """`rag export-reader --static`: activations quantized with ranges from real windows, except the first and
+    last encoder layers, the QA head and the products of two activations; it serves through the same
+    pipeline, and finds the gold answer among its best spans in the gold passage (never held to fp32's
+    exact spans: int8 rounds per CPU)."""
+    import re
+    import shutil
+
+    import onnx
+
+    from rag.offline.export import export_reader
+
+    folder = tmp_path / "reader"
+    shutil.copytree(PACKAGED_READER_DIR, folder, ignore=shutil.ignore_patterns(ONNX_FILE))
+    record = export_reader(str(folder), full_range=False, static=True, keep_float=1, calibration_windows=16)
+    assert "static QDQ" in record["quantization"] and "encoder layer 0, encoder layer 5, the QA head" in record["quantization"]
+    assert record["command"].endswith("--static --keep-float 1")
+    graph = onnx.load(str(folder / ONNX_FILE)).graph
+    made = {o: n for n in graph.node for o in n.output}
+    quantized = {n.name for n in graph.node if n.op_type == "MatMul"
+                 and any(made.get(i) is not None and made[i].op_type == "DequantizeLinear" for i in n.input)}
+    layers = {int(m.group(1)) for n in quantized if (m := re.search(r"layer\.(\d+)/", n))}
+    assert layers == {1, 2, 3, 4}
+    assert not any("qa_outputs" in n or n.endswith(("self/MatMul", "self/MatMul_1")) for n in quantized)
+    pipeline = Pipeline.from_settings(settings.with_overrides(reader_model=str(folder), reader_backend="onnx"),
+                                      index=seed_index, embedder=embedder)
+    question, expected, source = ANSWERABLE[0]
+    gold = next(p for p in pipeline.retriever.run(question) if expected in p.chunk.text)
+    [reading] = pipeline.reader.run(question, [gold.chunk.text])
+    assert pipeline.reader.runtime == "onnxruntime int8"
+    assert any(expected in s.text for s in reading.spans[:5])
+    assert all(gold.chunk.text[s.start : s.end] == s.text for s in reading.spans)
+
+
 def test_missing_onnx_export_is_a_clear_error(tmp_path):
     import shutil
 

@@ -157,7 +157,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 def cmd_export_reader(args: argparse.Namespace) -> int:
     from rag.offline.export import export_reader
 
-    record = export_reader(args.model)
+    record = export_reader(args.model, static=args.static, keep_float=args.keep_float)
     print(json.dumps(record, indent=2))
     return 0
 

@@ -373,6 +373,11 @@ def _lineage(sub) -> None:
 def _export_reader(sub) -> None:
     p = sub.add_parser("export-reader", help="write the reader's int8 ONNX export beside its weights")
     _reader_folder_arg(p)
+    p.add_argument("--static", action="store_true",
+                   help="static (QDQ) quantization: activations too, ranges measured on real windows (default:"
+                        " dynamic, weights only)")
+    p.add_argument("--keep-float", type=int, default=1, metavar="N",
+                   help="with --static: keep the first and last N encoder layers (and the QA head) in fp32 (default 1)")
     p.set_defaults(func=cmd_export_reader)
 
 

@@ -101,7 +101,9 @@ class Settings:
     # "auto" in a long-running server: the runtime measured fastest on this CPU (rag.runtime_choice), once per
     # machine; elsewhere (a one-shot `rag ask`) the fp32 ONNX export, which starts without importing torch.
     measure_runtime: bool = False
-    reader_length_bucket: int = 32  # windows of a batch are padded to a multiple of this: kernels get reused
+    # Windows of a batch are padded to a multiple of this, so kernels built per shape get reused; 0: the
+    # runtime's own (rag.runtime.length_bucket_for: 1 for torch, 16 for ONNX Runtime, 32 for bf16 on AMX).
+    reader_length_bucket: int = 0
     torch_threads: int = 0  # threads for each model, torch or ONNX Runtime (0: the runtime's own choice)
     # Calibration picks the highest abstention threshold whose open-domain dev F1 is within this many points
     # of the best (0: the max-F1 threshold). F1 scores a wrong answer and an abstention alike; a deployment

@@ -23,6 +23,7 @@ from rag.runtime import (
     PairTokenizer,
     cached_export,
     has_int8_dot_product,
+    length_bucket_for,
     model_inputs,
     onnx_session,
 )
@@ -180,8 +181,10 @@ class Reader:
             raise ValueError("max_seq_length - doc_stride leaves no room for a question")
         if max_windows_per_context < 1 or max_windows < 1:
             raise ValueError("max_windows_per_context and max_windows must be at least 1")
-        if max_answer_tokens < 1 or n_best < 1 or batch_size < 1 or length_bucket < 1:
-            raise ValueError("max_answer_tokens, n_best, batch_size and length_bucket must be at least 1")
+        if max_answer_tokens < 1 or n_best < 1 or batch_size < 1:
+            raise ValueError("max_answer_tokens, n_best and batch_size must be at least 1")
+        if length_bucket < 0:
+            raise ValueError("length_bucket must be 0 (the runtime's own) or more")
         self.model_name = model
         self.max_seq_length = max_seq_length
         self.doc_stride = doc_stride
@@ -227,6 +230,11 @@ class Reader:
     def _use(self, model, runtime: str) -> None:
         """Run the forward pass through `model` (a torch module or an onnxruntime session)."""
         self._model, self.runtime, self._inputs = model, runtime, model_inputs(model)
+
+    @property
+    def bucket(self) -> int:
+        """Windows of a batch are padded to a multiple of this: the setting, or (0) the runtime's own."""
+        return self.length_bucket or length_bucket_for(self.runtime)
 
     def _load_tokenizer(self, path: str) -> PairTokenizer:
         try:
@@ -357,9 +365,9 @@ class Reader:
             part = rows[i : i + self.batch_size]
             longest = int(np.asarray(encoding["attention_mask"])[part].sum(axis=1).max())
             batch = {n: np.asarray(encoding[n])[part][:, :longest] for n in names}
-            # Padded up to a multiple of length_bucket (at most max_seq_length): a few shapes recur, so the
-            # runtimes build their kernels once per shape and reuse them; masked padding is never attended to.
-            bucket = min(max(longest, self.max_seq_length), -(-longest // self.length_bucket) * self.length_bucket)
+            # Padded up to a multiple of the bucket (at most max_seq_length): a few shapes recur, so a runtime
+            # that builds kernels per shape reuses them; masked padding is never attended to.
+            bucket = min(max(longest, self.max_seq_length), -(-longest // self.bucket) * self.bucket)
             if bucket > longest:
                 fill = {"input_ids": self._tokenizer.pad}
                 batch = {n: np.pad(v, ((0, 0), (0, bucket - longest)), constant_values=fill.get(n, 0))

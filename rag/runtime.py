@@ -43,6 +43,16 @@ def has_int8_dot_product() -> bool:
     return bool(cpu_flags() & set(INT8_DOT_PRODUCT_FLAGS))
 
 
+def length_bucket_for(runtime: str) -> int:
+    """The window-length bucket a runtime reads best with (scripts/bucket_sizes.py; README "Runtime per CPU"):
+    on the CPUs measured, torch costs the same for every length it meets, so padding is pure cost (1: none),
+    and ONNX Runtime was fastest at 16. bf16 on AMX builds a kernel per shape, so it buckets to 32 (the
+    reason for bucketing; not measured on such a CPU here)."""
+    if runtime.startswith("onnxruntime"):
+        return 16
+    return 32 if runtime == "torch bf16" and "amx_bf16" in cpu_flags() else 1
+
+
 def has_bf16_dot_product() -> bool:
     """Whether this CPU computes bfloat16 products natively (AMX or AVX512-BF16)."""
     return bool(cpu_flags() & set(BF16_FLAGS))

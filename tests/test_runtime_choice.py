@@ -68,3 +68,24 @@ def test_bucketed_window_lengths_change_no_answer(pipeline):
     for a, b in zip(plain.run(question, contexts), bucketed.run(question, contexts)):
         assert [s.text for s in a.spans[:5]] == [s.text for s in b.spans[:5]]
         assert a.spans[0].score == pytest.approx(b.spans[0].score, abs=1e-3)
+
+
+def test_the_default_bucket_is_the_runtimes_own(monkeypatch):
+    """reader_length_bucket 0 (the default): no padding for torch, 16 for ONNX Runtime, 32 for bf16 on a CPU
+    with AMX (kernels built per shape); a bucket set by name wins."""
+    import rag.runtime
+    from rag.reader import Reader
+
+    reader = Reader(backend="torch")
+    reader.warm_up()
+    assert reader.length_bucket == 0 and reader.runtime == "torch fp32" and reader.bucket == 1
+    reader.runtime = "onnxruntime fp32"
+    assert reader.bucket == 16
+    reader.runtime = "torch bf16"
+    monkeypatch.setattr(rag.runtime, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert reader.bucket == 1
+    monkeypatch.setattr(rag.runtime, "cpu_flags", lambda: {"avx512f", "avx512_bf16", "amx_bf16"})
+    assert reader.bucket == 32
+    assert Reader(backend="torch", length_bucket=64).bucket == 64
+    with pytest.raises(ValueError, match="length_bucket"):
+        Reader(length_bucket=-1)

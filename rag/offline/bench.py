@@ -417,8 +417,9 @@ def profile_stages(pipeline, questions: list[str], rounds: int = 3) -> dict[str,
 
 
 def run_backend_benchmark(workdir: Path, requests: int = 48, questions_file: Path | None = None) -> str:
-    """The reader's three runtimes side by side on the seeds: torch fp32, its fp32 ONNX export and its
-    int8 ONNX export through ONNX Runtime (made in a copy of the shipped reader under `workdir`). For each:
+    """The reader's runtimes side by side on the seeds: torch fp32 (and bf16 where the CPU has it), its fp32
+    ONNX export, and its dynamic and static int8 ONNX exports through ONNX Runtime (made in copies of the
+    shipped reader under `workdir`). For each:
     /ask p50/p95 through a real `rag serve` (one request at a time), answer quality (`rag eval` on the
     hand-written set `questions_file`, default the repository's eval/qa.jsonl, in process) and the
     per-stage profile."""
@@ -432,9 +433,11 @@ def run_backend_benchmark(workdir: Path, requests: int = 48, questions_file: Pat
     from rag.pipeline import Pipeline
 
     shutil.rmtree(workdir, ignore_errors=True)
-    int8_folder = workdir / "reader"
+    int8_folder, static_folder = workdir / "reader", workdir / "reader-static"
     shutil.copytree(PACKAGED_READER_DIR, int8_folder)
+    shutil.copytree(PACKAGED_READER_DIR, static_folder)
     export_reader(str(int8_folder))
+    export_reader(str(static_folder), static=True)
     base = Settings()
     prepare_fast_start(base)
     embedder = Embedder.from_settings(base)
@@ -445,12 +448,13 @@ def run_backend_benchmark(workdir: Path, requests: int = 48, questions_file: Pat
 
     runs = (("torch fp32", PACKAGED_READER_DIR, "torch"),
             *((("torch bf16", PACKAGED_READER_DIR, "torch-bf16"),) if has_bf16_dot_product() else ()),
-            ("onnxruntime fp32", PACKAGED_READER_DIR, "onnx-fp32"), ("onnxruntime int8", int8_folder, "onnx"))
+            ("onnxruntime fp32", PACKAGED_READER_DIR, "onnx-fp32"), ("onnxruntime int8", int8_folder, "onnx"),
+            ("onnxruntime int8 static", static_folder, "onnx"))
     rows, profiles, answers = [], {}, {}
     for name, folder, backend in runs:
         settings = base.with_overrides(reader_model=str(folder), reader_backend=backend)
         pipeline = Pipeline.from_settings(settings, index=index, embedder=embedder, rebuild=False)
-        if pipeline.reader.runtime != name:
+        if pipeline.reader.runtime != name.removesuffix(" static"):
             raise RuntimeError(f"asked for {name}, the reader runs on {pipeline.reader.runtime}")
         report = run_items(pipeline, items, name=name)
         answers[name] = [r.prediction for r in report.rows]

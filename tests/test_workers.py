@@ -32,5 +32,21 @@ def test_two_workers_share_collections_and_metrics(tmp_path):
         assert _count(metrics, "/collections/{name}/ask", "200") == 8
         assert _count(metrics, "/collections/{name}/ask", "404") == 8
         assert "2 workers" in server.log.read_text()
+        # The parent only supervises: the index was checked and the models loaded in a child that has exited.
+        rss_kib = int(re.search(r"^VmRSS:\s+(\d+) kB", open(f"/proc/{server.proc.pid}/status").read(), re.M).group(1))
+        assert rss_kib < 250 * 1024, rss_kib  # 89 MB measured (it held ~800 MB when it loaded the models)
     finally:
         server.stop()
+
+
+def test_a_worker_server_that_cannot_start_says_why_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = subprocess.run([sys.executable, "-m", "rag.cli", "serve", "--workers", "2", "--docs", str(tmp_path / "missing"),
+                          "--index", str(tmp_path / "index"), "--data", str(tmp_path / "data")],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("rag: error: ") and "missing" in out.stderr

@@ -220,7 +220,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workers = args.workers or default_workers()
     if workers > 1 and not settings.torch_threads:  # the cores shared out: each worker runs its models on its own
         settings = settings.with_overrides(torch_threads=max(1, (os.cpu_count() or 1) // workers))
-    pipeline = _pipeline(args, settings)  # load here, so a missing index or model fails with a clear message
+    if workers > 1:
+        _prepare_elsewhere(args.no_rebuild, settings)
+    else:
+        pipeline = _pipeline(args, settings)  # load here, so a missing index or model fails with a clear message
     options = dict(allowed_hosts=allowed_hosts_for(args.host, args.allowed_hosts),
                    public=["/metrics"] if args.metrics_public else None, writable_default=args.writable_default,
                    keys_required=not is_loopback(args.host) and not args.insecure_no_auth)
@@ -233,9 +236,50 @@ def cmd_serve(args: argparse.Namespace) -> int:
         finally:
             pipeline.close()
         return 0
-    pipeline.close()  # checked, indexed and its runtime measured: each worker loads its own copy from here
-    del pipeline
     return _serve_workers(args, settings, options, workers)
+
+
+def _prepare_elsewhere(no_rebuild: bool, settings: Settings) -> None:
+    """For --workers N: check and index the documents and measure the runtime (cached for the workers) in a
+    child process that then exits, so the parent that only supervises the workers holds no model (it kept
+    ~800 MB when it loaded them itself); its failure is this command's one-line error."""
+    import multiprocessing
+
+    from rag.errors import RagError
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing loaded is left behind
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_prepare_child, args=(no_rebuild, settings, send), name="rag-prepare")
+    child.start()
+    send.close()
+    try:
+        failure = receive.recv()
+    except EOFError:  # killed (out of memory, a signal) before it could say
+        child.join()
+        failure = f"the process checking the index and models ended unexpectedly (exit code {child.exitcode})"
+    child.join()
+    if failure:
+        raise RagError(failure)
+
+
+def _prepare_child(no_rebuild: bool, settings: Settings, send) -> None:
+    """The child of _prepare_elsewhere: load the pipeline as a one-worker server would, then report."""
+    from rag.console import SafeFormatter, safe_output
+    from rag.errors import user_message
+
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger().handlers[0].setFormatter(SafeFormatter("%(levelname)s: %(message)s"))
+    logging.getLogger("rag").setLevel(logging.INFO)
+    with safe_output():
+        try:
+            from rag.pipeline import Pipeline
+
+            Pipeline.from_settings(settings, rebuild=not no_rebuild).close()
+            send.send(None)
+        except KeyboardInterrupt:
+            send.send("interrupted")
+        except Exception as err:  # noqa: BLE001 - reported by the parent as the command's error
+            send.send(user_message(err) or f"could not load the index and models ({type(err).__name__}: {err})")
 
 
 def _serve_workers(args: argparse.Namespace, settings: Settings, options: dict, workers: int) -> int:

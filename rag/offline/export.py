@@ -34,6 +34,8 @@ def export_reader(model: str, full_range: bool | None = None, static: bool = Fal
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    if keep_float < 0:
+        raise ReaderError(f"--keep-float must be 0 or more, not {keep_float}")
     folder = Path(resolve_reader_model(model))
     started = time.time()
     weights = folder / "model.safetensors"

@@ -8,6 +8,7 @@ loads those through ONNX Runtime and the `tokenizers` library alone.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -29,13 +30,14 @@ INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
-def cpu_flags() -> set[str]:
-    """The instruction-set flags of this CPU (from /proc/cpuinfo; empty where there is none)."""
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags of this CPU (from /proc/cpuinfo, read once; empty where there is none)."""
     try:
         lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
-        return set()
-    return set(next((line.split(":", 1)[1] for line in lines if line.startswith("flags")), "").split())
+        return frozenset()
+    return frozenset(next((line.split(":", 1)[1] for line in lines if line.startswith("flags")), "").split())
 
 
 def has_int8_dot_product() -> bool:

@@ -236,6 +236,12 @@ class Reader:
         """Windows of a batch are padded to a multiple of this: the setting, or (0) the runtime's own."""
         return self.length_bucket or length_bucket_for(self.runtime)
 
+    def padded_width(self, longest: int) -> int:
+        """The width a batch whose longest window has `longest` tokens is padded to: a multiple of the bucket
+        (at most max_seq_length), so a few shapes recur and a runtime that builds kernels per shape reuses
+        them; masked padding is never attended to."""
+        return min(max(longest, self.max_seq_length), -(-longest // self.bucket) * self.bucket)
+
     def _load_tokenizer(self, path: str) -> PairTokenizer:
         try:
             return PairTokenizer.from_folder(path, self.max_seq_length, self.doc_stride)
@@ -365,9 +371,7 @@ class Reader:
             part = rows[i : i + self.batch_size]
             longest = int(np.asarray(encoding["attention_mask"])[part].sum(axis=1).max())
             batch = {n: np.asarray(encoding[n])[part][:, :longest] for n in names}
-            # Padded up to a multiple of the bucket (at most max_seq_length): a few shapes recur, so a runtime
-            # that builds kernels per shape reuses them; masked padding is never attended to.
-            bucket = min(max(longest, self.max_seq_length), -(-longest // self.bucket) * self.bucket)
+            bucket = self.padded_width(longest)
             if bucket > longest:
                 fill = {"input_ids": self._tokenizer.pad}
                 batch = {n: np.pad(v, ((0, 0), (0, bucket - longest)), constant_values=fill.get(n, 0))

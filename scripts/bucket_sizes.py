@@ -49,7 +49,7 @@ def one(backend: str, bucket: int, rounds: int) -> dict:
                 for i in range(0, len(rows), reader.batch_size):
                     part = lengths[i : i + reader.batch_size]
                     longest = int(part.max())
-                    width = min(max(longest, reader.max_seq_length), -(-longest // bucket) * bucket)
+                    width = reader.padded_width(longest)
                     shapes.add((len(part), width))
                     real += int(part.sum())
                     padded += len(part) * width

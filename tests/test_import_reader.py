@@ -87,7 +87,8 @@ def test_a_tiny_model_of_each_architecture_becomes_a_reader_that_serves_exact_of
                                                                            embedder=embedder))
     assert meta["architecture"] == kind and meta["calibration"]["threshold"] > 0
     assert meta["calibration_report"]["open_domain"]["at_threshold"]["n"] == 12
-    assert {"model.safetensors", "tokenizer.json", "reader_meta.json", "config.json"} <= {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "tokenizer.json", "reader_meta.json", "config.json",
+            "calibration_reads.json"} <= {p.name for p in out.iterdir()}
     assert not list(tmp_path.glob(".reader.building"))
 
     with Pipeline.from_documents([Document("light.txt", TEXT)], reader_model=str(out)) as pipeline:

@@ -182,6 +182,14 @@ def test_the_calibration_set_adds_held_out_extra_questions_some_without_their_an
         assert report["rules"][rule]["whole_set"]["n"] == 28
     assert report["rules"]["cautious_0.5_f1"]["threshold"] >= report["rules"]["max_f1"]["threshold"]
     assert meta["calibrate_command"].endswith(f"--extra {extra} --removed-share {share:.4f}")
+    # Every read the threshold was chosen on is stored for the feedback refit, the removed ones unanswerable.
+    from rag.offline.feedback_calibration import READS_FILE, Reads
+
+    reads = Reads.load(reader / READS_FILE)
+    assert len(reads.questions) == 28
+    held = {q.id: q for q in reads.questions if q.title.split(":")[0] in ("north", "south")}
+    assert len(held) == 8 and sum(not q.answers for q in held.values()) == removed
+    assert all(bool(held[f"{s}-{i}"].answers) != answer_removed(f"{s}-{i}", share) for s in ("north", "south") for i in range(4))
     # The share is fixed by each id: every question below it is removed, none above, at any share.
     ids = [f"q{i}" for i in range(2000)]
     assert not any(answer_removed(i, 0.0) for i in ids) and all(answer_removed(i, 1.0) for i in ids)

@@ -356,7 +356,8 @@ def _calibrate_reader(sub) -> None:
                         " --feedback refitted on the team's verdicts")
     p.add_argument("--save-reads", action="store_true",
                    help="only read --train's dev questions open-domain and store them beside the reader's weights"
-                        " (calibration_reads.json: what --feedback starts from without --train)")
+                        " (calibration_reads.json: what --feedback starts from without --train; calibrating writes"
+                        " its own, so this is for a reader calibrated without it)")
     p.set_defaults(func=cmd_calibrate_reader)
 
 

@@ -31,7 +31,8 @@ def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: 
     sweep, the reliability table and the metrics (open-domain and gold paragraph) in the metadata. With
     `extra_file`, the extra questions the reader's lineage never trained on join the set, read against their
     own sources, a `removed_share` of them (default: the dev split's share of unanswerable questions) with
-    their answer taken away (rag.offline.calibration_set). A loaded embedder and reader (training's) are reused."""
+    their answer taken away (rag.offline.calibration_set). Every read is stored beside the weights for the
+    feedback refit. A loaded embedder and reader (training's) are reused."""
     from tqdm import tqdm
 
     from rag.calibration import fit_with_threshold
@@ -72,6 +73,7 @@ def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: 
                      settings.threshold_f1_tolerance, held)
     if held:
         report["calibration_set"]["heldout_removed_share"] = round(removed_share, 4)
+    _save_reads(model_dir, every, every_rows)
     meta = load_reader_meta(model_dir)
     meta["calibration"] = calibrator.to_meta()
     meta["calibration_report"] = report
@@ -82,6 +84,15 @@ def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: 
         meta["lineage"][-1].setdefault("dev", {})["open_domain_f1_at_threshold"] = round(report["open_domain"]["at_threshold"]["f1"], 2)
     write_reader_meta(model_dir, meta)
     return meta
+
+
+def _save_reads(model_dir: Path, questions: list[Question], judgements) -> None:
+    """Every read the decision was fitted on, beside the weights (calibration_reads.json): what a team's
+    `--feedback` refit starts from, so that it starts from the set that chose the shipped threshold."""
+    from rag.offline.feedback_calibration import READS_FILE, Reads
+
+    Reads(questions, [j.features if j.best is not None else None for j in judgements],
+          [j.best.text if j.best is not None else None for j in judgements]).save(Path(model_dir) / READS_FILE)
 
 
 def _labelled(questions: list[Question], judgements) -> tuple[list, list[bool]]:

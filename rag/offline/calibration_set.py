@@ -11,7 +11,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from rag.offline.squad import Question, load_squad, squad_corpus
+from rag.offline.squad import Question, holds_answer, load_squad, squad_corpus
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,9 @@ def read_heldout(questions: list[Question], extra_file: Path, settings, embedder
         for q in tqdm(mine, desc=f"calibration ({source})", unit="question"):
             if answer_removed(q.id, removed_share):
                 gold = f"{q.title}/{q.paragraph}"
-                low = [a.lower() for a in q.answers]
                 found = pipeline.retriever.run(q.question, top_k=settings.top_k + 15)
                 passages = [p for p in found if p.chunk.source != gold
-                            and not any(a in p.chunk.text.lower() for a in low)][: settings.top_k]
+                            and not holds_answer(p.chunk.text, q.answers)][: settings.top_k]
                 passages = [replace(p, rank=r) for r, p in enumerate(passages)]
                 labelled.append(replace(q, answers=(), answer_starts=()))
             else:

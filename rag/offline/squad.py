@@ -159,6 +159,13 @@ def squad_corpus(questions: list[Question]) -> list[Document]:
     return [Document(f"{title}/{number}", text) for (title, number), text in sorted(paragraphs.items())]
 
 
+def holds_answer(text: str, answers: Iterable[str]) -> bool:
+    """Whether a passage's text holds any of the answers (case-folded, each answer stripped; an empty one
+    holds nothing): what makes a retrieved passage a negative, or an answer-removed read, or not."""
+    low = text.lower()
+    return any(a.strip() and a.strip().lower() in low for a in answers)
+
+
 def gold_passage(q: Question) -> Passage:
     """The question's own paragraph as the only passage (reader-only evaluation)."""
     return Passage(Chunk(f"{q.title}/{q.paragraph}", 0, len(q.context), q.context), 1.0, 0)

@@ -15,6 +15,7 @@ from rag.offline.squad import (
     Question,
     dev_questions,
     file_sha256,
+    holds_answer,
     load_squad,
     split_by_title,
     squad_corpus,
@@ -114,7 +115,7 @@ def retrieved_negatives(questions: list[Question], fraction: float, rng: random.
             gold = f"{title}/{q.paragraph}"
             for passage in retriever.run(q.question):
                 text = passage.chunk.text
-                if passage.chunk.source != gold and not any(a.lower() in text.lower() for a in q.answers):
+                if passage.chunk.source != gold and not holds_answer(text, q.answers):
                     negatives.append(Example(q.question, text, None, "", "squad-negative"))
                     break
     return negatives

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 
 from rag.config import Settings
-from rag.offline.squad import Question, squad_corpus
+from rag.offline.squad import Question, holds_answer, squad_corpus
 from rag.offline.training.data import answer_tokens, context_range
 from rag.reader import tokenize_pairs
 
@@ -44,11 +44,6 @@ class Group:
     @property
     def answerable(self) -> bool:
         return any(p.answer_start is not None for p in self.passages)
-
-
-def _holds_answer(text: str, answers: tuple[str, ...] | list[str]) -> bool:
-    low = text.lower()
-    return any(a.strip() and a.strip().lower() in low for a in answers)
 
 
 def _article(source: str, single_title: bool) -> str:
@@ -87,7 +82,7 @@ def retrieved_groups(questions: list[Question], corpus: list[Question], origin: 
                 skipped += 1
                 continue
             gold = holding[0]
-            negatives = [c for c in ranked if c != gold and not _holds_answer(c.text, q.answers)]
+            negatives = [c for c in ranked if c != gold and not holds_answer(c.text, q.answers)]
         else:
             negatives = ranked
         k = size - 1 if gold is not None else size

@@ -9,6 +9,7 @@ from transformers import AutoTokenizer
 from rag.embedding import resolve_embedding_model
 from rag.offline.squad import load_squad
 from rag.offline.training import Example, extra_examples, windows
+from rag.offline.training.data import examples_from
 
 from conftest import REPO
 
@@ -211,3 +212,35 @@ def test_a_cut_off_shared_norm_run_resumes_to_the_same_weights(tiny_data, tmp_pa
     assert whole["data"]["windows"] == mix["windows"] > 13 + 13  # the Lighthouse groups hold two passages
     assert whole["steps"] == resumed["steps"] == 13 and resumed["final_loss"] == whole["final_loss"]
     assert whole["config"]["shared_norm"] and whole["lineage"][-1]["windows"] == mix["windows"]
+
+
+def test_answers_with_white_space_around_them_label_the_answer_tokens_only(tokenizer, tmp_path):
+    """Some extra-file answers (393 of covidqa's) begin at a space; loading trims them and moves the
+    start, so the labels do not take in the word before the answer."""
+    context = "The Fastnet Rock lighthouse was completed in 1904 by the Irish Lights board."
+    start = context.index(" 1904 ")
+    path = tmp_path / "spaces.json"
+    path.write_text(json.dumps({"data": [{"title": "T", "paragraphs": [{"context": context, "qas": [
+        {"id": "q1", "question": "When was it completed?", "answers": [{"text": " 1904 ", "answer_start": start}]},
+    ]}]}]}))
+    [q] = load_squad(path)
+    assert q.answers == ("1904",) and context[q.answer_starts[0]:].startswith("1904 by")
+    [w] = windows(tokenizer, examples_from([q], "extra"), 64, 16)
+    assert decoded(tokenizer, w) == "1904"
+
+
+def test_a_long_paper_s_negative_holds_no_answer_in_any_case():
+    """The whole-paper recipe's answer-less passage uses the one holds_answer rule: a passage that says
+    "paris" is not a negative for the answer "Paris"."""
+    from rag.offline.training import passage_examples
+
+    words = [f"word{i}" if i % 40 else "paris" for i in range(2000)]
+    words[1500] = "Paris"
+    text = " ".join(words)
+    e = Example("q?", text, text.index(" Paris ") + 1, "Paris", "extra", "id1")
+    out = passage_examples([e], 3000, 600, random.Random(1))
+    assert [x.origin for x in out] == ["extra"], "every passage of this paper says the answer"
+    text = text.replace("paris", "lyon")
+    out = passage_examples([Example("q?", text, text.index(" Paris ") + 1, "Paris", "extra", "id1")], 3000, 600,
+                           random.Random(1))
+    assert [x.origin for x in out] == ["extra", "extra-negative"] and "paris" not in out[1].context.lower()

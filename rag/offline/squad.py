@@ -50,6 +50,7 @@ def load_squad(path: Path) -> list[Question]:
                 paragraph_count[title] += 1
                 for qa in para["qas"]:
                     answers = [] if qa.get("is_impossible") else qa.get("answers", [])
+                    spans = [_trimmed(a["text"], int(a["answer_start"])) for a in answers]
                     questions.append(
                         Question(
                             id=str(qa["id"]),
@@ -57,13 +58,20 @@ def load_squad(path: Path) -> list[Question]:
                             paragraph=number,
                             context=para["context"],
                             question=qa["question"],
-                            answers=tuple(a["text"] for a in answers),
-                            answer_starts=tuple(int(a["answer_start"]) for a in answers),
+                            answers=tuple(text for text, _ in spans),
+                            answer_starts=tuple(start for _, start in spans),
                         )
                     )
     except (KeyError, TypeError, AttributeError, ValueError) as err:
         raise SquadFormatError(f"{path} is not a SQuAD-format file ({type(err).__name__}: {err})") from None
     return questions
+
+
+def _trimmed(text: str, start: int) -> tuple[str, int]:
+    """An answer without white space around it, its start moved past what was cut: some files' answers
+    begin at a space, which would label the token before the answer as its start."""
+    lead = len(text) - len(text.lstrip())
+    return (text.strip(), start + lead) if text.strip() else (text, start)
 
 
 def file_sha256(path: Path) -> str:

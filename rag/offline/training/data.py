@@ -197,7 +197,7 @@ def passage_examples(examples: list[Example], long_chars: int, passage_chars: in
                  if s + passage_chars < lo or s > hi]
         if spots:
             n_lo, n_hi = _snap(text, (s := rng.choice(spots)), s + passage_chars)
-            if e.answer_text not in text[n_lo:n_hi]:
+            if not holds_answer(text[n_lo:n_hi], [e.answer_text]):
                 out.append(Example(e.question, text[n_lo:n_hi], None, "", "extra-negative", e.id))
     return out
 

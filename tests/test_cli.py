@@ -76,3 +76,20 @@ def test_train_reader_flags_make_the_train_config():
     assert train_config(parse(["train-reader", "--train", "t.json", "--output", "out", "--init", "r"])).init == str(Path("r"))
     with pytest.raises(UsageError, match="--train and --output are required"):
         train_config(parse(["train-reader", "--train", "t.json"]))
+
+
+def test_a_flag_that_acts_only_with_another_is_refused_without_it(tmp_path):
+    """--group-size and friends without --shared-norm, --removed-share without --extra and --keep-float
+    without --static used to be ignored silently; each is now a one-line usage error, before any work."""
+    from rag.cli.offline import cmd_calibrate_reader, cmd_export_reader
+
+    parse = build_parser().parse_args
+    base = ["train-reader", "--train", "t.json", "--output", "out"]
+    with pytest.raises(UsageError, match=r"^--group-size, --alone-fraction only act with --shared-norm$"):
+        train_config(parse([*base, "--group-size", "3", "--alone-fraction", "0.3"]))
+    assert train_config(parse([*base, "--shared-norm", "--group-size", "3"])).group_size == 3
+    with pytest.raises(UsageError, match=r"^--removed-share only acts with --extra$"):
+        cmd_calibrate_reader(parse(["calibrate-reader", "--model", str(tmp_path), "--train", "t.json",
+                                    "--removed-share", "0.3"]))
+    with pytest.raises(UsageError, match=r"^--keep-float only acts with --static$"):
+        cmd_export_reader(parse(["export-reader", "--model", str(tmp_path), "--keep-float", "2"]))

@@ -16,6 +16,14 @@ class UsageError(Exception):
     """A bad argument value, reported like argparse's own errors."""
 
 
+def refuse_without(args: argparse.Namespace, parent: str, parent_flag: str, **flags: str) -> None:
+    """A usage error when a flag that only acts with another (dest `parent`) is given without it, rather
+    than ignoring it silently; `flags` maps each dependent flag's dest to its name on the command line."""
+    given = [flag for dest, flag in flags.items() if getattr(args, dest, None) is not None]
+    if given and not getattr(args, parent, None):
+        raise UsageError(f"{', '.join(given)} only act{'s' if len(given) == 1 else ''} with {parent_flag}")
+
+
 def mapped(args: argparse.Namespace, attribute: str) -> dict[str, object]:
     """field -> value of the flags given (not None) that the parser declared under `attribute`."""
     values = {field: getattr(args, dest) for dest, field in getattr(args, attribute).items()}

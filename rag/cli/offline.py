@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from rag.cli.common import TRAIN_CONFIG, UsageError, mapped, settings_from
+from rag.cli.common import TRAIN_CONFIG, UsageError, mapped, refuse_without, settings_from
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -77,6 +77,7 @@ def cmd_calibrate_reader(args: argparse.Namespace) -> int:
         spec.loader.exec_module(study)
         print(study.calibration_study(Path(args.train_file), Path(args.model), args.f1_tolerance or 0.5))
         return 0
+    refuse_without(args, "extra_file", "--extra", removed_share="--removed-share")
     if args.feedback is not None or args.save_reads:
         return _calibrate_with_feedback(args)
     if args.output is not None:
@@ -155,9 +156,15 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def cmd_export_reader(args: argparse.Namespace) -> int:
+    import contextlib
+    import sys
+
     from rag.offline.export import export_reader
 
-    record = export_reader(args.model, static=args.static, keep_float=args.keep_float)
+    refuse_without(args, "static", "--static", keep_float="--keep-float")
+    with contextlib.redirect_stdout(sys.stderr):  # ONNX Runtime's calibration prints its progress
+        record = export_reader(args.model, static=args.static,
+                               keep_float=1 if args.keep_float is None else args.keep_float)
     print(json.dumps(record, indent=2))
     return 0
 
@@ -169,6 +176,8 @@ def train_config(args: argparse.Namespace):
 
     if not args.train_file or not args.output:
         raise UsageError("--train and --output are required (or --resume DIR to continue a run)")
+    refuse_without(args, "shared_norm", "--shared-norm", group_size="--group-size", null_score="--null-score",
+                   alone_fraction="--alone-fraction")
     fields = mapped(args, TRAIN_CONFIG)
     if "init" in fields:
         fields["init"] = str(fields["init"])  # a Path on the command line, a str in the recorded settings

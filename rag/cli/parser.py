@@ -377,7 +377,7 @@ def _export_reader(sub) -> None:
     p.add_argument("--static", action="store_true",
                    help="static (QDQ) quantization: activations too, ranges measured on real windows (default:"
                         " dynamic, weights only)")
-    p.add_argument("--keep-float", type=int, default=1, metavar="N",
+    p.add_argument("--keep-float", type=int, default=None, metavar="N",
                    help="with --static: keep the first and last N encoder layers (and the QA head) in fp32 (default 1)")
     p.set_defaults(func=cmd_export_reader)
 

@@ -50,3 +50,61 @@ def test_a_worker_server_that_cannot_start_says_why_in_one_line(tmp_path):
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("rag: error: ") and "missing" in out.stderr
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in __import__("glob").glob("/proc/[0-9]*/stat"):
+        try:
+            fields = open(stat).read().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.split("/")[2]))
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/cmdline").read()
+    except OSError:
+        return ""
+
+
+def test_a_sigterm_while_preparing_the_workers_ends_the_preparing_child_too(tmp_path):
+    """The child that indexes and loads the models before the workers start is not left behind, still
+    indexing, when the parent is told to stop (a service manager's SIGTERM)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from rag.offline.bench import free_port
+
+    from conftest import REPO
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "harbour.txt").write_bytes(HARBOUR)
+    proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--workers", "2", "--docs", str(docs),
+                             "--index", str(tmp_path / "index"), "--data", str(tmp_path / "data"), "--port", str(free_port())],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        def preparing() -> list[int]:  # the spawned child, not multiprocessing's resource tracker
+            return [c for c in _children(proc.pid) if "spawn_main" in _cmdline(c)]
+
+        while not (children := preparing()) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert children, proc.stderr.read() if proc.poll() is not None else "no preparing child seen"
+        time.sleep(1)  # it is importing the models now
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) != 0 and "Traceback" not in proc.stderr.read()
+        deadline = time.time() + 10
+        while any(os.path.exists(f"/proc/{c}") and open(f"/proc/{c}/stat").read().split()[2] != "Z" for c in children):
+            assert time.time() < deadline, "the preparing child outlived its parent"
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

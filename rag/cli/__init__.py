@@ -34,19 +34,25 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
 
 
-def _main(argv: list[str] | None) -> int:
+def configure_logging(verbose: bool, command: str) -> None:
+    """The command's logging: warnings (everything with -v), escaped, the libraries' chatter quiet, and the
+    long commands' progress (rag's INFO). Also what `rag serve --workers`' preparing child process runs."""
     from rag.console import SafeFormatter
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(SafeFormatter("%(levelname)s: %(message)s"))
     _quiet_model_loading()
     for noisy in ("httpx", "sentence_transformers", "bm25s", "transformers", "huggingface_hub", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.ERROR)
-    if args.command in ("train-reader", "calibrate-reader", "serve"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)
+    if command in ("train-reader", "calibrate-reader", "serve"):
         logging.getLogger("rag").setLevel(logging.INFO)
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose, args.command)
     try:
         return args.func(args)
     except UsageError as err:

@@ -4,6 +4,7 @@ knows the kinds."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -221,7 +222,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if workers > 1 and not settings.torch_threads:  # the cores shared out: each worker runs its models on its own
         settings = settings.with_overrides(torch_threads=max(1, (os.cpu_count() or 1) // workers))
     if workers > 1:
-        _prepare_elsewhere(args.no_rebuild, settings)
+        _prepare_elsewhere(args.no_rebuild, settings, args.verbose)
     else:
         pipeline = _pipeline(args, settings)  # load here, so a missing index or model fails with a clear message
     options = dict(allowed_hosts=allowed_hosts_for(args.host, args.allowed_hosts),
@@ -239,47 +240,65 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _serve_workers(args, settings, options, workers)
 
 
-def _prepare_elsewhere(no_rebuild: bool, settings: Settings) -> None:
+def _prepare_elsewhere(no_rebuild: bool, settings: Settings, verbose: bool = False) -> None:
     """For --workers N: check and index the documents and measure the runtime (cached for the workers) in a
     child process that then exits, so the parent that only supervises the workers holds no model (it kept
-    ~800 MB when it loaded them itself); its failure is this command's one-line error."""
+    ~800 MB when it loaded them itself); its failure is this command's one-line error. A SIGTERM or Ctrl-C
+    to the parent ends the child too, so no orphan goes on indexing."""
     import multiprocessing
+    import signal
 
     from rag.errors import RagError
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing loaded is left behind
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_prepare_child, args=(no_rebuild, settings, send), name="rag-prepare")
-    child.start()
-    send.close()
+    child = context.Process(target=_prepare_child, args=(no_rebuild, settings, send, verbose), name="rag-prepare")
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        failure = receive.recv()
-    except EOFError:  # killed (out of memory, a signal) before it could say
+        child.start()
+        send.close()
+        try:
+            failure = receive.recv()
+        except EOFError:  # killed (out of memory, a signal) before it could say
+            child.join()
+            failure = f"the process checking the index and models ended unexpectedly (exit code {child.exitcode})"
         child.join()
-        failure = f"the process checking the index and models ended unexpectedly (exit code {child.exitcode})"
-    child.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if child.is_alive():
+            child.terminate()
+            child.join()
     if failure:
         raise RagError(failure)
 
 
-def _prepare_child(no_rebuild: bool, settings: Settings, send) -> None:
-    """The child of _prepare_elsewhere: load the pipeline as a one-worker server would, then report."""
-    from rag.console import SafeFormatter, safe_output
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _prepare_child(no_rebuild: bool, settings: Settings, send, verbose: bool = False) -> None:
+    """The child of _prepare_elsewhere: load the pipeline as a one-worker server would, then report. It logs
+    as the command does (-v included); a failure that is a bug keeps its traceback on stderr."""
+    from rag.cli import configure_logging
+    from rag.console import safe_output
     from rag.errors import user_message
 
-    logging.basicConfig(level=logging.WARNING)
-    logging.getLogger().handlers[0].setFormatter(SafeFormatter("%(levelname)s: %(message)s"))
-    logging.getLogger("rag").setLevel(logging.INFO)
+    configure_logging(verbose, "serve")
     with safe_output():
         try:
             from rag.pipeline import Pipeline
 
             Pipeline.from_settings(settings, rebuild=not no_rebuild).close()
-            send.send(None)
+            message = None
         except KeyboardInterrupt:
-            send.send("interrupted")
+            message = "interrupted"
         except Exception as err:  # noqa: BLE001 - reported by the parent as the command's error
-            send.send(user_message(err) or f"could not load the index and models ({type(err).__name__}: {err})")
+            message = user_message(err)
+            if message is None or verbose:
+                logging.getLogger("rag.server").exception("preparing the index and models failed")
+            message = message or f"could not load the index and models ({type(err).__name__}: {err})"
+        with contextlib.suppress(OSError):  # the parent is gone: nobody is left to tell
+            send.send(message)
 
 
 def _serve_workers(args: argparse.Namespace, settings: Settings, options: dict, workers: int) -> int:

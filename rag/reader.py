@@ -266,7 +266,7 @@ class Reader:
         """With measure_runtime, the runtime measured fastest on this CPU for "auto" (cached per machine)."""
         from rag.runtime_choice import cached_choice, measure
 
-        choice = cached_choice(path, self.max_seq_length, self.threads)
+        choice = cached_choice(path, self)
         if choice is None or (choice.backend == "onnx-fp32" and fp32_export is None):
             choice = measure(self, has_export=fp32_export is not None)
         self.runtime_choice = choice

@@ -28,6 +28,8 @@ PROBE_PASSAGE = ("The harbour board of the island met four times during the year
                  "slipway for the lifeboat, to be built by a firm from the mainland before the winter storms. The "
                  "breakwater was repaired in May at a cost of 412,000 euro, and the harbour master inspected it. ")
 REPEATS = 5
+#: Bumped when the probe, the candidates or the rule change, so records measured the old way are not reused.
+MEASUREMENT = 2
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,9 @@ def choose(forward_ms: dict[str, float], agrees: dict[str, bool]) -> tuple[str, 
     return best, why
 
 
-def cache_key(folder: str | Path, max_seq_length: int, threads: int) -> str:
-    """What a measurement depends on: CPU, flags that matter, runtime versions, weights, window shape."""
+def cache_key(folder: str | Path, reader) -> str:
+    """What a measurement of `reader` (weights in `folder`) depends on: CPU, flags that matter, runtime
+    versions, weights, window shape (length and bucket), threads, and how it is measured."""
     versions = {}
     for package in ("torch", "onnxruntime"):
         try:
@@ -83,7 +86,8 @@ def cache_key(folder: str | Path, max_seq_length: int, threads: int) -> str:
         except metadata.PackageNotFoundError:
             versions[package] = None
     relevant = sorted(cpu_flags() & set(BF16_FLAGS + INT8_DOT_PRODUCT_FLAGS + ("avx2", "avx512f")))
-    raw = json.dumps([cpu_model(), relevant, versions, fingerprint(folder), max_seq_length, threads])
+    raw = json.dumps([MEASUREMENT, cpu_model(), relevant, versions, fingerprint(folder),
+                      reader.max_seq_length, reader.length_bucket, reader.threads])
     return hashlib.sha256(raw.encode()).hexdigest()[:20]
 
 
@@ -91,8 +95,9 @@ def _record(key: str) -> Path:
     return cache_dir() / "runtime" / f"reader-{key}.json"
 
 
-def cached_choice(folder: str | Path, max_seq_length: int, threads: int) -> RuntimeChoice | None:
-    path = _record(cache_key(folder, max_seq_length, threads))
+def cached_choice(folder: str | Path, reader) -> RuntimeChoice | None:
+    """The record measured for this reader's weights and settings on this machine, if there is one."""
+    path = _record(cache_key(folder, reader))
     try:
         return RuntimeChoice(**json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
@@ -124,7 +129,7 @@ def measure(reader, has_export: bool) -> RuntimeChoice:
     agrees = {name: spans[name] == spans["torch"] for name in spans}
     backend, why = choose(timings, agrees)
     choice = RuntimeChoice(backend, why, timings, cpu_model())
-    path = _record(cache_key(folder, reader.max_seq_length, reader.threads))
+    path = _record(cache_key(folder, reader))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(choice), indent=1), encoding="utf-8")

@@ -34,7 +34,7 @@ def test_a_server_measures_once_per_machine_and_reads_the_record_after(monkeypat
     monkeypatch.setattr("rag.runtime_choice.measure", lambda *a, **k: pytest.fail("measured twice"))
     again = Reader(measure_runtime=True, backend="auto")
     again.warm_up()
-    assert again.runtime_choice == choice == cached_choice(again.resolved_path(), again.max_seq_length, again.threads)
+    assert again.runtime_choice == choice == cached_choice(again.resolved_path(), again)
 
 
 def _seed_items(n):
@@ -89,3 +89,13 @@ def test_the_default_bucket_is_the_runtimes_own(monkeypatch):
     assert Reader(backend="torch", length_bucket=64).bucket == 64
     with pytest.raises(ValueError, match="length_bucket"):
         Reader(length_bucket=-1)
+
+
+def test_a_measurement_is_not_reused_for_another_length_bucket_or_window():
+    """The padded width changes which runtime is fastest, so the record is kept per bucket and window."""
+    from rag.reader import Reader
+    from rag.runtime_choice import cache_key
+
+    folder = Reader().resolved_path()
+    keys = {cache_key(folder, Reader(length_bucket=b, max_seq_length=n)) for b in (0, 64) for n in (256, 384)}
+    assert len(keys) == 4 and cache_key(folder, Reader()) == cache_key(folder, Reader())

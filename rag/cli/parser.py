@@ -18,7 +18,7 @@ from rag.cli.offline import (
     cmd_lineage,
     cmd_train_reader,
 )
-from rag.cli.query import cmd_ask, cmd_index, cmd_search, cmd_serve, cmd_show
+from rag.cli.query import cmd_ask, cmd_index, cmd_mcp, cmd_search, cmd_serve, cmd_show
 from rag.cli.team import cmd_feedback_export, cmd_feedback_stats, cmd_keys_add, cmd_keys_list, cmd_keys_revoke
 from rag.config import PACKAGED_READER_DIR, RETRIEVAL_MODES, Settings
 from rag.config import READER_BACKENDS as BACKENDS
@@ -75,7 +75,7 @@ def build_parser() -> Parser:
     parser = argparse.ArgumentParser(prog="rag", description="Extractive question answering over a folder of documents.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_index, _show, _search, _ask, _eval, _serve, _keys, _feedback, _bench, _calibrate_reader, _lineage, _export_reader,
+    for add in (_index, _show, _search, _ask, _eval, _serve, _mcp, _keys, _feedback, _bench, _calibrate_reader, _lineage, _export_reader,
                 _fetch_base, _train_reader):
         add(sub)
     return parser
@@ -178,6 +178,15 @@ def _serve(sub) -> None:
                         "localhost, 127.0.0.1 and [::1] (no DNS rebinding); otherwise any")
     _no_rebuild_arg(p)
     p.set_defaults(func=cmd_serve)
+
+
+def _mcp(sub) -> None:
+    p = sub.add_parser("mcp", help="serve the documents to an agent as MCP tools (ask, search, list_documents) over stdio")
+    _corpus_args(p)
+    _reader_args(p)
+    _data_arg(p)
+    _no_rebuild_arg(p)
+    p.set_defaults(func=cmd_mcp)
 
 
 def _data_arg(p: Parser) -> None:

@@ -94,6 +94,14 @@ def _pipeline(args: argparse.Namespace, settings: Settings):
     return Pipeline.from_settings(settings, rebuild=not args.no_rebuild)
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """`rag mcp`: an MCP server on stdio; standard output carries the protocol, so nothing else is printed there."""
+    from rag.mcp_server import serve_stdio
+
+    serve_stdio(settings_from(args), rebuild=not args.no_rebuild)
+    return 0
+
+
 def format_answer(answer) -> str:
     """A human-readable answer: the words, the score, the source and the quoted sentence with the answer marked."""
     score = f"{answer.score:.2f}" + ("" if answer.calibrated else ", uncalibrated: not a probability")

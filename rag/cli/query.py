@@ -54,8 +54,13 @@ def _watch_until_stopped(settings: Settings, embedder) -> int:
 
     from rag.watch import watch_index
 
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stop, received = threading.Event(), []
+
+    def on_signal(signum, frame) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         watcher = watch_index(settings, embedder, on_batch=lambda batch: print(batch.line(), flush=True))
         print(f"watching {settings.docs_dir} ({watcher.mode}); Ctrl-C to stop", flush=True)
@@ -67,7 +72,8 @@ def _watch_until_stopped(settings: Settings, embedder) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    print(f"stopped watching {settings.docs_dir} ({watcher.batches} batch{'' if watcher.batches == 1 else 'es'} synced)", file=sys.stderr, flush=True)
+    newline = "\n" if received[:1] == [signal.SIGINT] and sys.stderr.isatty() else ""  # after the terminal's ^C
+    print(f"{newline}stopped watching {settings.docs_dir} ({watcher.batches} batch{'' if watcher.batches == 1 else 'es'} synced)", file=sys.stderr, flush=True)
     return 0
 
 

@@ -330,6 +330,27 @@ class Collections:
                     break
                 folder.rmdir()
 
+    def sync_folder(self, name: str, hold=None) -> bool:
+        """Index a collection's folder as it stands now, if it differs from the index (a watched folder's
+        batch: rag.watch), files `hold` is true for kept as indexed; False when there was nothing to do.
+        Under the collection's lock and then the index's, like an upload, so writers take turns; another
+        worker process that synced first leaves only a reload here."""
+        from rag.index import index_lock, needs_indexing
+
+        collection = self.get(name)
+        with collection.lock:
+            if collection.deleted or collection.docs_dir is None:
+                return False
+            if collection.pipeline is None and not collection.has_files():
+                return False
+            settings = collection.settings.with_overrides(docs_dir=collection.docs_dir)
+            with index_lock(settings.index_dir):
+                if collection.pipeline is not None and not needs_indexing(settings):
+                    collection.pipeline.refresh()
+                    return False
+                self._reindex(collection, hold=hold)
+            return True
+
     def _check_writable(self, collection: Collection) -> None:
         """Called under the collection's lock: a deleted collection is gone, and `default` (the --docs
         folder: the user's own files) changes only with --writable-default."""
@@ -341,13 +362,14 @@ class Collections:
         if collection.docs_dir is None:
             raise ConflictError("the default collection's documents folder is not on this machine")
 
-    def _reindex(self, collection: Collection) -> None:
-        """Index the collection's folder incrementally (added, changed, removed) and swap the result in."""
+    def _reindex(self, collection: Collection, hold=None) -> None:
+        """Index the collection's folder incrementally (added, changed, removed) and swap the result in;
+        sources `hold` is true for stay as indexed (rag.watch)."""
         if not collection.has_files() and collection.managed:  # the last document went: an empty collection again
             _discard_index(collection)
             return
         embedder = LockedEmbedder(self.default.retriever.embedder, self._models_lock)
-        index_store(collection.settings, embedder, progress=False)
+        index_store(collection.settings, embedder, progress=False, hold=hold)
         if collection.pipeline is None:
             collection.pipeline = self._pipeline(collection.settings, rebuild=False)
         else:

@@ -119,6 +119,14 @@ class Settings:
     body_deadline_seconds: float = 10.0
     upload_deadline_seconds: float = 120.0  # an upload of up to max_file_bytes gets longer
     corpus_check_seconds: float = 30.0
+    # Watching a corpus folder (`--watch`, rag.watch): a file is indexed once its size and time stayed the same
+    # this long (a file still being written is never indexed half-way); a folder that never falls quiet is
+    # synced anyway after watch_max_wait_seconds (the files still changing held back). Polling, instead of
+    # inotify, where watch_polling is set (a network folder whose changes inotify does not see) or inotify fails.
+    watch_settle_seconds: float = 1.0
+    watch_max_wait_seconds: float = 60.0
+    watch_polling: bool = False
+    watch_poll_seconds: float = 1.0
     # The server's data folder: managed collections (collections/NAME/docs and index) and API keys (keys.json).
     data_dir: Path = field(default_factory=lambda: _env_dir("RAG_DATA") or _data_home())
 
@@ -138,6 +146,10 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SettingsError(f"{name} must be a whole number of at least 1, not {value!r}")
+        for name in ("watch_settle_seconds", "watch_max_wait_seconds", "watch_poll_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
+                raise SettingsError(f"{name} must be a number of seconds above 0 and at most 3600, not {value!r}")
         if self.top_k > self.max_top_k:
             raise SettingsError(f"top_k must be between 1 and {self.max_top_k}, not {self.top_k}")
 

@@ -6,6 +6,7 @@ import collections
 import hashlib
 import logging
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,10 +79,12 @@ def candidate_files(root: Path, follow_links: bool = False,
 
 def load_corpus(root: Path, follow_links: bool = False, max_file_bytes: int = Settings.max_file_bytes,
                 previous: dict[str, tuple[str, Document]] | None = None,
-                options: ConvertOptions = DEFAULT_OPTIONS) -> Corpus:
+                options: ConvertOptions = DEFAULT_OPTIONS, hold: Callable[[str], bool] | None = None) -> Corpus:
     """Read and convert every candidate file under `root`; skip (and warn about) unreadable, oversized,
     unconvertible or empty ones, so one bad file never stops the rest from being indexed. A file whose
-    hash is that of `previous[source]` (hash, document) is not converted again: that document is reused."""
+    hash is that of `previous[source]` (hash, document) is not converted again: that document is reused.
+    A source for which `hold` is true (a watched file still being written: rag.watch) is not read at all:
+    it stays as `previous` has it, or is left out until a later build."""
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(f"corpus folder not found: {root}")
@@ -94,6 +97,12 @@ def load_corpus(root: Path, follow_links: bool = False, max_file_bytes: int = Se
         log.warning("skipping %s: %s", name, reason)
     for path in files:
         source = path.relative_to(root).as_posix()
+        if hold is not None and hold(source):
+            if previous and source in previous:
+                hashes[source] = previous[source][0]
+                documents.append(previous[source][1])
+                reused += 1
+            continue
         try:
             data = _read(path, max_file_bytes)
         except (OSError, ValueError) as err:

@@ -175,6 +175,7 @@ async def health(request: Request) -> HealthResponse:
         corpus_changes=[f"{source} {what}" for source, what in sorted(changes.items())],
         collections=len(await run_in_threadpool(state.collections.names)),
         keys_required=await run_in_threadpool(state.keys.any),
+        watch=state.watcher.describe() if getattr(state, "watcher", None) is not None else None,
         **await run_in_threadpool(state.pipeline.describe),
     )
 

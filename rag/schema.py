@@ -102,6 +102,8 @@ class HealthResponse(BaseModel):
     calibrated: bool = Field(True, description="False when the reader has no calibration: scores are not probabilities.")
     collections: int = Field(1, description="Collections served (the default one and those under the data folder).")
     keys_required: bool = Field(False, description="Whether routes other than /health need an API key.")
+    watch: dict | None = Field(None, description="With --watch: mode (inotify or polling), pending changes, last_synced, "
+                                                 "synced_files, batches, the folders watched and the last error.")
 
 
 class SpanModel(BaseModel):

@@ -50,12 +50,13 @@ def _describe(errors: list) -> str:
 
 def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline: Pipeline | None = None,
                allowed_hosts: list[str] | None = None, public: list[str] | None = None,
-               keys_required: bool = False, writable_default: bool = False) -> FastAPI:
+               keys_required: bool = False, writable_default: bool = False, watch: bool = False) -> FastAPI:
     """The application; the pipeline is built in the lifespan handler unless one is given (tests). With
     `allowed_hosts`, a request whose Host header names another host gets a 400; `public` names routes
     open without a key even when keys exist (e.g. /metrics); `keys_required` (a non-loopback bind) keeps
     every route closed while no key exists; `writable_default` lets uploads and deletes change the
-    `default` collection's folder (the --docs folder, the user's own files)."""
+    `default` collection's folder (the --docs folder, the user's own files); `watch` keeps every collection's
+    folder in step with its index as files are saved, renamed and removed there (rag.watch)."""
     settings = settings or Settings()
     keys = KeyStore(settings.data_dir)
     metrics = Metrics()
@@ -65,7 +66,7 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         async with mcp.session_manager.run():  # the /mcp route's sessions: one task group for the app's life
-            async with _serving(app, settings, pipeline, rebuild, writable_default):
+            async with _serving(app, settings, pipeline, rebuild, writable_default, watch):
                 yield
 
     app = FastAPIOffline(  # /docs and /redoc from the package's own copies of Swagger UI and ReDoc, not a CDN
@@ -104,8 +105,10 @@ def _mcp(collections):
 
 
 @asynccontextmanager
-async def _serving(app: FastAPI, settings: Settings, pipeline: Pipeline | None, rebuild: bool, writable_default: bool):
-    """The index, models and collections, loaded once for the app's life."""
+async def _serving(app: FastAPI, settings: Settings, pipeline: Pipeline | None, rebuild: bool, writable_default: bool,
+                   watch: bool):
+    """The index, models and collections, loaded once for the app's life, and with `watch` the watcher
+    that keeps the collections' folders in step (rag.watch)."""
     state = app.state
     state.pipeline = pipeline or Pipeline.from_settings(settings, rebuild=rebuild)
     state.collections = await run_in_threadpool(Collections, settings, state.pipeline, writable_default)
@@ -113,11 +116,19 @@ async def _serving(app: FastAPI, settings: Settings, pipeline: Pipeline | None, 
     state.take_up_rebuilds = lambda: _take_up_rebuilds(app, settings)
     state.corpus_changes = lambda: _corpus_changes(app)
     store = state.pipeline.retriever.store
+    state.watcher = None
+    if watch:
+        from rag.watch import watch_collections
+
+        state.watcher = await run_in_threadpool(watch_collections, settings, state.collections)
+        log.info("watching %d folders (%s)", len(state.watcher.describe()["folders"]), state.watcher.mode)
     log.info("ready: %d documents, %d passages (%s store), %d collections", *store.counts(), store.kind,
              len(state.collections.names()))
     try:
         yield
     finally:
+        if state.watcher is not None and not await run_in_threadpool(state.watcher.stop, 30):
+            log.warning("a watched folder's sync was still running at shutdown: its index is left as it was")
         state.collections.close()
         app.state.feedback.close()
         if pipeline is None:  # built here, so released here (a PostgreSQL pool's connections)
@@ -220,7 +231,7 @@ def served_app() -> FastAPI:
     logging.getLogger().handlers[0].setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     return create_app(Settings(**config["settings"]), rebuild=False, allowed_hosts=config["allowed_hosts"],
                       public=config["public"], keys_required=config["keys_required"],
-                      writable_default=config["writable_default"])
+                      writable_default=config["writable_default"], watch=config.get("watch", False))
 
 
 def app_from_env() -> FastAPI:

@@ -8,7 +8,7 @@ import contextlib
 import fnmatch
 import logging
 import shutil
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -231,10 +231,14 @@ def open_feedback(settings: Settings):
     return FeedbackStore(settings.data_dir)
 
 
-def index_store(settings: Settings, embedder: Embedder, full: bool = False, progress: bool = True) -> IndexReport:
-    """An explicit `rag index` into the store the settings name: added, changed and removed files."""
+def index_store(settings: Settings, embedder: Embedder, full: bool = False, progress: bool = True,
+                hold: Callable[[str], bool] | None = None) -> IndexReport:
+    """An explicit `rag index` into the store the settings name: added, changed and removed files. `hold`
+    (files still being written, which stay as indexed: rag.watch) is for the file store only."""
     if settings.store:
         from rag.postgres_index import index_postgres
 
+        if hold is not None:
+            raise ValueError("holding files back is for the file store only")
         return index_postgres(settings, embedder, full=full, progress=progress)
-    return IndexReport.of(index_corpus(settings, embedder, progress=progress, full=full))
+    return IndexReport.of(index_corpus(settings, embedder, progress=progress, full=full, hold=hold))

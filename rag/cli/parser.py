@@ -64,6 +64,13 @@ def _workers(value: str) -> int:
     return n
 
 
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if not 0 < seconds <= 3600:
+        raise argparse.ArgumentTypeError("must be a number of seconds above 0 and at most 3600")
+    return seconds
+
+
 def _port(value: str) -> int:
     port = int(value)
     if not 1 <= port <= 65535:
@@ -125,7 +132,17 @@ def _index(sub) -> None:
     p = sub.add_parser("index", help="build the index of a corpus folder (only what changed, unless --full)")
     _corpus_args(p)
     p.add_argument("--full", action="store_true", help="rebuild everything instead of only added and changed files")
+    _watch_args(p, "after indexing once, keep watching the folder (until Ctrl-C): files saved, renamed and removed "
+                   "there are indexed in batches once their writes settle, one line per batch")
     p.set_defaults(func=cmd_index)
+
+
+def _watch_args(p: Parser, what: str) -> None:
+    p.add_argument("--watch", action="store_true", help=what)
+    _setting(p, "watch_settle_seconds", "--settle", type=_seconds, metavar="SECONDS",
+             help=f"with --watch: index a file once its size and time stayed the same this long (default {Settings.watch_settle_seconds})")
+    _setting(p, "watch_polling", "--watch-polling", action="store_true", default=None,
+             help="with --watch: poll the folder instead of using inotify (network folders; also used when inotify fails)")
 
 
 def _show(sub) -> None:
@@ -168,6 +185,8 @@ def _serve(sub) -> None:
                    help="let uploads and deletes change the default collection, i.e. the files of --docs")
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="serve a non-loopback --host although no API key exists (anyone who reaches it may read and write)")
+    _watch_args(p, "keep every collection's folder (--docs, and DATA/collections/NAME/docs) in step with its index: files "
+                   "saved, renamed and removed there are indexed in batches once their writes settle (/health: watch)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--workers", type=_workers, default=0, metavar="N",

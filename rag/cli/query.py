@@ -23,13 +23,57 @@ def cmd_index(args: argparse.Namespace) -> int:
     from rag.store import index_store
 
     settings = settings_from(args)
+    _check_watch_flags(args, settings)
     for line in prepare_fast_start(settings):  # once per model: later processes then start without torch
         print(line)
-    report = index_store(settings, Embedder.from_settings(settings), full=args.full, progress=True)
+    embedder = Embedder.from_settings(settings)
+    report = index_store(settings, embedder, full=args.full, progress=True)
     formats = ", ".join(f"{n} {kind}" for kind, n in report.formats.items())
     print(f"indexed {plural(report.documents, 'document')} ({formats}) from {report.docs_dir} into "
           f"{plural(report.passages, 'passage')} in {report.seconds:.1f} s ({report.how}) -> {report.target}")
     _print_skipped(report.skipped, report.unsupported)
+    if args.watch:
+        return _watch_until_stopped(settings.with_overrides(docs_dir=report.docs_dir), embedder)
+    return 0
+
+
+def _check_watch_flags(args: argparse.Namespace, settings: Settings) -> None:
+    """--settle and --watch-polling only act with --watch, which needs the file index."""
+    from rag.cli.common import refuse_without
+
+    refuse_without(args, "watch", "--watch", settle="--settle", watch_polling="--watch-polling")
+    if args.watch and settings.store:
+        raise UsageError("--watch keeps the file index (--index) in step; it does not work with --store")
+
+
+def _watch_until_stopped(settings: Settings, embedder) -> int:
+    """`rag index --watch`: one line per synced batch until Ctrl-C or SIGTERM, which end it with one line
+    (a sync under way is let finish: its index is written whole or not at all)."""
+    import signal
+    import threading
+
+    from rag.watch import watch_index
+
+    stop, received = threading.Event(), []
+
+    def on_signal(signum, frame) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        watcher = watch_index(settings, embedder, on_batch=lambda batch: print(batch.line(), flush=True))
+        print(f"watching {settings.docs_dir} ({watcher.mode}); Ctrl-C to stop", flush=True)
+        while not stop.wait(0.5):
+            pass
+        if watcher.syncing:
+            print("stopping: letting the sync under way finish", file=sys.stderr, flush=True)
+        watcher.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    newline = "\n" if received[:1] == [signal.SIGINT] and sys.stderr.isatty() else ""  # after the terminal's ^C
+    print(f"{newline}stopped watching {settings.docs_dir} ({watcher.batches} batch{'' if watcher.batches == 1 else 'es'} synced)", file=sys.stderr, flush=True)
     return 0
 
 
@@ -221,6 +265,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from rag.server import allowed_hosts_for, create_app, default_workers, is_loopback, uvicorn_limits
 
     settings = settings_from(args).with_overrides(measure_runtime=True)  # a server lives long: pick the fastest runtime
+    _check_watch_flags(args, settings)
     _check_port(args.host, args.port)  # before minutes of loading, not after
     _check_exposure(args.host, settings, args.insecure_no_auth)
     from rag.console import SafeFormatter
@@ -235,6 +280,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pipeline = _pipeline(args, settings)  # load here, so a missing index or model fails with a clear message
     options = dict(allowed_hosts=allowed_hosts_for(args.host, args.allowed_hosts),
                    public=["/metrics"] if args.metrics_public else None, writable_default=args.writable_default,
+                   watch=args.watch,
                    keys_required=not is_loopback(args.host) and not args.insecure_no_auth)
     logging.getLogger("rag.server").info("listening on http://%s:%d (POST /ask, GET /health, /docs; %d worker%s)",
                                          args.host, args.port, workers, "" if workers == 1 else "s")

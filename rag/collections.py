@@ -19,14 +19,13 @@ from pathlib import Path, PurePosixPath
 from rag.config import Settings
 from rag.converters import SUFFIXES, ConversionError, ConvertOptions, convert
 from rag.errors import RagError
+from rag.names import DEFAULT, NAME
 from rag.pipeline import Pipeline
 from rag.store import drop_store, index_store
 from rag.types import Answer
 
 log = logging.getLogger(__name__)
 
-DEFAULT = "default"
-NAME = re.compile(r"[a-z0-9_-]{1,64}")
 #: Names Windows reserves (a team's files may be synced to one): refused as any part of a path.
 RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 EMPTY = "the collection holds no documents yet: upload one first"
@@ -48,6 +47,12 @@ class ConflictError(CollectionError):
 
 class TooLargeError(CollectionError):
     status = 413
+
+
+def missing(name: str) -> NotFoundError:
+    """The 404 of a collection that does not exist, and of one the request's key does not reach (rag.access):
+    the same body, so a key cannot probe for other teams' names."""
+    return NotFoundError(f"no collection named {name!r}")
 
 
 def check_name(name: str) -> str:
@@ -208,7 +213,7 @@ class Collections:
             elif found is not None and found.managed:
                 self._sync(found)
         if found is None:
-            raise NotFoundError(f"no collection named {name!r}")
+            raise missing(name)
         return found
 
     def _adopt(self, name: str) -> Collection | None:
@@ -355,7 +360,7 @@ class Collections:
         """Called under the collection's lock: a deleted collection is gone, and `default` (the --docs
         folder: the user's own files) changes only with --writable-default."""
         if collection.deleted:
-            raise NotFoundError(f"no collection named {collection.name!r}")
+            raise missing(collection.name)
         if not collection.managed and not self.writable_default:
             raise ConflictError("the default collection is the --docs folder, which the server does not change "
                                 "(start it with --writable-default to allow that); create a collection for uploads")

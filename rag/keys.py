@@ -1,5 +1,7 @@
 """API keys: `rag keys add|list|revoke`, kept in DATA/keys.json (mode 0600, written atomically). Only a
-SHA-256 of each 32-byte random token is stored and compared in constant time; the token is shown once."""
+SHA-256 of each 32-byte random token is stored and compared in constant time; the token is shown once.
+Each key has a scope (read or write) and the collections it reaches ('*': every one; what rag.access
+enforces on every route)."""
 from __future__ import annotations
 
 import fcntl
@@ -12,10 +14,12 @@ import secrets
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rag.errors import RagError
+from rag.names import EVERY, NAME
 
 KEYS_FILE = "keys.json"
 SCOPES = ("read", "write")
@@ -37,10 +41,35 @@ class Key:
     sha256: str
     created: str
     last_used: str | None = None
+    collections: list[str] = field(default_factory=lambda: [EVERY])  # absent in keys made before: every one
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.collections, list) or not all(isinstance(c, str) for c in self.collections):
+            raise TypeError(f"the key {self.name!r} has collections {self.collections!r}, not a list of names")
 
     def allows(self, scope: str) -> bool:
         """A write key may do everything a read key may."""
         return self.scope == "write" or scope == "read"
+
+    @property
+    def everywhere(self) -> bool:
+        """Whether it reaches every collection, those made later included ('*')."""
+        return EVERY in self.collections
+
+    def reaches(self, collection: str) -> bool:
+        return self.everywhere or collection in self.collections
+
+
+def check_collections(names: Iterable[str]) -> list[str]:
+    """The collections a new key reaches, checked: '*' alone, or names of collections (which need not exist yet)."""
+    names = [n.strip() for n in names]
+    if names == [EVERY]:
+        return names
+    bad = [n for n in names if not NAME.fullmatch(n)]
+    if bad or not names:
+        raise KeysError(f"--collections takes '*' or collection names separated by commas (each 1-64 of a-z, 0-9, "
+                        f"'_', '-'), not {','.join(names)!r}")
+    return sorted(set(names))
 
 
 def _now() -> str:
@@ -107,18 +136,19 @@ class KeyStore:
 
     # -- writing -----------------------------------------------------------------------------------------
 
-    def add(self, name: str, scope: str) -> str:
-        """Create a key and return its token (shown once, never stored)."""
+    def add(self, name: str, scope: str, collections: Iterable[str] = (EVERY,)) -> str:
+        """Create a key that reaches `collections` and return its token (shown once, never stored)."""
         if not _NAME.fullmatch(name or ""):
             raise KeysError(f"a key name is 1-64 of letters, digits, '_', '.', '-': not {name!r}")
         if scope not in SCOPES:
             raise KeysError(f"the scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+        collections = check_collections(collections)
         token = "rag_" + secrets.token_urlsafe(32)  # 32 random bytes
 
         def add(keys: dict[str, Key]) -> None:
             if name in keys:
                 raise KeysError(f"a key named {name!r} exists; revoke it first or choose another name")
-            keys[name] = Key(name, scope, _digest(token), _now())
+            keys[name] = Key(name, scope, _digest(token), _now(), collections=collections)
 
         with self._lock:
             self._update(add)

@@ -19,7 +19,8 @@ log = logging.getLogger("rag.server")
 MAX_BODY_BYTES = 16 * 1024
 #: The upload route, whose body is a file: its limit is Settings.max_file_bytes, not MAX_BODY_BYTES.
 UPLOAD_PATH = re.compile(r"/collections/[^/]+/documents/?")
-#: Where Auth leaves the name of the key a request came with (for the access log and the routes).
+#: Where Auth leaves the key a request came with (rag.keys.Key: its name for the access log, its collections
+#: for rag.access); absent when no key is in use or the route is open.
 KEY_SCOPE = "rag.key"
 
 
@@ -124,7 +125,7 @@ class AccessLog:
         finally:
             client = scope.get("client") or ("-", 0)
             path = scope["path"].encode("unicode_escape").decode("ascii")  # no control characters in the log
-            key = scope.get(KEY_SCOPE) or "-"  # the key's name (never its token), set by Auth
+            key = getattr(scope.get(KEY_SCOPE), "name", "-")  # the key's name (never its token), set by Auth
             if self.metrics is not None:  # the route's template, not the path: a bounded set of labels
                 self.metrics.requests.labels(getattr(scope.get("route"), "path", "unmatched"), str(status)).inc()
             log.info("%s:%s %s %s %d %.1fms key=%s", client[0], client[1], scope["method"], path, status,
@@ -141,7 +142,8 @@ WRITE_ROUTES = (("PUT", re.compile(r"/collections/[^/]+/?")), ("DELETE", re.comp
 class Auth:
     """ASGI middleware: when any key exists (rag keys add), every route but GET /health and the page's files
     needs `Authorization: Bearer TOKEN`: none or an unknown one is a 401 (WWW-Authenticate: Bearer), a read
-    key on a write route a 403. Keys added or revoked on disk take effect at the next request."""
+    key on a write route a 403. Keys added or revoked on disk take effect at the next request. The key is
+    left in the scope: the collections it reaches are checked by the routes (rag.access)."""
 
     def __init__(self, app, keys: KeyStore, public: re.Pattern | None = None, required: bool = False) -> None:
         self.app = app
@@ -165,7 +167,7 @@ class Auth:
         need = "write" if any(scope["method"] == m and p.fullmatch(scope["path"]) for m, p in WRITE_ROUTES) else "read"
         if not key.allows(need):
             return await _json(send, 403, f"the key {key.name!r} may only read; this route needs a write key")
-        scope[KEY_SCOPE] = key.name
+        scope[KEY_SCOPE] = key  # which collections it reaches is rag.access's to check, per route
         return await self.app(scope, receive, send)
 
     def _open(self, scope) -> bool:

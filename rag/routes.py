@@ -1,19 +1,20 @@
 """The HTTP routes: asking (POST /ask, /collections/{name}/ask), reading documents, the page, /health, and
 managing collections (create, list, delete; upload, list and delete documents). Each route is a thin
-adapter: the work is the pipeline's and rag.collections'."""
+adapter: the work is the pipeline's and rag.collections'. Every route on a collection takes its name
+through rag.access (the key's collections), as a dependency."""
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from rag.access import Access, key_access, managing, reachable, reachable_query
 from rag.collections import DEFAULT, EMPTY, Collection, Collections
 from rag.feedback import Span, check_span, reader_version
-from rag.middleware import KEY_SCOPE
 from rag.schema import (
     AskRequest,
     AskResponse,
@@ -36,8 +37,10 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-ERRORS = {401: {"description": "An API key is needed"}, 403: {"description": "The key may only read"},
-          404: {"description": "No such collection or document"}, 422: {"description": "Invalid request"}}
+ERRORS = {401: {"description": "An API key is needed"},
+          403: {"description": "The key may only read (or, to create or delete a collection, does not reach every one)"},
+          404: {"description": "No such collection or document, or a collection the key does not reach"},
+          422: {"description": "Invalid request"}}
 
 router = APIRouter()
 
@@ -55,8 +58,9 @@ def _collections(request: Request) -> Collections:
     return request.app.state.collections
 
 
-async def _collection(request: Request, name: str | None) -> Collection:
-    return await run_in_threadpool(_collections(request).get, name or DEFAULT)
+async def _collection(request: Request, name: str) -> Collection:
+    """A collection by a name rag.access has checked."""
+    return await run_in_threadpool(_collections(request).get, name)
 
 
 # -- asking -------------------------------------------------------------------------------------------------
@@ -83,13 +87,13 @@ async def _ask(request: Request, body: AskRequest, name: str) -> AskResponse:
 @router.post("/ask", response_model=AskResponse, summary="Answer a question from a collection (default: `default`)",
              responses={**ERRORS, 413: {"description": "Body too large"},
                         503: {"description": "The index database is unreachable or slow; retry later"}})
-async def ask(body: AskRequest, request: Request) -> AskResponse:
-    return await _ask(request, body, body.collection or DEFAULT)
+async def ask(body: AskRequest, request: Request, access: Access = Depends(key_access)) -> AskResponse:
+    return await _ask(request, body, access.check(body.collection or DEFAULT))
 
 
 @router.post("/collections/{name}/ask", response_model=AskResponse, summary="Answer a question from this collection",
              responses=ERRORS)
-async def ask_collection(name: str, body: AskRequest, request: Request) -> AskResponse:
+async def ask_collection(body: AskRequest, request: Request, name: str = Depends(reachable)) -> AskResponse:
     if body.collection not in (None, name):
         raise HTTPException(status_code=422, detail=f"collection: the body names {body.collection!r}, the path {name!r}")
     return await _ask(request, body, name)
@@ -97,7 +101,7 @@ async def ask_collection(name: str, body: AskRequest, request: Request) -> AskRe
 
 # -- feedback and metrics ----------------------------------------------------------------------------------
 
-async def _feedback(request: Request, body: FeedbackRequest, name: str) -> FeedbackResponse:
+async def _feedback(request: Request, body: FeedbackRequest, name: str, access: Access) -> FeedbackResponse:
     collection = await _collection(request, name)
     if collection.pipeline is None:
         raise HTTPException(status_code=409, detail=EMPTY)
@@ -107,28 +111,31 @@ async def _feedback(request: Request, body: FeedbackRequest, name: str) -> Feedb
     cited = Span(body.cited.source, body.cited.start, body.cited.end) if body.cited else None
     record = await run_in_threadpool(
         request.app.state.feedback.add, name, body.question, body.answer, body.score, cited,
-        reader_version(pipeline.reader), body.verdict, correct, quote, request.scope.get(KEY_SCOPE))
+        reader_version(pipeline.reader), body.verdict, correct, quote, access.key_name)
     request.app.state.metrics.feedback.labels(body.verdict).inc()
     return FeedbackResponse(id=record)
 
 
 @router.post("/feedback", status_code=201, response_model=FeedbackResponse, responses=ERRORS,
              summary="Say whether an answer (or an abstention) was right; mark where the right words stand")
-async def feedback(body: FeedbackRequest, request: Request) -> FeedbackResponse:
-    return await _feedback(request, body, body.collection or DEFAULT)
+async def feedback(body: FeedbackRequest, request: Request, access: Access = Depends(key_access)) -> FeedbackResponse:
+    return await _feedback(request, body, access.check(body.collection or DEFAULT), access)
 
 
 @router.post("/collections/{name}/feedback", status_code=201, response_model=FeedbackResponse, responses=ERRORS,
              summary="Feedback on an answer of this collection")
-async def feedback_collection(name: str, body: FeedbackRequest, request: Request) -> FeedbackResponse:
+async def feedback_collection(body: FeedbackRequest, request: Request, name: str = Depends(reachable),
+                              access: Access = Depends(key_access)) -> FeedbackResponse:
     if body.collection not in (None, name):
         raise HTTPException(status_code=422, detail=f"collection: the body names {body.collection!r}, the path {name!r}")
-    return await _feedback(request, body, name)
+    return await _feedback(request, body, name, access)
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request) -> Response:
-    """Prometheus text format: requests, latency, answers and abstentions, feedback, collections, runtimes."""
+async def metrics(request: Request, access: Access = Depends(key_access)) -> Response:
+    """Prometheus text format: requests, latency, answers and abstentions, feedback, collections, runtimes.
+    They count every collection (by name in the collection gauges), so only a '*' key reads them."""
+    access.check_everywhere("GET /metrics (it counts every collection)")
     state = request.app.state
     body = await run_in_threadpool(state.metrics.render, state.collections, state.pipeline)
     return Response(content=body, media_type=state.metrics.content_type)
@@ -138,7 +145,7 @@ async def metrics(request: Request) -> Response:
 
 @router.get("/api/documents/{source:path}", response_model=DocumentResponse, responses=ERRORS,
             summary="The indexed text of a document (citations' offsets index it)")
-async def document_text(source: str, request: Request, collection: str = Query(DEFAULT)) -> DocumentResponse:
+async def document_text(source: str, request: Request, collection: str = Depends(reachable_query)) -> DocumentResponse:
     # A lookup among indexed sources (never a path on disk), off the event loop: it may query a database.
     found = await _collection(request, collection)
     document = await run_in_threadpool(found.pipeline.documents.get, source) if found.pipeline else None
@@ -182,20 +189,20 @@ async def health(request: Request) -> HealthResponse:
 
 # -- collections ----------------------------------------------------------------------------------------------
 
-@router.get("/collections", response_model=list[CollectionInfo], summary="Every collection, with its counts")
-async def list_collections(request: Request) -> list[CollectionInfo]:
+@router.get("/collections", response_model=list[CollectionInfo], summary="The collections the key reaches, with their counts")
+async def list_collections(request: Request, access: Access = Depends(key_access)) -> list[CollectionInfo]:
     collections = _collections(request)
 
     def rows():
         return [CollectionInfo(name=n, documents=c[0], passages=c[1])
-                for n in collections.names() for c in [collections.get(n).counts()]]
+                for n in access.visible(collections.names()) for c in [collections.get(n).counts()]]
 
     return await run_in_threadpool(rows)
 
 
 @router.put("/collections/{name}", status_code=201, response_model=CollectionInfo, responses=ERRORS,
             summary="Create a collection (201), or find it there already (200)")
-async def create_collection(name: str, request: Request, response: Response) -> CollectionInfo:
+async def create_collection(request: Request, response: Response, name: str = Depends(managing)) -> CollectionInfo:
     collection, created = await run_in_threadpool(_collections(request).create, name)
     if not created:
         response.status_code = 200
@@ -205,14 +212,14 @@ async def create_collection(name: str, request: Request, response: Response) -> 
 
 @router.delete("/collections/{name}", status_code=204, responses={**ERRORS, 409: {"description": "`default` stays"}},
                summary="Delete a collection, its documents and its index")
-async def delete_collection(name: str, request: Request) -> Response:
+async def delete_collection(request: Request, name: str = Depends(managing)) -> Response:
     await run_in_threadpool(_collections(request).delete, name)
     return Response(status_code=204)
 
 
 @router.get("/collections/{name}/documents", response_model=list[DocumentInfo], responses=ERRORS,
             summary="The documents of a collection")
-async def list_documents(name: str, request: Request) -> list[DocumentInfo]:
+async def list_documents(request: Request, name: str = Depends(reachable)) -> list[DocumentInfo]:
     return [DocumentInfo(**row) for row in await run_in_threadpool(_collections(request).documents, name)]
 
 
@@ -220,8 +227,8 @@ async def list_documents(name: str, request: Request) -> list[DocumentInfo]:
              summary="Upload a document (multipart field `file`, optional `path` sub-folder); answerable once this returns",
              responses={**ERRORS, 409: {"description": "It exists (send ?replace=true)"},
                         413: {"description": "Over the file size limit"}})
-async def upload_document(name: str, request: Request, file: UploadFile = File(...), path: str | None = Form(None),
-                          replace: bool = Query(False)) -> UploadResponse:
+async def upload_document(request: Request, name: str = Depends(reachable), file: UploadFile = File(...),
+                          path: str | None = Form(None), replace: bool = Query(False)) -> UploadResponse:
     data = await file.read()
     result = await run_in_threadpool(_collections(request).upload, name, file.filename or "", data, path, replace)
     return UploadResponse(**result)
@@ -229,6 +236,6 @@ async def upload_document(name: str, request: Request, file: UploadFile = File(.
 
 @router.delete("/collections/{name}/documents/{source:path}", status_code=204, responses=ERRORS,
                summary="Delete a document; no answer cites it once this returns")
-async def delete_document(name: str, source: str, request: Request) -> Response:
+async def delete_document(source: str, request: Request, name: str = Depends(reachable)) -> Response:
     await run_in_threadpool(_collections(request).remove, name, source)
     return Response(status_code=204)

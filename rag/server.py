@@ -95,9 +95,10 @@ def _mcp(collections):
     the app's collections; the app's own middleware checks keys, hosts and origins, as for every route."""
     from mcp.server.transport_security import TransportSecuritySettings
 
+    from rag.access import reaches_in
     from rag.mcp_server import build_server
 
-    server = build_server(collections)
+    server = build_server(collections, reach=reaches_in)  # a key's collections, as on every other route
     starlette = server.streamable_http_app(streamable_http_path="/mcp", stateless_http=True, json_response=True,
                                            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
     server.route = next(r for r in starlette.routes if getattr(r, "path", None) == "/mcp")

@@ -180,7 +180,8 @@ def _serve(sub) -> None:
     _corpus_args(p)
     _reader_args(p)
     _data_arg(p)
-    p.add_argument("--metrics-public", action="store_true", help="serve GET /metrics without a key even when keys exist")
+    p.add_argument("--metrics-public", action="store_true",
+                   help="serve GET /metrics without a key even when keys exist (it counts every collection, by name)")
     p.add_argument("--writable-default", action="store_true",
                    help="let uploads and deletes change the default collection, i.e. the files of --docs")
     p.add_argument("--insecure-no-auth", action="store_true",
@@ -219,10 +220,14 @@ def _keys(sub) -> None:
     k = keys.add_parser("add", help="create a key and print its token once, alone on the last line")
     k.add_argument("name", help="the key's name (shown in the access log)")
     k.add_argument("--scope", choices=("read", "write"), required=True,
-                   help="read: ask, search, list; write: also create, upload and delete")
+                   help="read: ask, read documents, list, give feedback; write: also upload and delete documents "
+                        "(and, with --collections '*', create and delete collections)")
+    k.add_argument("--collections", default="*", metavar="NAME[,NAME]",
+                   help="the collections the key reaches; any other is a 404 to it, as if it did not exist. "
+                        "'*' (the default): every collection, also those made later, and /metrics")
     _data_arg(k)
     k.set_defaults(func=cmd_keys_add)
-    k = keys.add_parser("list", help="the keys: name, scope, created, last used (never a token)")
+    k = keys.add_parser("list", help="the keys: name, scope, collections, created, last used (never a token)")
     _data_arg(k)
     k.set_defaults(func=cmd_keys_list)
     k = keys.add_parser("revoke", help="delete a key: its token stops working at once")

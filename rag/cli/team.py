@@ -14,9 +14,12 @@ def _store(args: argparse.Namespace):
 
 def cmd_keys_add(args: argparse.Namespace) -> int:
     store = _store(args)
-    token = store.add(args.name, args.scope)
-    print(f"added the {args.scope} key {args.name!r} to {store.path}; its token, shown this once (send it as "
-          "`Authorization: Bearer TOKEN`):")
+    token = store.add(args.name, args.scope, args.collections.split(","))
+    key = next(k for k in store.keys() if k.name == args.name)
+    reach = ("every collection ('*': those made later too, and /metrics; limit it with --collections NAME[,NAME])"
+             if key.everywhere else "only the collections " + ", ".join(key.collections))
+    print(f"added the {args.scope} key {args.name!r} to {store.path}; it reaches {reach}.")
+    print("Its token, shown this once (send it as `Authorization: Bearer TOKEN`):")
     print(token)
     return 0
 
@@ -26,9 +29,11 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     if not keys:
         print("no keys: the server answers without one (on 127.0.0.1 only, unless --insecure-no-auth)")
         return 0
-    print(f"{'name':<24} {'scope':<6} {'created':<21} last used")
+    width = max(11, *(len(",".join(k.collections)) for k in keys))
+    print(f"{'name':<24} {'scope':<6} {'collections':<{width}} {'created':<21} last used")
     for key in keys:
-        print(f"{key.name:<24} {key.scope:<6} {key.created:<21} {key.last_used or 'never'}")
+        print(f"{key.name:<24} {key.scope:<6} {','.join(key.collections):<{width}} {key.created:<21} "
+              f"{key.last_used or 'never'}")
     return 0
 
 

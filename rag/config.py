@@ -127,6 +127,10 @@ class Settings:
     watch_max_wait_seconds: float = 60.0
     watch_polling: bool = False
     watch_poll_seconds: float = 1.0
+    # Feedback: verdicts kept per API key in any minute, and per collection (counted from the stored rows, so
+    # every worker agrees); past either, POST /feedback is a 429.
+    feedback_per_minute: int = 30
+    feedback_cap: int = 50_000
     # The server's data folder: managed collections (collections/NAME/docs and index) and API keys (keys.json).
     data_dir: Path = field(default_factory=lambda: _env_dir("RAG_DATA") or _data_home())
 
@@ -142,7 +146,8 @@ class Settings:
             if getattr(self, name) not in allowed:
                 raise SettingsError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
         for name in ("top_k", "max_top_k", "chunk_max_chars", "max_question_chars", "max_question_tokens",
-                     "embedding_batch_size", "reader_batch_size", "candidates_per_retriever"):
+                     "embedding_batch_size", "reader_batch_size", "candidates_per_retriever", "feedback_per_minute",
+                     "feedback_cap"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SettingsError(f"{name} must be a whole number of at least 1, not {value!r}")

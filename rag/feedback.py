@@ -7,6 +7,7 @@ checked against the indexed text and stored with the words it quotes, so a store
 the observed precision of answers with what the calibration predicted."""
 from __future__ import annotations
 
+import calendar
 import contextlib
 import hashlib
 import json
@@ -35,6 +36,7 @@ CREATE TABLE IF NOT EXISTS feedback (
     key TEXT                          -- the API key's name, when keys are in use
 );
 CREATE INDEX IF NOT EXISTS feedback_collection ON feedback (collection);
+CREATE INDEX IF NOT EXISTS feedback_key ON feedback (key, created);
 """
 COLUMNS = ("created", "collection", "question", "answer", "score", "cited_source", "cited_start", "cited_end",
            "reader", "verdict", "correct_source", "correct_start", "correct_end", "correct_quote", "key")
@@ -46,6 +48,7 @@ CREATE TABLE IF NOT EXISTS rag_feedback (
     correct_source TEXT, correct_start INTEGER, correct_end INTEGER, correct_quote TEXT, key TEXT
 );
 CREATE INDEX IF NOT EXISTS rag_feedback_collection ON rag_feedback (collection);
+CREATE INDEX IF NOT EXISTS rag_feedback_key ON rag_feedback (key, created);
 """
 
 
@@ -57,6 +60,16 @@ class FeedbackError(RagError):
     """A feedback record that cannot be stored as sent (a span outside its document, an unknown document)."""
 
     status = 422
+
+
+class FeedbackLimitError(FeedbackError):
+    """Too many posts from one key within a minute, or a collection holding its cap of verdicts: a 429."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds, for the Retry-After header (None: not before someone acts)
 
 
 def reader_version(reader) -> str:
@@ -73,25 +86,67 @@ class Span:
     end: int
 
 
-def check_span(span: Span, documents) -> str:
-    """The words of `span` in the indexed document; a FeedbackError when the document or offsets are wrong."""
+def check_span(span: Span, documents, field: str = "correct") -> str:
+    """The words of `span` in the indexed document; a FeedbackError naming `field` (the request's `correct`
+    or `cited`) when the document or offsets are wrong."""
     document = documents.get(span.source)
     if document is None:
-        raise FeedbackError(f"correct.source: {span.source!r} is not a document of this collection")
+        raise FeedbackError(f"{field}.source: {span.source!r} is not a document of this collection")
     if not 0 <= span.start < span.end <= len(document.text):
-        raise FeedbackError(f"correct: start and end must satisfy 0 <= start < end <= {len(document.text)}")
+        raise FeedbackError(f"{field}: start and end must satisfy 0 <= start < end <= {len(document.text)}")
     if span.end - span.start > 1000:
-        raise FeedbackError("correct: a span of the right answer is at most 1,000 characters")
+        raise FeedbackError(f"{field}: a span of an answer is at most 1,000 characters")
     quote = document.text[span.start : span.end]
     if not quote.strip():
-        raise FeedbackError("correct: the span holds only white space")
+        raise FeedbackError(f"{field}: the span holds only white space")
     return quote
+
+
+def check_cited(span: Span, answer: str, documents) -> None:
+    """A FeedbackError unless the indexed text at `span` is the answer (as every citation of it is)."""
+    if check_span(span, documents, "cited") != answer:
+        raise FeedbackError(f"cited: the words at {span.start}-{span.end} of {span.source!r} are not the answer; "
+                            "send the answer's first citation as /ask gave it (ask again if the document changed)")
+
+
+class FeedbackLimits:
+    """At most `per_minute` verdicts kept from one key in any 60 s, and at most `cap` kept per collection:
+    past either, a FeedbackLimitError (429) that says which. Counted from the stored verdicts themselves,
+    so every worker of a server (and a restart) agrees; a refused post is not counted."""
+
+    WINDOW = 60  # seconds
+
+    def __init__(self, per_minute: int, cap: int) -> None:
+        self.per_minute, self.cap = per_minute, cap
+
+    def check(self, store, collection: str, key: str | None) -> None:
+        """Refuse one more verdict of `key` for `collection` when it would pass a limit (`store`: FeedbackStore
+        or PostgresFeedback)."""
+        now = time.time()
+        recent = store.created_since(key, _stamp(now - self.WINDOW))
+        if len(recent) >= self.per_minute:
+            oldest = calendar.timegm(time.strptime(recent[0], STAMP))
+            wait = max(1, int(oldest + self.WINDOW - now) + 1)
+            raise FeedbackLimitError(f"too much feedback: at most {self.per_minute} verdicts a minute per key; "
+                                     f"retry in {wait} s", retry_after=wait)
+        stored = store.count(collection)
+        if stored >= self.cap:
+            raise FeedbackLimitError(f"the collection {collection!r} holds {stored:,} verdicts, its cap of {self.cap:,}: "
+                                     "no more are kept unless the server's operator raises it (rag serve --feedback-cap)")
+
+
+#: How a verdict's `created` is written (UTC, to the second): text that sorts as time does.
+STAMP = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def _stamp(seconds: float) -> str:
+    return time.strftime(STAMP, time.gmtime(seconds))
 
 
 def _row(collection: str, question: str, answer: str | None, score: float | None, cited: Span | None, reader: str,
          verdict: str, correct: Span | None, quote: str | None, key: str | None) -> tuple:
     """One verdict's values, in COLUMNS order."""
-    return (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), collection, question, answer, score, *_span(cited),
+    return (_stamp(time.time()), collection, question, answer, score, *_span(cited),
             reader, verdict, *_span(correct), quote, key)
 
 
@@ -124,6 +179,23 @@ class FeedbackStore:
                         f"INSERT INTO feedback ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                         _row(collection, question, answer, score, cited, reader, verdict, correct, quote, key))
                 return int(cursor.lastrowid)
+            finally:
+                conn.close()
+
+    def count(self, collection: str) -> int:
+        """The verdicts kept for one collection."""
+        return int(self._query("SELECT COUNT(*) FROM feedback WHERE collection = ?", (collection,))[0][0])
+
+    def created_since(self, key: str | None, stamp: str) -> list[str]:
+        """When each verdict of `key` (None: made without keys) since `stamp` was kept, oldest first."""
+        return [r[0] for r in self._query("SELECT created FROM feedback WHERE key IS ? AND created >= ? ORDER BY id",
+                                          (key, stamp))]
+
+    def _query(self, sql: str, args: tuple) -> list:
+        with self._lock:
+            conn = self._connect()
+            try:
+                return conn.execute(sql, args).fetchall()
             finally:
                 conn.close()
 
@@ -174,6 +246,15 @@ class PostgresFeedback:
             row = conn.execute(f"INSERT INTO rag_feedback ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
                                " RETURNING id", _row(*values)).fetchone()
         return int(row[0])
+
+    def count(self, collection: str) -> int:
+        with self._connection() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM rag_feedback WHERE collection = %s", (collection,)).fetchone()[0])
+
+    def created_since(self, key: str | None, stamp: str) -> list[str]:
+        with self._connection() as conn:
+            return [r[0] for r in conn.execute("SELECT created FROM rag_feedback WHERE key IS NOT DISTINCT FROM %s"
+                                               " AND created >= %s ORDER BY id", (key, stamp))]
 
     def records(self, collection: str | None = None) -> list[dict]:
         from psycopg.rows import dict_row

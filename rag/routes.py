@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from rag.access import Access, key_access, managing, reachable, reachable_query
 from rag.collections import DEFAULT, EMPTY, Collection, Collections
-from rag.feedback import Span, check_span, reader_version
+from rag.feedback import Span, check_cited, check_span, reader_version
 from rag.schema import (
     AskRequest,
     AskResponse,
@@ -102,27 +102,35 @@ async def ask_collection(body: AskRequest, request: Request, name: str = Depends
 # -- feedback and metrics ----------------------------------------------------------------------------------
 
 async def _feedback(request: Request, body: FeedbackRequest, name: str, access: Access) -> FeedbackResponse:
+    state = request.app.state
     collection = await _collection(request, name)
     if collection.pipeline is None:
         raise HTTPException(status_code=409, detail=EMPTY)
     pipeline = collection.pipeline
+    await run_in_threadpool(state.feedback_limits.check, state.feedback, name, access.key_name)
+    cited = Span(body.cited.source, body.cited.start, body.cited.end) if body.cited else None
+    if cited is not None:
+        await run_in_threadpool(check_cited, cited, body.answer, pipeline.documents)
     correct = Span(body.correct.source, body.correct.start, body.correct.end) if body.correct else None
     quote = await run_in_threadpool(check_span, correct, pipeline.documents) if correct else None
-    cited = Span(body.cited.source, body.cited.start, body.cited.end) if body.cited else None
     record = await run_in_threadpool(
-        request.app.state.feedback.add, name, body.question, body.answer, body.score, cited,
+        state.feedback.add, name, body.question, body.answer, body.score, cited,
         reader_version(pipeline.reader), body.verdict, correct, quote, access.key_name)
-    request.app.state.metrics.feedback.labels(body.verdict).inc()
+    state.metrics.feedback.labels(body.verdict).inc()
     return FeedbackResponse(id=record)
 
 
-@router.post("/feedback", status_code=201, response_model=FeedbackResponse, responses=ERRORS,
+FEEDBACK_ERRORS = {**ERRORS, 409: {"description": "The collection holds no documents yet"},
+                   429: {"description": "Too many posts from this key in a minute, or the collection's cap reached"}}
+
+
+@router.post("/feedback", status_code=201, response_model=FeedbackResponse, responses=FEEDBACK_ERRORS,
              summary="Say whether an answer (or an abstention) was right; mark where the right words stand")
 async def feedback(body: FeedbackRequest, request: Request, access: Access = Depends(key_access)) -> FeedbackResponse:
     return await _feedback(request, body, access.check(body.collection or DEFAULT), access)
 
 
-@router.post("/collections/{name}/feedback", status_code=201, response_model=FeedbackResponse, responses=ERRORS,
+@router.post("/collections/{name}/feedback", status_code=201, response_model=FeedbackResponse, responses=FEEDBACK_ERRORS,
              summary="Feedback on an answer of this collection")
 async def feedback_collection(body: FeedbackRequest, request: Request, name: str = Depends(reachable),
                               access: Access = Depends(key_access)) -> FeedbackResponse:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator, model_validator
 
 from rag.config import Settings
 from rag.text import clean_question
@@ -106,12 +106,17 @@ class HealthResponse(BaseModel):
                                                  "synced_files, batches, the folders watched and the last error.")
 
 
+#: The largest character offset a feedback span may give: what the feedback tables' INTEGER columns hold
+#: (PostgreSQL's is 32 bits), far beyond any document's text; a larger one is a 422, never an overflow.
+MAX_OFFSET = 2**31 - 1
+
+
 class SpanModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(..., description="The document, as cited.")
-    start: StrictInt = Field(..., ge=0, description="Character offset of the first character.")
-    end: StrictInt = Field(..., ge=1, description="Offset past the last character.")
+    source: str = Field(..., max_length=1024, description="The document, as cited.")
+    start: StrictInt = Field(..., ge=0, le=MAX_OFFSET, description="Character offset of the first character.")
+    end: StrictInt = Field(..., ge=1, le=MAX_OFFSET, description="Offset past the last character.")
 
 
 class FeedbackRequest(BaseModel):
@@ -122,10 +127,23 @@ class FeedbackRequest(BaseModel):
     question: str = Field(..., min_length=1, max_length=2000)
     answer: str | None = Field(..., max_length=2000, description="The answer shown; null for an abstention.")
     verdict: Literal["right", "wrong"] = Field(..., description="\"right\" on an abstention: the documents really do not say.")
-    score: float | None = Field(None, ge=0.0, le=1.0, description="The score shown with the answer.")
-    cited: SpanModel | None = Field(None, description="Where the answer shown was cited (its first citation).")
+    score: StrictFloat | None = Field(None, ge=0.0, le=1.0, description="The score shown with the answer (a number, "
+                                                                        "not true/false or a string).")
+    cited: SpanModel | None = Field(None, description=(
+        "Where the answer shown was cited (its first citation): needed with \"right\" on an answer, which the export "
+        "labels there; checked against the indexed text, whose words there must be the answer."))
     correct: SpanModel | None = Field(None, description="Where the right answer stands, selected in the document view.")
     collection: str | None = Field(None, max_length=64, description="POST /feedback: the collection asked (default `default`).")
+
+    @model_validator(mode="after")
+    def _cited_with_answers(self) -> FeedbackRequest:
+        """An answer judged right is labelled where it was cited, so it needs `cited`; an abstention cites nothing."""
+        if self.verdict == "right" and self.answer is not None and self.cited is None:
+            raise ValueError('cited: a "right" verdict on an answer needs where it was cited ({"source", "start", "end"} '
+                             "of its first citation), else it gives no label to `rag feedback export`")
+        if self.answer is None and self.cited is not None:
+            raise ValueError("cited: an abstention (answer null) cites nothing")
+        return self
 
 
 class FeedbackResponse(BaseModel):

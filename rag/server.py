@@ -17,7 +17,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from rag.collections import CollectionError, Collections
 from rag.config import Settings
 from rag.errors import QuestionError, RagError, UnavailableError
-from rag.feedback import FeedbackError
+from rag.feedback import FeedbackError, FeedbackLimits
 from rag.keys import KeyStore
 from rag.metrics import Metrics
 from rag.middleware import AccessLog, Auth, BodyLimits
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
         lifespan=lifespan,
     )
     app.state.keys, app.state.metrics, app.state.feedback = keys, metrics, open_feedback(settings)
+    app.state.feedback_limits = FeedbackLimits(settings.feedback_per_minute, settings.feedback_cap)
     app.add_middleware(BodyLimits, deadline=settings.body_deadline_seconds,
                        uploads=(settings.max_file_bytes + UPLOAD_OVERHEAD, settings.upload_deadline_seconds))
     app.add_middleware(Auth, keys=keys, public=re.compile("|".join(map(re.escape, public))) if public else None,
@@ -148,8 +149,10 @@ def _error_handlers(app: FastAPI) -> None:
     async def expected_error(request: Request, exc: RagError):
         if isinstance(exc, QuestionError):
             return JSONResponse(status_code=422, content={"detail": f"{exc.field}: {exc}"})
-        if isinstance(exc, (CollectionError, FeedbackError)):  # each carries its own status
-            return JSONResponse(status_code=exc.status, content={"detail": str(exc)})
+        if isinstance(exc, (CollectionError, FeedbackError)):  # each carries its own status (a 429 when to retry)
+            retry = getattr(exc, "retry_after", None)
+            return JSONResponse(status_code=exc.status, content={"detail": str(exc)},
+                                headers={"Retry-After": str(retry)} if retry else None)
         if isinstance(exc, UnavailableError):  # the database is down or slow: the client may retry
             log.error("unavailable on %s %s: %s", request.method, request.url.path, exc)
             return JSONResponse(status_code=503, content={"detail": str(exc)}, headers={"Retry-After": "5"})

@@ -117,3 +117,46 @@ def test_metrics_need_a_key_when_keys_exist_unless_public(tmp_path):
         assert public.call("GET", "/collections").status_code == 401
     finally:
         public.stop()
+
+
+def test_bad_feedback_is_a_422_that_says_why_and_posts_are_limited(tmp_path):
+    """Offsets past what the tables hold, a boolean score, "right" on an answer without where it was cited,
+    and a citation that is not the answer in the index: each a one-line 422 and nothing stored. Then a key's
+    posts a minute and a collection's verdicts are bounded, with a 429 that says which."""
+    data = tmp_path / "data"
+    alice = cli("keys", "add", "alice", "--scope", "read", "--data", data).stdout.strip().splitlines()[-1]
+    bob = cli("keys", "add", "bob", "--scope", "read", "--data", data).stdout.strip().splitlines()[-1]
+    server = Server(data, "--workers", "1", "--feedback-per-minute", "4", "--feedback-cap", "6")
+    try:
+        answer = server.call("POST", "/ask", alice, json={"question": QUESTION}).json()
+        cite = {k: answer["citations"][0][k] for k in ("source", "start", "end")}
+        right = {"question": QUESTION, "answer": answer["answer"], "verdict": "right", "score": answer["score"], "cited": cite}
+        for bad, fragment in [
+            ({**right, "cited": {**cite, "end": 2**63 + 1}}, "cited.end"),
+            ({**right, "cited": {**cite, "start": -1}}, "cited.start"),
+            ({"question": "Q?", "answer": None, "verdict": "wrong", "correct": {"source": SOURCE, "start": 2**64, "end": 2**64 + 3}},
+             "correct.start"),
+            ({**right, "score": False}, "score"),
+            ({**right, "score": "0.9"}, "score"),
+            ({**right, "cited": None}, "cited"),  # "right" on an answer, nowhere to label it
+            ({k: v for k, v in right.items() if k != "cited"}, "cited"),
+            ({**right, "answer": None}, "abstention"),
+            ({**right, "cited": {**cite, "start": cite["start"] + 1}}, "not the answer"),  # not what the index says there
+            ({**right, "cited": {**cite, "source": "nothing.txt"}}, "cited.source"),
+        ]:
+            r = server.call("POST", "/feedback", alice, json=bad)
+            assert r.status_code == 422 and fragment in r.json()["detail"], (bad, r.text)
+            assert "\n" not in r.json()["detail"]
+        assert not (data / "feedback.sqlite").exists() or not sqlite3.connect(data / "feedback.sqlite").execute(
+            "SELECT id FROM feedback").fetchall()
+        for _ in range(4):
+            assert server.call("POST", "/feedback", alice, json=right).status_code == 201
+        limited = server.call("POST", "/feedback", alice, json=right)
+        assert limited.status_code == 429 and "4 verdicts a minute per key" in limited.json()["detail"]
+        assert 1 <= int(limited.headers["retry-after"]) <= 61
+        assert [server.call("POST", "/feedback", bob, json=right).status_code for _ in range(3)] == [201, 201, 429]
+        full = server.call("POST", "/feedback", bob, json=right)
+        assert full.status_code == 429 and "its cap of 6" in full.json()["detail"] and "retry-after" not in full.headers
+    finally:
+        server.stop()
+    assert len(sqlite3.connect(data / "feedback.sqlite").execute("SELECT id FROM feedback").fetchall()) == 6

@@ -71,6 +71,13 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
 def _port(value: str) -> int:
     port = int(value)
     if not 1 <= port <= 65535:
@@ -182,6 +189,11 @@ def _serve(sub) -> None:
     _data_arg(p)
     p.add_argument("--metrics-public", action="store_true",
                    help="serve GET /metrics without a key even when keys exist (it counts every collection, by name)")
+    _setting(p, "feedback_per_minute", "--feedback-per-minute", type=_positive, metavar="N",
+             help=f"feedback verdicts kept per API key in any minute (all workers together); more get 429 "
+                  f"(default {Settings.feedback_per_minute})")
+    _setting(p, "feedback_cap", "--feedback-cap", type=_positive, metavar="N",
+             help=f"feedback verdicts kept per collection; past it POST /feedback is a 429 (default {Settings.feedback_cap:,})")
     p.add_argument("--writable-default", action="store_true",
                    help="let uploads and deletes change the default collection, i.e. the files of --docs")
     p.add_argument("--insecure-no-auth", action="store_true",

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 #: Names Windows reserves (a team's files may be synced to one): refused as any part of a path.
 RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 EMPTY = "the collection holds no documents yet: upload one first"
+#: The longest file or folder name, in bytes, that a document's name may hold: what filesystems take (NAME_MAX).
+MAX_PART_BYTES = 255
 
 
 class CollectionError(RagError):
@@ -63,8 +65,8 @@ def check_name(name: str) -> str:
 
 def safe_source(filename: str, folder: str | None = None) -> str:
     """The source an upload is stored as: the file's name (with any folders it names), under `folder` when
-    given. Refused (422): '..', an absolute path, control characters, hidden or reserved names, and formats
-    rag does not read."""
+    given. Refused (422): '..', an absolute path, control characters, hidden or reserved names, a file or folder
+    name over MAX_PART_BYTES, and formats rag does not read."""
     folder, name = (folder or "").replace("\\", "/"), (filename or "").replace("\\", "/")
     if name.startswith("/") or folder.startswith("/") or re.match(r"[A-Za-z]:/", name):
         raise CollectionError("an absolute path is not a document name")
@@ -79,6 +81,9 @@ def safe_source(filename: str, folder: str | None = None) -> str:
             raise CollectionError("a document name may not hold control or invisible format characters")
         if part.split(".")[0].lower() in RESERVED:
             raise CollectionError(f"{part!r} is a reserved name")
+        if len(part.encode("utf-8")) > MAX_PART_BYTES:
+            raise CollectionError(f"a file or folder name of the document is {len(part.encode('utf-8'))} bytes; "
+                                  f"the limit is {MAX_PART_BYTES} (the filesystem's)")
     if len(source.encode("utf-8")) > 1024:
         raise CollectionError("the document name is longer than 1024 bytes")
     if PurePosixPath(source).suffix.lower() not in SUFFIXES:

@@ -124,10 +124,11 @@ def test_bad_uploads_are_refused_and_store_nothing(server, data):
     folder = data / "collections" / "guarded"
     before = sorted(p.relative_to(data.parent) for p in data.parent.rglob("*"))
     for name, path in [("../escape.txt", None), ("x.txt", "../../outside"), ("/etc/passwd.txt", None),
-                       ("esc\x1b[31m.txt", None), ("con.txt", None), (".hidden.txt", None), ("notes.csv", None)]:
+                       ("esc\x1b[31m.txt", None), ("con.txt", None), (".hidden.txt", None), ("notes.csv", None),
+                       ("a" * 300 + ".txt", None), ("x.txt", "b" * 300), ("é" * 128 + ".txt", None)]:  # parts over 255 bytes
         files = {"file": (name, b"The escape artist is Harry Houdini.\n")}
         r = server.call("POST", "/collections/guarded/documents", files=files, data={"path": path} if path else {})
-        assert r.status_code == 422, (name, path, r.text)
+        assert r.status_code == 422 and "\n" not in r.json()["detail"], (name, path, r.text)
     r = server.upload("guarded", "broken.pdf", b"not a pdf at all")
     assert r.status_code == 422 and "broken.pdf" in r.json()["detail"]
     r = server.upload("guarded", "big.txt", b"a " * (10 * 2**20) + b"b")  # one byte over the 20 MiB limit

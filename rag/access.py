@@ -59,6 +59,16 @@ class Access:
                                  f"{self.key_name!r} reaches {', '.join(self.key.collections)}")
 
 
+#: What the open GET /health may tell of a --watch server once keys are in use: counts and times, never a
+#: collection's name, folder or last error (which names its files).
+OPEN_WATCH = ("mode", "pending", "last_synced", "synced_files", "batches", "syncing", "settle_seconds")
+
+
+def open_watch(watch: dict) -> dict:
+    """rag.watch's report, cut to what a caller without a key may read."""
+    return {k: watch[k] for k in OPEN_WATCH if k in watch}
+
+
 def key_access(request: Request) -> Access:
     """The dependency every route that touches a collection, or counts them, takes."""
     return Access(request.scope.get(KEY_SCOPE))

@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from rag.access import Access, key_access, managing, reachable, reachable_query
+from rag.access import Access, key_access, managing, open_watch, reachable, reachable_query
 from rag.collections import DEFAULT, EMPTY, Collection, Collections
 from rag.feedback import Span, check_cited, check_span, reader_version
 from rag.schema import (
@@ -182,15 +182,18 @@ async def document_page(source: str, request: Request, collection: str = Query(D
 
 @router.get("/health", response_model=HealthResponse, summary="Readiness, corpus size and models in use")
 async def health(request: Request) -> HealthResponse:
+    """Open without a key: once keys exist it names no document, folder or collection (rag.access.open_watch)."""
     state = request.app.state
     await state.take_up_rebuilds()
     changes = await state.corpus_changes()
+    keys_required = await run_in_threadpool(state.keys.any)
+    watch = state.watcher.describe() if getattr(state, "watcher", None) is not None else None
     return HealthResponse(
         status="stale" if changes else "ok",
-        corpus_changes=[f"{source} {what}" for source, what in sorted(changes.items())],
+        corpus_changes=[] if keys_required else [f"{source} {what}" for source, what in sorted(changes.items())],
         collections=len(await run_in_threadpool(state.collections.names)),
-        keys_required=await run_in_threadpool(state.keys.any),
-        watch=state.watcher.describe() if getattr(state, "watcher", None) is not None else None,
+        keys_required=keys_required,
+        watch=open_watch(watch) if watch is not None and keys_required else watch,
         **await run_in_threadpool(state.pipeline.describe),
     )
 

@@ -88,7 +88,8 @@ UNCALIBRATED = ("the score is not calibrated: this reader's reader_meta.json hol
 
 class HealthResponse(BaseModel):
     status: str = Field(..., description="ok, or stale when corpus files changed since the index was built.")
-    corpus_changes: list[str] = Field(default_factory=list, description="Files changed, removed or added since indexing.")
+    corpus_changes: list[str] = Field(default_factory=list, description=(
+        "Files changed, removed or added since indexing; empty once keys exist (this route needs none)."))
     documents: int
     passages: int
     store: dict = Field(default_factory=dict, description="The index store: kind (files or postgresql), database, reachable.")
@@ -103,7 +104,7 @@ class HealthResponse(BaseModel):
     collections: int = Field(1, description="Collections served (the default one and those under the data folder).")
     keys_required: bool = Field(False, description="Whether routes other than /health need an API key.")
     watch: dict | None = Field(None, description="With --watch: mode (inotify or polling), pending changes, last_synced, "
-                                                 "synced_files, batches, the folders watched and the last error.")
+                                                 "synced_files, batches, the folders watched and the last error (not these two once keys exist).")
 
 
 #: The largest character offset a feedback span may give: what the feedback tables' INTEGER columns hold

@@ -211,3 +211,26 @@ def test_every_collection_route_goes_through_the_access_check():
     assert len(router.routes) > 10
     unchecked = sorted(r.path for r in router.routes if key_access not in calls(r.dependant))
     assert unchecked == ["/", "/documents/{source:path}", "/health"]
+
+
+def test_the_open_health_names_no_collection_once_keys_exist(tmp_path, embedder, pipeline):
+    """GET /health needs no key: it names changed files, and on a --watch server the watched folders, only
+    while no key exists."""
+    from test_watch import watched_client
+
+    from rag.keys import KeyStore
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "harbour.txt").write_bytes(HARBOUR)
+    with watched_client(tmp_path, docs, embedder, pipeline, watch_settle_seconds=3600.0,
+                        corpus_check_seconds=0.0) as client:
+        assert set(client.get("/health").json()["watch"]["folders"]) == {"default"}  # no keys: all is open
+        (docs / "secret-plans.txt").write_bytes(FERRY)  # seen as a change, not synced for an hour
+        assert client.get("/health").json()["corpus_changes"] == ["secret-plans.txt added"]
+        KeyStore(tmp_path / "data").add("ops", "write")
+        health = client.get("/health")
+        watch = health.json()["watch"]
+        assert health.json()["keys_required"] and watch["mode"] in ("inotify", "polling") and "pending" in watch
+        assert not {"folders", "last_batch", "last_error"} & set(watch) and str(docs) not in health.text
+        assert health.json()["status"] == "stale" and "secret-plans" not in health.text

@@ -35,7 +35,7 @@ def _dests(parser: argparse.ArgumentParser) -> set[str]:
 def test_every_flag_that_sets_a_setting_names_a_settings_field():
     commands = _commands(build_parser())
     mapped = {name: p.get_default(SETTINGS) or {} for name, p in commands.items()}
-    assert {name for name, fields in mapped.items() if fields} == {"index", "show", "search", "ask", "eval", "serve",
+    assert {name for name, fields in mapped.items() if fields} == {"index", "show", "search", "ask", "eval", "serve", "mcp",
                                                                   "keys add", "keys list", "keys revoke", "feedback export", "feedback stats"}
     for name, fields in mapped.items():
         assert set(fields) <= _dests(commands[name]), f"rag {name}: a mapped dest is no flag of the command"

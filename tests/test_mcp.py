@@ -113,7 +113,7 @@ def test_http_server_behind_keys(live_server):
             return await _exercise(session)
 
     assert anyio.run(main, {"Authorization": f"Bearer {token}"})["answer"] == "Eric Boyd"
-    with pytest.raises(Exception):  # no key: the server's 401 ends the session before any tool runs
+    with pytest.raises(Exception, match="error"):  # no key: the server's 401 ends the session before any tool runs
         anyio.run(main, {})
     hello = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from rag.config import Settings
-from rag.converters import SUFFIXES, ConversionError, ConvertOptions, convert
+from rag.converters import SUFFIXES, ConversionError, ConvertOptions, ExpansionError, convert
 from rag.errors import RagError
 from rag.pipeline import Pipeline
 from rag.store import drop_store, index_store
@@ -279,13 +279,16 @@ class Collections:
 
     def upload(self, name: str, filename: str, data: bytes, folder: str | None = None, replace: bool = False) -> dict:
         """Store a file in the collection and index it (answerable once this returns). Nothing is stored when
-        it cannot be converted; a failed index leaves the previous file and index as they were."""
+        it cannot be converted or would expand past a document's bounds; a failed index leaves the previous
+        file and index as they were."""
         collection = self.get(name)
         source = safe_source(filename, folder)
         if len(data) > self.settings.max_file_bytes:
             raise TooLargeError(f"the file is {len(data):,} bytes; the limit is {self.settings.max_file_bytes:,}")
         try:
             converted = convert(PurePosixPath(source).suffix, data, ConvertOptions.from_settings(self.settings))
+        except ExpansionError as err:
+            raise TooLargeError(f"{source}: {err}") from None
         except ConversionError as err:
             raise CollectionError(f"{source}: {err}") from None
         if not converted.text.strip():

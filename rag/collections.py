@@ -21,7 +21,7 @@ from rag.converters import SUFFIXES, ConversionError, ConvertOptions, ExpansionE
 from rag.errors import RagError
 from rag.pipeline import Pipeline
 from rag.store import drop_store, index_store
-from rag.types import Answer
+from rag.types import Answer, Document
 
 log = logging.getLogger(__name__)
 
@@ -279,8 +279,8 @@ class Collections:
 
     def upload(self, name: str, filename: str, data: bytes, folder: str | None = None, replace: bool = False) -> dict:
         """Store a file in the collection and index it (answerable once this returns). Nothing is stored when
-        it cannot be converted or would expand past a document's bounds; a failed index leaves the previous
-        file and index as they were."""
+        it cannot be converted or would expand past a document's bounds (converted once: the index takes
+        that conversion); a failed index leaves the previous file and index as they were."""
         collection = self.get(name)
         source = safe_source(filename, folder)
         if len(data) > self.settings.max_file_bytes:
@@ -293,6 +293,8 @@ class Collections:
             raise CollectionError(f"{source}: {err}") from None
         if not converted.text.strip():
             raise CollectionError(f"{source}: it holds no text")
+        document = Document(source, converted.text, converted.format, converted.pages, converted.headings,
+                            converted.ocr_pages)
         with collection.lock:
             self._check_writable(collection)
             target = collection.docs_dir / source
@@ -303,7 +305,7 @@ class Collections:
             previous = target.read_bytes() if target.exists() else None
             _write_atomically(target, data)
             try:
-                self._reindex(collection)
+                self._reindex(collection, {source: (hashlib.sha256(data).hexdigest(), document)})
             except BaseException:
                 if previous is None:
                     target.unlink(missing_ok=True)
@@ -344,13 +346,14 @@ class Collections:
         if collection.docs_dir is None:
             raise ConflictError("the default collection's documents folder is not on this machine")
 
-    def _reindex(self, collection: Collection) -> None:
-        """Index the collection's folder incrementally (added, changed, removed) and swap the result in."""
+    def _reindex(self, collection: Collection, converted: dict[str, tuple[str, Document]] | None = None) -> None:
+        """Index the collection's folder incrementally (added, changed, removed) and swap the result in; the
+        files in `converted` (source -> (hash, document)) are not converted again."""
         if not collection.has_files() and collection.managed:  # the last document went: an empty collection again
             _discard_index(collection)
             return
         embedder = LockedEmbedder(self.default.retriever.embedder, self._models_lock)
-        index_store(collection.settings, embedder, progress=False)
+        index_store(collection.settings, embedder, progress=False, converted=converted)
         if collection.pipeline is None:
             collection.pipeline = self._pipeline(collection.settings, rebuild=False)
         else:

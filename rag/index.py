@@ -44,7 +44,7 @@ from rag.search_index import (  # noqa: F401
     tokenize,
 )
 from rag.text import plural
-from rag.types import Chunk
+from rag.types import Chunk, Document
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ def needs_indexing(settings: Settings) -> bool:
     return bool(staleness(manifest, settings))
 
 
-def index_corpus(settings: Settings, embedder: Embedder, progress: bool = True, full: bool = False) -> SearchIndex:
+def index_corpus(settings: Settings, embedder: Embedder, progress: bool = True, full: bool = False,
+                 converted: dict[str, tuple[str, Document]] | None = None) -> SearchIndex:
     """Read the corpus folder, build the index and save it atomically to settings.index_dir (an explicit
     `rag index`: the only build that may switch an index to another folder than the one it records).
 
@@ -80,7 +81,8 @@ def index_corpus(settings: Settings, embedder: Embedder, progress: bool = True, 
     files whose hash is unchanged are neither converted nor embedded again (their text, chunks and
     vectors are reused), removed files drop out, and only added and changed files are processed. The
     result is the index a full rebuild gives (same chunks in the same order, same vectors to float
-    rounding), written beside the old one and swapped in. One build at a time per index folder."""
+    rounding), written beside the old one and swapped in. One build at a time per index folder. `converted`
+    (source -> (file hash, document)) names files already converted by the caller, not converted again."""
     started = time.perf_counter()
     with index_lock(settings.index_dir):
         settings = replace(settings, docs_dir=_docs_to_index(settings))
@@ -91,7 +93,7 @@ def index_corpus(settings: Settings, embedder: Embedder, progress: bool = True, 
             files = previous.manifest["files"]
             reuse_docs = {s: (files[s], d) for s, d in previous.documents.items() if s in files}
         corpus = load_corpus(settings.docs_dir, settings.follow_links, settings.max_file_bytes, previous=reuse_docs,
-                             options=ConvertOptions.from_settings(settings, progress))
+                             options=ConvertOptions.from_settings(settings, progress), converted=converted)
         reuse = None
         if previous is not None:
             kept = {s for s, (digest, _) in reuse_docs.items() if corpus.file_hashes.get(s) == digest}

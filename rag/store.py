@@ -231,10 +231,12 @@ def open_feedback(settings: Settings):
     return FeedbackStore(settings.data_dir)
 
 
-def index_store(settings: Settings, embedder: Embedder, full: bool = False, progress: bool = True) -> IndexReport:
-    """An explicit `rag index` into the store the settings name: added, changed and removed files."""
+def index_store(settings: Settings, embedder: Embedder, full: bool = False, progress: bool = True,
+                converted: dict[str, tuple[str, Document]] | None = None) -> IndexReport:
+    """An explicit `rag index` into the store the settings name: added, changed and removed files (those in
+    `converted`, source -> (file hash, document), taken as converted already: an upload is converted once)."""
     if settings.store:
         from rag.postgres_index import index_postgres
 
-        return index_postgres(settings, embedder, full=full, progress=progress)
-    return IndexReport.of(index_corpus(settings, embedder, progress=progress, full=full))
+        return index_postgres(settings, embedder, full=full, progress=progress, converted=converted)
+    return IndexReport.of(index_corpus(settings, embedder, progress=progress, full=full, converted=converted))

@@ -1,6 +1,6 @@
 """A small file never takes the server down: what a document may expand to (text, passages, a .docx's
 unpacked parts, a PDF's pages) is bounded, found before the work it would cost, refused on upload with a
-one-line 413 and skipped by `rag index` with a one-line reason."""
+one-line 413 and skipped by `rag index` with a one-line reason; an upload is converted once."""
 import io
 import time
 import tracemalloc
@@ -103,3 +103,19 @@ def test_rag_index_skips_a_bomb_with_one_line_and_indexes_the_rest(tmp_path, bom
     warnings = [line for line in out.stderr.splitlines() if "report.docx" in line]
     assert len(warnings) == 1 and "skipping report.docx: unpacks its part word/document.xml" in warnings[0]
     assert "indexed 1 document" in out.stdout and "skipped 1:" in out.stdout
+
+
+def test_an_upload_is_converted_once(settings, pipeline, tmp_path, monkeypatch):
+    import rag.collections
+    import rag.ingest
+    from rag.collections import Collections
+
+    calls = []
+    for module in (rag.collections, rag.ingest):
+        real = module.convert
+        monkeypatch.setattr(module, "convert", lambda *a, real=real, **k: calls.append(a[0]) or real(*a, **k))
+    team = Collections(settings.with_overrides(data_dir=tmp_path / "data"), pipeline)
+    team.create("once")
+    assert team.upload("once", "report.docx", make_docx())["passages"] >= 1
+    assert calls == [".docx"]  # converted to check it, and that conversion indexed
+    assert team.get("once").ask("How many members did the cooperative have?").answer == "312"

@@ -12,6 +12,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -92,25 +93,30 @@ def collection_settings(settings: Settings, name: str) -> Settings:
 
 
 class LockedEmbedder:
-    """The shared embedder, used under the models' lock: an upload's indexing embeds between questions."""
+    """The shared embedder, used under the models' lock: an upload's indexing embeds between questions, in
+    turns of about `turn_seconds` (the batch sized from how fast the last one went), so a question waits
+    for one turn of an upload, never for the whole file, whatever the CPU."""
 
-    BATCH = 64  # passages embedded per turn of the lock (about 1.5 s on 2 cores)
+    FIRST, MOST = 8, 256  # passages in the first turn, and in any
 
-    def __init__(self, embedder, lock: threading.Lock) -> None:
-        self._embedder, self._lock = embedder, lock
+    def __init__(self, embedder, lock, turn_seconds: float = Settings.indexing_turn_seconds) -> None:
+        self._embedder, self._lock, self.turn_seconds = embedder, lock, turn_seconds
 
     def run(self, texts, progress: bool = False):
-        """Embedded a batch at a time, the lock taken per batch: a question waits for one batch of an
-        upload, never for the whole file."""
         import numpy as np
 
         if not texts:
             with self._lock:
                 return self._embedder.run(texts, progress=False)
-        parts = []
-        for i in range(0, len(texts), self.BATCH):
+        parts, done, size = [], 0, self.FIRST
+        while done < len(texts):
             with self._lock:
-                parts.append(self._embedder.run(texts[i : i + self.BATCH], progress=False))
+                started = time.perf_counter()
+                parts.append(self._embedder.run(texts[done : done + size], progress=False))
+                took = time.perf_counter() - started
+            done += size
+            fits = int(size * self.turn_seconds / max(took, 1e-3))
+            size = max(1, min(self.MOST, 2 * size, fits))  # never more than doubled at once
         return np.vstack(parts)
 
     def __getattr__(self, name: str):
@@ -352,7 +358,7 @@ class Collections:
         if not collection.has_files() and collection.managed:  # the last document went: an empty collection again
             _discard_index(collection)
             return
-        embedder = LockedEmbedder(self.default.retriever.embedder, self._models_lock)
+        embedder = LockedEmbedder(self.default.retriever.embedder, self._models_lock, self.settings.indexing_turn_seconds)
         index_store(collection.settings, embedder, progress=False, converted=converted)
         if collection.pipeline is None:
             collection.pipeline = self._pipeline(collection.settings, rebuild=False)

@@ -125,6 +125,9 @@ class Settings:
     # with the index (/health says "stale", answers citing a changed file carry a warning).
     body_deadline_seconds: float = 10.0
     upload_deadline_seconds: float = 120.0  # an upload of up to max_file_bytes gets longer
+    # An upload embeds its passages in turns of about this long on the shared models, so that a question
+    # waits for one turn at most, never for the whole file (batches sized to the CPU's measured speed).
+    indexing_turn_seconds: float = 0.75
     corpus_check_seconds: float = 30.0
     # The server's data folder: managed collections (collections/NAME/docs and index) and API keys (keys.json).
     data_dir: Path = field(default_factory=lambda: _env_dir("RAG_DATA") or _data_home())

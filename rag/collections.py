@@ -2,13 +2,24 @@
 ones live under DATA/collections/NAME/ (docs/ holds the files, index/ the file index, or a PostgreSQL
 schema of their own); the --docs/--index corpus is the collection named `default`. An upload or delete
 updates the collection's index incrementally and swaps it in between questions; uploads of one collection
-take turns, and the models are shared by all collections (one copy per process)."""
+take turns, and the models are shared by all collections (one copy per process).
+
+Readers never wait for a writer: a question, a listing or a scrape answers from the collection's last
+committed index (a stat per request finds a newer one, made here or by another worker, and loads it),
+while an upload builds the next one beside it. Writers take turns per collection, in this process (a
+lock) and across worker processes (the index folder's flock), and journal each change (`.journal.json`
+in the collection's folder) so that a change a kill cut short is finished (a delete) or undone (an
+upload) when the server starts again. A deleted collection's folder is renamed away in one step before it
+is removed, so no listing meets it half-deleted and nothing makes it again."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import threading
@@ -20,6 +31,8 @@ from pathlib import Path, PurePosixPath
 from rag.config import Settings
 from rag.converters import SUFFIXES, ConversionError, ConvertOptions, ExpansionError, convert
 from rag.errors import RagError
+from rag.index import IndexLoadError, committed_build, index_lock, load_index
+from rag.ingest import candidate_files
 from rag.pipeline import Pipeline
 from rag.store import drop_store, index_store
 from rag.types import Answer, Document
@@ -31,6 +44,11 @@ NAME = re.compile(r"[a-z0-9_-]{1,64}")
 #: Names Windows reserves (a team's files may be synced to one): refused as any part of a path.
 RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 EMPTY = "the collection holds no documents yet: upload one first"
+#: The change under way in a collection (in its folder; `default`'s in the data folder), and the copy of
+#: the file it replaces or deletes: what the next start needs to finish or undo a change cut short.
+JOURNAL, BACKUP = ".journal.json", ".journal-backup"
+#: A deleted collection's folder is renamed to this prefix (never a collection name) before it is removed.
+DELETED = ".deleted-"
 
 
 class CollectionError(RagError):
@@ -126,15 +144,18 @@ class LockedEmbedder:
 @dataclass
 class Collection:
     """One collection: its folder of documents, its settings (index folder or schema) and its pipeline
-    (None while it holds no documents)."""
+    (None while it holds no documents), answering from the committed build `build` of its index."""
 
     name: str
     docs_dir: Path | None
     settings: Settings
     pipeline: Pipeline | None
     managed: bool
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    deleted: bool = False  # set under `lock` when the collection is deleted: later uploads find it gone
+    lock: threading.Lock = field(default_factory=threading.Lock)  # this process's writers take turns on it
+    # Held to look at the committed index and to swap `pipeline` for a newer build: never while indexing.
+    view: threading.Lock = field(default_factory=threading.Lock)
+    build: tuple[int, int] | None = None  # which build of the index folder `pipeline` answers from
+    deleted: bool = False  # set when the collection is deleted: later uploads find it gone
 
     def counts(self) -> tuple[int, int]:
         pipeline = self.pipeline  # read once: a delete may set it to None meanwhile
@@ -148,12 +169,17 @@ class Collection:
         return pipeline.run(question, top_k, timings=timings, sources=sources)
 
     def has_files(self) -> bool:
-        return self.docs_dir is not None and self.docs_dir.is_dir() and any(p.is_file() for p in self.docs_dir.rglob("*"))
+        """Whether its folder holds a file to index (False for a folder removed meanwhile)."""
+        try:
+            return self.docs_dir is not None and self.docs_dir.is_dir() and bool(candidate_files(self.docs_dir)[0])
+        except OSError:
+            return False
 
 
 class Collections:
     """Every collection of a server: `default` (the pipeline it started with) and the managed ones found
-    under settings.data_dir/collections, opened at start-up."""
+    under settings.data_dir/collections, opened at start-up (where a change a kill cut short is finished
+    or undone first)."""
 
     def __init__(self, settings: Settings, default: Pipeline, writable_default: bool = False) -> None:
         self.settings = settings
@@ -164,55 +190,89 @@ class Collections:
         self._all: dict[str, Collection] = {
             DEFAULT: Collection(DEFAULT, default.retriever.store.docs_dir, settings, default, managed=False)}
         self._guard = threading.Lock()
+        if self._journal(self._all[DEFAULT])[0].exists():
+            with self._turn(self._all[DEFAULT]):
+                self._recover(self._all[DEFAULT])
         if self.root.is_dir():
             for folder in sorted(self.root.iterdir()):
-                if folder.is_dir() and NAME.fullmatch(folder.name) and folder.name != DEFAULT:
+                if folder.name.startswith(DELETED):  # a delete that a kill stopped before it was done
+                    shutil.rmtree(folder, ignore_errors=True)
+                elif folder.is_dir() and NAME.fullmatch(folder.name) and folder.name != DEFAULT:
                     try:
-                        self._all[folder.name] = self._open(folder.name)
+                        self._all[folder.name] = self._open(folder.name, starting=True)
+                    except NotFoundError:
+                        pass  # deleted by another worker meanwhile
                     except RagError as err:
                         log.error("collection %s cannot be opened: %s", folder.name, err)
 
     # -- collections -------------------------------------------------------------------------------------
 
-    def _open(self, name: str) -> Collection:
+    def _open(self, name: str, starting: bool = False) -> Collection:
+        """A managed collection as it is on disk. At start-up a change cut short is finished or undone, and
+        files added while the server was down are indexed; otherwise (one another worker made) its
+        committed index is loaded as it is."""
         settings = collection_settings(self.settings, name)
         collection = Collection(name, settings.docs_dir, settings, None, managed=True)
-        if collection.has_files():
-            collection.pipeline = self._pipeline(settings, rebuild=True)
+        if not starting:
+            self._take_up(collection)
+            return collection
+        with self._turn(collection, take_up=False):
+            self._recover(collection)
+            if collection.pipeline is None and collection.has_files():
+                pipeline = self._pipeline(settings, rebuild=True)
+                with collection.view:
+                    collection.pipeline, collection.build = pipeline, _build_of(pipeline)
         return collection
 
-    def _pipeline(self, settings: Settings, rebuild: bool) -> Pipeline:
-        """A pipeline on the shared models; it takes the models' lock itself while it answers (so its
-        embedder is the plain one: the locked one is for indexing, which runs outside that lock)."""
+    def _pipeline(self, settings: Settings, rebuild: bool, index=None) -> Pipeline:
+        """A pipeline on the shared models (on `index` when given); it takes the models' lock itself while
+        it answers (so its embedder is the plain one: the locked one is for indexing, which runs outside
+        that lock)."""
         d = self.default
-        return Pipeline.from_settings(settings, rebuild=rebuild, embedder=d.retriever.embedder, reader=d.reader,
-                                      lock=self._models_lock)
+        return Pipeline.from_settings(settings, rebuild=rebuild, index=index, embedder=d.retriever.embedder,
+                                      reader=d.reader, lock=self._models_lock)
 
     def names(self) -> list[str]:
         """Every collection, those another worker process made or deleted since included."""
-        on_disk = {f.name for f in self.root.iterdir() if f.is_dir() and NAME.fullmatch(f.name)} if self.root.is_dir() else set()
-        for name in on_disk - set(self._all) - {DEFAULT}:
+        try:
+            entries = list(self.root.iterdir()) if self.root.is_dir() else []
+        except FileNotFoundError:
+            entries = []
+        on_disk = {f.name for f in entries if NAME.fullmatch(f.name) and f.name != DEFAULT and f.is_dir()}
+        for name in on_disk - set(self._all):
             self._adopt(name)
         with self._guard:
             for gone in [n for n in self._all if n != DEFAULT and n not in on_disk]:
                 self._all.pop(gone)
             return sorted(self._all)
 
+    def listing(self) -> list[tuple[str, int, int]]:
+        """(name, documents, passages) of every collection; one deleted while it is listed is left out."""
+        rows = []
+        for name in self.names():
+            try:
+                rows.append((name, *self.get(name).counts()))
+            except NotFoundError:
+                continue
+        return rows
+
     def get(self, name: str) -> Collection:
-        """The collection as it stands on disk: made, filled, re-indexed or deleted by this process or by
-        another worker of the same server (`rag serve --workers N`: one stat per request)."""
+        """The collection as last committed on disk: made, filled, re-indexed or deleted by this process or
+        by another worker of the same server (`rag serve --workers N`: one stat per request). Never waits
+        for an upload or delete under way."""
         with self._guard:
             found = self._all.get(name)
         if name != DEFAULT:
             folder = self.root / name
-            if found is None and folder.is_dir() and NAME.fullmatch(name):
+            if found is None and NAME.fullmatch(name) and folder.is_dir():
                 found = self._adopt(name)
-            elif found is not None and found.managed and not folder.is_dir():
-                with self._guard:  # deleted by another worker
-                    self._all.pop(name, None)
+            elif found is not None and not folder.is_dir():  # deleted by another worker
+                with self._guard:
+                    if self._all.get(name) is found:
+                        self._all.pop(name)
                 found = None
-            elif found is not None and found.managed:
-                self._sync(found)
+            elif found is not None:
+                self._take_up(found)
         if found is None:
             raise NotFoundError(f"no collection named {name!r}")
         return found
@@ -221,22 +281,44 @@ class Collections:
         """A collection another worker made: opened here too."""
         try:
             collection = self._open(name)
-        except RagError as err:
+        except (RagError, OSError) as err:
             log.error("collection %s cannot be opened: %s", name, err)
             return None
         with self._guard:
             return self._all.setdefault(name, collection)
 
-    def _sync(self, collection: Collection) -> None:
-        """Take up what another worker did to a collection: its first documents, or a new build of its index."""
-        with collection.lock:
+    def _take_up(self, collection: Collection) -> None:
+        """Answer from the collection's last committed index: its first, a newer build, or none once its last
+        document went, whoever committed it (a writer here, or another worker). A stat when nothing changed;
+        never waits for a writer, only for another reader loading the same build."""
+        with collection.view:
             if collection.deleted:
                 return
-            if collection.pipeline is None:
-                if collection.has_files():
-                    collection.pipeline = self._pipeline(collection.settings, rebuild=True)
-            else:
-                collection.pipeline.refresh()
+            if collection.settings.store:  # PostgreSQL: every read sees what is committed, as it commits
+                if collection.pipeline is None and collection.has_files():
+                    try:
+                        collection.pipeline = self._pipeline(collection.settings, rebuild=False)
+                    except RagError as err:  # its first upload is not committed yet
+                        log.debug("collection %s not readable yet: %s", collection.name, err)
+                elif collection.pipeline is not None and not collection.has_files():
+                    _drop_view(collection)
+                return
+            build = committed_build(collection.settings.index_dir)
+            if build == collection.build:
+                return
+            if build is None:  # its last document was deleted (by another worker: here the view went with it)
+                _drop_view(collection)
+                return
+            try:
+                index = load_index(collection.settings.index_dir, collection.docs_dir)
+            except IndexLoadError as err:
+                log.warning("collection %s: its new index cannot be read (%s): answering from the one before",
+                            collection.name, err)
+                return
+            previous, collection.pipeline = collection.pipeline, self._pipeline(collection.settings, False, index)
+            collection.build = index.identity
+            if previous is not None:
+                previous.close()
 
     def create(self, name: str) -> tuple[Collection, bool]:
         """The collection `name`, made (empty) if it does not exist; True when it was made."""
@@ -252,20 +334,29 @@ class Collections:
             return collection, True
 
     def delete(self, name: str) -> None:
+        """Delete a collection: its folder is renamed away in one step (no listing, here or in another
+        worker, sees it from then on, nor half of it), then removed with its index."""
         if name == DEFAULT:
             raise ConflictError("the default collection cannot be deleted")
         collection = self.get(name)
-        with self._guard:  # gone from the list first: a PUT meanwhile makes a new one
-            self._all.pop(name, None)
-        with collection.lock:
-            collection.deleted = True
-            _discard_index(collection)
-            shutil.rmtree(self.root / name, ignore_errors=True)
+        with self._writing(collection):
+            gone = self.root / f"{DELETED}{name}-{secrets.token_hex(4)}"
+            os.rename(self.root / name, gone)
+            with self._guard:
+                if self._all.get(name) is collection:
+                    self._all.pop(name)
+            with collection.view:
+                collection.deleted = True
+                _drop_view(collection)
+            if collection.settings.store:
+                drop_store(collection.settings)  # its PostgreSQL schema
+        shutil.rmtree(gone, ignore_errors=True)
 
     def close(self) -> None:
-        for name in self.names():
-            c = self._all.get(name)
-            if c is not None and c.managed and c.pipeline is not None:
+        with self._guard:
+            collections = list(self._all.values())
+        for c in collections:
+            if c.managed and c.pipeline is not None:
                 c.pipeline.close()
 
     # -- documents ---------------------------------------------------------------------------------------
@@ -301,77 +392,167 @@ class Collections:
             raise CollectionError(f"{source}: it holds no text")
         document = Document(source, converted.text, converted.format, converted.pages, converted.headings,
                             converted.ocr_pages)
-        with collection.lock:
-            self._check_writable(collection)
+        with self._writing(collection):
             target = collection.docs_dir / source
             if target.is_dir() or any(p.is_file() for p in target.parents if collection.docs_dir in p.parents):
                 raise ConflictError(f"{source} clashes with a folder or file of the same name in {name}")
             if target.exists() and not replace:
                 raise ConflictError(f"{source} exists in {name}; send ?replace=true to replace it")
-            previous = target.read_bytes() if target.exists() else None
-            _write_atomically(target, data)
-            try:
-                self._reindex(collection, {source: (hashlib.sha256(data).hexdigest(), document)})
-            except BaseException:
-                if previous is None:
-                    target.unlink(missing_ok=True)
-                else:
-                    _write_atomically(target, previous)
-                raise
+            self._change(collection, "upload", source, data,
+                         {source: (hashlib.sha256(data).hexdigest(), document)})
             passages = collection.pipeline.retriever.store.document_stats().get(source, (converted.format, 0))[1]
         return {"source": source, "format": converted.format, "passages": passages}
 
     def remove(self, name: str, source: str) -> None:
         collection = self.get(name)
-        with collection.lock:
-            self._check_writable(collection)
-            if collection.pipeline is None or source not in collection.pipeline.documents:
+        with self._writing(collection):
+            documents = collection.pipeline.documents if collection.pipeline is not None else {}
+            if source not in documents:
                 raise NotFoundError(f"no document {source!r} in {name}")
-            path = collection.docs_dir / source
-            saved = path.read_bytes() if path.is_file() else None
-            path.unlink(missing_ok=True)
-            try:
-                self._reindex(collection)
-            except BaseException:
-                if saved is not None:
-                    _write_atomically(path, saved)
-                raise
-            for folder in path.parents:  # folders the delete left empty go too (not the collection's own)
-                if folder == collection.docs_dir or collection.docs_dir not in folder.parents or any(folder.iterdir()):
-                    break
-                folder.rmdir()
+            self._change(collection, "delete", source)
 
-    def _check_writable(self, collection: Collection) -> None:
-        """Called under the collection's lock: a deleted collection is gone, and `default` (the --docs
-        folder: the user's own files) changes only with --writable-default."""
-        if collection.deleted:
-            raise NotFoundError(f"no collection named {collection.name!r}")
-        if not collection.managed and not self.writable_default:
-            raise ConflictError("the default collection is the --docs folder, which the server does not change "
-                                "(start it with --writable-default to allow that); create a collection for uploads")
-        if collection.docs_dir is None:
-            raise ConflictError("the default collection's documents folder is not on this machine")
+    # -- changes -----------------------------------------------------------------------------------------
+
+    def _journal(self, collection: Collection) -> tuple[Path, Path]:
+        """Where a collection's change under way is written down, and the copy of the file it replaces."""
+        folder = collection.docs_dir.parent if collection.managed else Path(self.settings.data_dir)
+        prefix = "" if collection.managed else ".default"
+        return folder / f"{prefix}{JOURNAL}", folder / f"{prefix}{BACKUP}"
+
+    @contextlib.contextmanager
+    def _turn(self, collection: Collection, take_up: bool = True):
+        """A collection's turn to change: after this process's other writers (its lock) and other workers'
+        (the index folder's flock, taken without making the folder: NotFoundError once it is deleted; none
+        for `default` on a PostgreSQL store, which has no index folder). What other writers committed
+        meanwhile is taken up first, unless not `take_up`."""
+        with collection.lock, contextlib.ExitStack() as stack:
+            if collection.deleted:
+                raise NotFoundError(f"no collection named {collection.name!r}")
+            if collection.managed or not collection.settings.store:
+                try:
+                    stack.enter_context(index_lock(collection.settings.index_dir, make_folder=not collection.managed))
+                except FileNotFoundError:
+                    raise NotFoundError(f"no collection named {collection.name!r}") from None
+            if collection.managed and take_up:
+                self._take_up(collection)
+            yield
+
+    @contextlib.contextmanager
+    def _writing(self, collection: Collection):
+        """The collection's turn, for a request that changes it: refused for a deleted collection, and for
+        `default` (the --docs folder: the user's own files) unless --writable-default."""
+        with self._turn(collection):
+            if not collection.managed and not self.writable_default:
+                raise ConflictError("the default collection is the --docs folder, which the server does not change "
+                                    "(start it with --writable-default to allow that); create a collection for uploads")
+            if collection.docs_dir is None:
+                raise ConflictError("the default collection's documents folder is not on this machine")
+            yield
+
+    def _change(self, collection: Collection, op: str, source: str, data: bytes | None = None,
+                converted: dict[str, tuple[str, Document]] | None = None) -> None:
+        """Store (`op` "upload", `data`) or delete ("delete") the file `source` and re-index, in the
+        collection's turn. Journaled: a failure here puts the file back as it was, and a kill leaves the
+        journal, by which the next start undoes the upload or finishes the delete (_recover)."""
+        target = collection.docs_dir / source
+        journal, backup = self._journal(collection)
+        backup.unlink(missing_ok=True)
+        had = target.is_file()
+        if had:
+            _keep_copy(target, backup)
+        _write_atomically(journal, json.dumps({"op": op, "source": source, "backup": had}).encode())
+        try:
+            if op == "upload":
+                _write_atomically(target, data)
+            else:
+                target.unlink(missing_ok=True)  # a file already gone: its document still leaves the index
+            self._reindex(collection, converted)
+        except BaseException:
+            if had:
+                os.replace(backup, target)
+            else:
+                target.unlink(missing_ok=True)
+            _prune_folders(collection.docs_dir, target)
+            raise
+        finally:
+            journal.unlink(missing_ok=True)
+            backup.unlink(missing_ok=True)
+        _prune_folders(collection.docs_dir, target)
+
+    def _recover(self, collection: Collection) -> None:
+        """In the collection's turn (a live writer in another worker holds it, so a journal seen here is a
+        dead one's): finish the delete or undo the upload whose journal a kill left (its client had no
+        reply, so the upload never happened and the delete is done), then bring the index in step."""
+        journal, backup = self._journal(collection)
+        if not journal.exists():
+            backup.unlink(missing_ok=True)
+            return
+        try:
+            entry = json.loads(journal.read_text(encoding="utf-8"))
+            op, source, had = entry["op"], entry["source"], bool(entry["backup"])
+            parts = PurePosixPath(source).parts
+            if op not in ("upload", "delete") or not parts or source.startswith("/") or ".." in parts:
+                raise ValueError(f"no such change {op!r} of {source!r}")
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.error("collection %s: the journal %s cannot be read (%s): left as it is", collection.name, journal, err)
+            return
+        target = collection.docs_dir / source
+        if op == "upload" and had and backup.is_file():
+            os.replace(backup, target)
+        else:
+            target.unlink(missing_ok=True)
+        _prune_folders(collection.docs_dir, target)
+        self._reindex(collection)
+        journal.unlink()
+        backup.unlink(missing_ok=True)
+        log.warning("collection %s: the %s of %s was cut short when the server stopped: %s", collection.name,
+                    op, source, "undone" if op == "upload" else "finished")
 
     def _reindex(self, collection: Collection, converted: dict[str, tuple[str, Document]] | None = None) -> None:
-        """Index the collection's folder incrementally (added, changed, removed) and swap the result in; the
-        files in `converted` (source -> (hash, document)) are not converted again."""
-        if not collection.has_files() and collection.managed:  # the last document went: an empty collection again
-            _discard_index(collection)
+        """Index the collection's folder incrementally (added, changed, removed) and swap the result in."""
+        if collection.managed and not collection.has_files():  # the last document went: an empty collection again
+            drop_store(collection.settings)
+            with collection.view:
+                _drop_view(collection)
             return
         embedder = LockedEmbedder(self.default.retriever.embedder, self._models_lock, self.settings.indexing_turn_seconds)
         index_store(collection.settings, embedder, progress=False, converted=converted)
-        if collection.pipeline is None:
-            collection.pipeline = self._pipeline(collection.settings, rebuild=False)
+        if collection.managed:
+            self._take_up(collection)
         else:
             collection.pipeline.refresh()
 
 
-def _discard_index(collection: Collection) -> None:
-    """Close a managed collection's pipeline and remove its index: the folder, or its PostgreSQL schema."""
-    if collection.pipeline is not None:
-        collection.pipeline.close()
-    collection.pipeline = None
-    drop_store(collection.settings)
+def _build_of(pipeline: Pipeline) -> tuple[int, int] | None:
+    """Which build of its index folder a pipeline answers from (None for a database store)."""
+    index = getattr(pipeline.retriever.store, "index", None)
+    return getattr(index, "identity", None)
+
+
+def _drop_view(collection: Collection) -> None:
+    """Stop answering from a collection's index (it has none now): called holding its `view` lock."""
+    previous, collection.pipeline, collection.build = collection.pipeline, None, None
+    if previous is not None:
+        previous.close()
+
+
+def _keep_copy(path: Path, copy: Path) -> None:
+    """A copy of the file, as a second name of it where the file system allows (no bytes copied)."""
+    try:
+        os.link(path, copy)
+    except OSError:
+        shutil.copy2(path, copy)
+
+
+def _prune_folders(docs_dir: Path, path: Path) -> None:
+    """Remove the folders above `path` that are left empty (not the collection's own folder)."""
+    for folder in path.parents:
+        if folder == docs_dir or docs_dir not in folder.parents:
+            break
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            break
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -381,6 +562,8 @@ def _write_atomically(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

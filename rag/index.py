@@ -26,10 +26,12 @@ from rag.index_files import (  # noqa: F401 - re-exported: rag.index is the inde
     StaleIndexError,
     UnsafeIndexFolderError,
     check_index_folder,
+    committed_build,
     index_identity,
     index_lock,
     load_index,
     read_manifest,
+    remove_index_folder,
     save_index,
 )
 from rag.ingest import Corpus, CorpusError, corpus_hashes, load_corpus

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import logging
-import shutil
 from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +25,7 @@ from rag.index import (
     load_index,
     open_index,
     recorded_corpus,
+    remove_index_folder,
 )
 from rag.ingest import CorpusWatch
 from rag.types import Chunk, Document
@@ -215,7 +215,7 @@ def drop_store(settings: Settings) -> None:
         finally:
             store.close()
     else:
-        shutil.rmtree(settings.index_dir, ignore_errors=True)
+        remove_index_folder(settings.index_dir)
 
 
 def open_feedback(settings: Settings):

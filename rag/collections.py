@@ -77,9 +77,10 @@ def check_name(name: str) -> str:
 
 def safe_source(filename: str, folder: str | None = None) -> str:
     """The source an upload is stored as: the file's name (with any folders it names), under `folder` when
-    given. Refused (422): '..', an absolute path, control characters, hidden or reserved names, and formats
-    rag does not read."""
-    folder, name = (folder or "").replace("\\", "/"), (filename or "").replace("\\", "/")
+    given, in Unicode's composed form (NFC: `café` typed on a Mac and on Linux is one name). Refused (422):
+    '..', an absolute path, control characters, hidden or reserved names, and formats rag does not read."""
+    folder = unicodedata.normalize("NFC", (folder or "").replace("\\", "/"))
+    name = unicodedata.normalize("NFC", (filename or "").replace("\\", "/"))
     if name.startswith("/") or folder.startswith("/") or re.match(r"[A-Za-z]:/", name):
         raise CollectionError("an absolute path is not a document name")
     parts = [p for p in f"{folder}/{name}".split("/") if p not in ("", ".")]
@@ -98,6 +99,14 @@ def safe_source(filename: str, folder: str | None = None) -> str:
     if PurePosixPath(source).suffix.lower() not in SUFFIXES:
         raise CollectionError(f"{source!r} is not a format rag reads ({', '.join(SUFFIXES)})")
     return source
+
+
+def look_alike_key(path: str) -> str:
+    """What a path is to a file system that ignores case and drops trailing spaces and dots (macOS and
+    Windows by default, and the sync tools a team's folder may go through): two paths with one key are
+    one file there. Compared on every system, so a collection never holds two names a user cannot tell apart."""
+    return "/".join(unicodedata.normalize("NFC", unicodedata.normalize("NFC", part).rstrip(" .").casefold())
+                    for part in path.split("/"))
 
 
 def collection_settings(settings: Settings, name: str) -> Settings:
@@ -396,6 +405,11 @@ class Collections:
             target = collection.docs_dir / source
             if target.is_dir() or any(p.is_file() for p in target.parents if collection.docs_dir in p.parents):
                 raise ConflictError(f"{source} clashes with a folder or file of the same name in {name}")
+            other = _look_alike(collection.docs_dir, source)
+            if other is not None:
+                raise ConflictError(f"{source!r} differs from {other!r} in {name} only by case, trailing spaces "
+                                    "or dots, or how its accents are encoded (one file on many systems): replace "
+                                    f"{other!r} under its own name, or choose another")
             if target.exists() and not replace:
                 raise ConflictError(f"{source} exists in {name}; send ?replace=true to replace it")
             self._change(collection, "upload", source, data,
@@ -407,6 +421,8 @@ class Collections:
         collection = self.get(name)
         with self._writing(collection):
             documents = collection.pipeline.documents if collection.pipeline is not None else {}
+            if source not in documents:
+                source = unicodedata.normalize("NFC", source)  # as uploads store names
             if source not in documents:
                 raise NotFoundError(f"no document {source!r} in {name}")
             self._change(collection, "delete", source)
@@ -534,6 +550,21 @@ def _drop_view(collection: Collection) -> None:
     previous, collection.pipeline, collection.build = collection.pipeline, None, None
     if previous is not None:
         previous.close()
+
+
+def _look_alike(docs_dir: Path, source: str) -> str | None:
+    """A file or folder of the collection that `source` (or a folder of it) would be one with on a file
+    system that ignores case, trailing spaces or the encoding of accents (look_alike_key), if any."""
+    parts = source.split("/")
+    wanted = {look_alike_key("/".join(parts[: i + 1])): "/".join(parts[: i + 1]) for i in range(len(parts))}
+    for path in docs_dir.rglob("*"):
+        name = path.relative_to(docs_dir).as_posix()
+        if any(part.startswith(".") for part in name.split("/")):
+            continue
+        mine = wanted.get(look_alike_key(name))
+        if mine is not None and mine != name:
+            return name
+    return None
 
 
 def _keep_copy(path: Path, copy: Path) -> None:

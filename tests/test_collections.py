@@ -1,11 +1,13 @@
 """Collections in one process and across workers (two Collections over one data folder are two workers):
 readers answer from the last committed index while an upload builds the next, a change made by one worker
 is seen by the other (the last document's delete too), a deleted collection never comes back nor breaks a
-listing, a change a kill cut short is finished or undone at the next start."""
+listing, a change a kill cut short is finished or undone at the next start, and look-alike names are one."""
+import json
 import subprocess
 import sys
 import threading
 import time
+import unicodedata
 
 import pytest
 from fastapi.testclient import TestClient
@@ -233,3 +235,25 @@ def test_a_change_killed_half_way_is_finished_or_undone_at_the_next_start(data_s
         assert (folder / "docs" / "harbour.txt").read_bytes() == HARBOUR and answer.answer == "Sean Ryan"
     assert all(d["bytes"] is not None for d in team.documents("kept"))
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".journal")) == []
+
+
+def test_look_alike_names_are_one_name(data_settings, pipeline):
+    team = Collections(data_settings, pipeline)
+    team.create("names")
+    decomposed = unicodedata.normalize("NFD", "café.txt")
+    assert team.upload("names", decomposed, HARBOUR)["source"] == "café.txt"  # stored composed (NFC)
+    docs = data_settings.data_dir / "collections" / "names" / "docs"
+    assert [p.name for p in docs.iterdir()] == ["café.txt"]
+    with pytest.raises(ConflictError, match="exists"):
+        team.upload("names", "café.txt", FERRY)  # the same name, however it was typed
+    for other in ("Café.txt", "CAFÉ.TXT"):
+        with pytest.raises(ConflictError, match="only by case"):
+            team.upload("names", other, FERRY)
+    team.upload("names", "a.txt", FERRY, folder="Reports")
+    for folder in ("reports", "Reports "):
+        with pytest.raises(ConflictError, match="'Reports'"):
+            team.upload("names", "b.txt", FERRY, folder=folder)
+    assert team.upload("names", "b.txt", FERRY, folder="Reports")["source"] == "Reports/b.txt"
+    team.remove("names", decomposed)  # found by either form
+    assert sorted(d["source"] for d in team.documents("names")) == ["Reports/a.txt", "Reports/b.txt"]
+    json.dumps(team.documents("names"))

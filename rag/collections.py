@@ -2,27 +2,41 @@
 ones live under DATA/collections/NAME/ (docs/ holds the files, index/ the file index, or a PostgreSQL
 schema of their own); the --docs/--index corpus is the collection named `default`. An upload or delete
 updates the collection's index incrementally and swaps it in between questions; uploads of one collection
-take turns, and the models are shared by all collections (one copy per process)."""
+take turns, and the models are shared by all collections (one copy per process).
+
+Readers never wait for a writer: a question, a listing or a scrape answers from the collection's last
+committed index (a stat per request finds a newer one, made here or by another worker, and loads it),
+while an upload builds the next one beside it. Writers take turns per collection, in this process (a
+lock) and across worker processes (the index folder's flock), and journal each change (`.journal.json`
+in the collection's folder) so that a change a kill cut short is finished (a delete) or undone (an
+upload) when the server starts again. A deleted collection's folder is renamed away in one step before it
+is removed, so no listing meets it half-deleted and nothing makes it again."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import threading
+import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from rag.config import Settings
-from rag.converters import SUFFIXES, ConversionError, ConvertOptions, convert
+from rag.converters import SUFFIXES, ConversionError, ConvertOptions, ExpansionError, convert
 from rag.errors import RagError
+from rag.index import IndexLoadError, committed_build, index_lock, load_index
+from rag.ingest import candidate_files
 from rag.names import DEFAULT, NAME
 from rag.pipeline import Pipeline
 from rag.store import drop_store, index_store
-from rag.types import Answer
+from rag.types import Answer, Document
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +45,11 @@ RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"
 EMPTY = "the collection holds no documents yet: upload one first"
 #: The longest file or folder name, in bytes, that a document's name may hold: what filesystems take (NAME_MAX).
 MAX_PART_BYTES = 255
+#: The change under way in a collection (in its folder; `default`'s in the data folder), and the copy of
+#: the file it replaces or deletes: what the next start needs to finish or undo a change cut short.
+JOURNAL, BACKUP = ".journal.json", ".journal-backup"
+#: A deleted collection's folder is renamed to this prefix (never a collection name) before it is removed.
+DELETED = ".deleted-"
 
 
 class CollectionError(RagError):
@@ -65,9 +84,11 @@ def check_name(name: str) -> str:
 
 def safe_source(filename: str, folder: str | None = None) -> str:
     """The source an upload is stored as: the file's name (with any folders it names), under `folder` when
-    given. Refused (422): '..', an absolute path, control characters, hidden or reserved names, a file or folder
-    name over MAX_PART_BYTES, and formats rag does not read."""
-    folder, name = (folder or "").replace("\\", "/"), (filename or "").replace("\\", "/")
+    given, in Unicode's composed form (NFC: `café` typed on a Mac and on Linux is one name). Refused (422):
+    '..', an absolute path, control characters, hidden or reserved names, a file or folder name over
+    MAX_PART_BYTES, and formats rag does not read."""
+    folder = unicodedata.normalize("NFC", (folder or "").replace("\\", "/"))
+    name = unicodedata.normalize("NFC", (filename or "").replace("\\", "/"))
     if name.startswith("/") or folder.startswith("/") or re.match(r"[A-Za-z]:/", name):
         raise CollectionError("an absolute path is not a document name")
     parts = [p for p in f"{folder}/{name}".split("/") if p not in ("", ".")]
@@ -91,6 +112,14 @@ def safe_source(filename: str, folder: str | None = None) -> str:
     return source
 
 
+def look_alike_key(path: str) -> str:
+    """What a path is to a file system that ignores case and drops trailing spaces and dots (macOS and
+    Windows by default, and the sync tools a team's folder may go through): two paths with one key are
+    one file there. Compared on every system, so a collection never holds two names a user cannot tell apart."""
+    return "/".join(unicodedata.normalize("NFC", unicodedata.normalize("NFC", part).rstrip(" .").casefold())
+                    for part in path.split("/"))
+
+
 def collection_settings(settings: Settings, name: str) -> Settings:
     """The settings of managed collection `name`: its folders under the data folder, and the schema its
     tables get in a PostgreSQL store ('_' doubled and '-' as '_h', so that two names never share one)."""
@@ -102,25 +131,30 @@ def collection_settings(settings: Settings, name: str) -> Settings:
 
 
 class LockedEmbedder:
-    """The shared embedder, used under the models' lock: an upload's indexing embeds between questions."""
+    """The shared embedder, used under the models' lock: an upload's indexing embeds between questions, in
+    turns of about `turn_seconds` (the batch sized from how fast the last one went), so a question waits
+    for one turn of an upload, never for the whole file, whatever the CPU."""
 
-    BATCH = 64  # passages embedded per turn of the lock (about 1.5 s on 2 cores)
+    FIRST, MOST = 8, 256  # passages in the first turn, and in any
 
-    def __init__(self, embedder, lock: threading.Lock) -> None:
-        self._embedder, self._lock = embedder, lock
+    def __init__(self, embedder, lock, turn_seconds: float = Settings.indexing_turn_seconds) -> None:
+        self._embedder, self._lock, self.turn_seconds = embedder, lock, turn_seconds
 
     def run(self, texts, progress: bool = False):
-        """Embedded a batch at a time, the lock taken per batch: a question waits for one batch of an
-        upload, never for the whole file."""
         import numpy as np
 
         if not texts:
             with self._lock:
                 return self._embedder.run(texts, progress=False)
-        parts = []
-        for i in range(0, len(texts), self.BATCH):
+        parts, done, size = [], 0, self.FIRST
+        while done < len(texts):
             with self._lock:
-                parts.append(self._embedder.run(texts[i : i + self.BATCH], progress=False))
+                started = time.perf_counter()
+                parts.append(self._embedder.run(texts[done : done + size], progress=False))
+                took = time.perf_counter() - started
+            done += size
+            fits = int(size * self.turn_seconds / max(took, 1e-3))
+            size = max(1, min(self.MOST, 2 * size, fits))  # never more than doubled at once
         return np.vstack(parts)
 
     def __getattr__(self, name: str):
@@ -130,15 +164,18 @@ class LockedEmbedder:
 @dataclass
 class Collection:
     """One collection: its folder of documents, its settings (index folder or schema) and its pipeline
-    (None while it holds no documents)."""
+    (None while it holds no documents), answering from the committed build `build` of its index."""
 
     name: str
     docs_dir: Path | None
     settings: Settings
     pipeline: Pipeline | None
     managed: bool
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    deleted: bool = False  # set under `lock` when the collection is deleted: later uploads find it gone
+    lock: threading.Lock = field(default_factory=threading.Lock)  # this process's writers take turns on it
+    # Held to look at the committed index and to swap `pipeline` for a newer build: never while indexing.
+    view: threading.Lock = field(default_factory=threading.Lock)
+    build: tuple[int, int] | None = None  # which build of the index folder `pipeline` answers from
+    deleted: bool = False  # set when the collection is deleted: later uploads find it gone
 
     def counts(self) -> tuple[int, int]:
         pipeline = self.pipeline  # read once: a delete may set it to None meanwhile
@@ -152,12 +189,17 @@ class Collection:
         return pipeline.run(question, top_k, timings=timings, sources=sources)
 
     def has_files(self) -> bool:
-        return self.docs_dir is not None and self.docs_dir.is_dir() and any(p.is_file() for p in self.docs_dir.rglob("*"))
+        """Whether its folder holds a file to index (False for a folder removed meanwhile)."""
+        try:
+            return self.docs_dir is not None and self.docs_dir.is_dir() and bool(candidate_files(self.docs_dir)[0])
+        except OSError:
+            return False
 
 
 class Collections:
     """Every collection of a server: `default` (the pipeline it started with) and the managed ones found
-    under settings.data_dir/collections, opened at start-up."""
+    under settings.data_dir/collections, opened at start-up (where a change a kill cut short is finished
+    or undone first)."""
 
     def __init__(self, settings: Settings, default: Pipeline, writable_default: bool = False) -> None:
         self.settings = settings
@@ -168,55 +210,89 @@ class Collections:
         self._all: dict[str, Collection] = {
             DEFAULT: Collection(DEFAULT, default.retriever.store.docs_dir, settings, default, managed=False)}
         self._guard = threading.Lock()
+        if self._journal(self._all[DEFAULT])[0].exists():
+            with self._turn(self._all[DEFAULT]):
+                self._recover(self._all[DEFAULT])
         if self.root.is_dir():
             for folder in sorted(self.root.iterdir()):
-                if folder.is_dir() and NAME.fullmatch(folder.name) and folder.name != DEFAULT:
+                if folder.name.startswith(DELETED):  # a delete that a kill stopped before it was done
+                    shutil.rmtree(folder, ignore_errors=True)
+                elif folder.is_dir() and NAME.fullmatch(folder.name) and folder.name != DEFAULT:
                     try:
-                        self._all[folder.name] = self._open(folder.name)
+                        self._all[folder.name] = self._open(folder.name, starting=True)
+                    except NotFoundError:
+                        pass  # deleted by another worker meanwhile
                     except RagError as err:
                         log.error("collection %s cannot be opened: %s", folder.name, err)
 
     # -- collections -------------------------------------------------------------------------------------
 
-    def _open(self, name: str) -> Collection:
+    def _open(self, name: str, starting: bool = False) -> Collection:
+        """A managed collection as it is on disk. At start-up a change cut short is finished or undone, and
+        files added while the server was down are indexed; otherwise (one another worker made) its
+        committed index is loaded as it is."""
         settings = collection_settings(self.settings, name)
         collection = Collection(name, settings.docs_dir, settings, None, managed=True)
-        if collection.has_files():
-            collection.pipeline = self._pipeline(settings, rebuild=True)
+        if not starting:
+            self._take_up(collection)
+            return collection
+        with self._turn(collection, take_up=False):
+            self._recover(collection)
+            if collection.pipeline is None and collection.has_files():
+                pipeline = self._pipeline(settings, rebuild=True)
+                with collection.view:
+                    collection.pipeline, collection.build = pipeline, _build_of(pipeline)
         return collection
 
-    def _pipeline(self, settings: Settings, rebuild: bool) -> Pipeline:
-        """A pipeline on the shared models; it takes the models' lock itself while it answers (so its
-        embedder is the plain one: the locked one is for indexing, which runs outside that lock)."""
+    def _pipeline(self, settings: Settings, rebuild: bool, index=None) -> Pipeline:
+        """A pipeline on the shared models (on `index` when given); it takes the models' lock itself while
+        it answers (so its embedder is the plain one: the locked one is for indexing, which runs outside
+        that lock)."""
         d = self.default
-        return Pipeline.from_settings(settings, rebuild=rebuild, embedder=d.retriever.embedder, reader=d.reader,
-                                      lock=self._models_lock)
+        return Pipeline.from_settings(settings, rebuild=rebuild, index=index, embedder=d.retriever.embedder,
+                                      reader=d.reader, lock=self._models_lock)
 
     def names(self) -> list[str]:
         """Every collection, those another worker process made or deleted since included."""
-        on_disk = {f.name for f in self.root.iterdir() if f.is_dir() and NAME.fullmatch(f.name)} if self.root.is_dir() else set()
-        for name in on_disk - set(self._all) - {DEFAULT}:
+        try:
+            entries = list(self.root.iterdir()) if self.root.is_dir() else []
+        except FileNotFoundError:
+            entries = []
+        on_disk = {f.name for f in entries if NAME.fullmatch(f.name) and f.name != DEFAULT and f.is_dir()}
+        for name in on_disk - set(self._all):
             self._adopt(name)
         with self._guard:
             for gone in [n for n in self._all if n != DEFAULT and n not in on_disk]:
                 self._all.pop(gone)
             return sorted(self._all)
 
+    def listing(self) -> list[tuple[str, int, int]]:
+        """(name, documents, passages) of every collection; one deleted while it is listed is left out."""
+        rows = []
+        for name in self.names():
+            try:
+                rows.append((name, *self.get(name).counts()))
+            except NotFoundError:
+                continue
+        return rows
+
     def get(self, name: str) -> Collection:
-        """The collection as it stands on disk: made, filled, re-indexed or deleted by this process or by
-        another worker of the same server (`rag serve --workers N`: one stat per request)."""
+        """The collection as last committed on disk: made, filled, re-indexed or deleted by this process or
+        by another worker of the same server (`rag serve --workers N`: one stat per request). Never waits
+        for an upload or delete under way."""
         with self._guard:
             found = self._all.get(name)
         if name != DEFAULT:
             folder = self.root / name
-            if found is None and folder.is_dir() and NAME.fullmatch(name):
+            if found is None and NAME.fullmatch(name) and folder.is_dir():
                 found = self._adopt(name)
-            elif found is not None and found.managed and not folder.is_dir():
-                with self._guard:  # deleted by another worker
-                    self._all.pop(name, None)
+            elif found is not None and not folder.is_dir():  # deleted by another worker
+                with self._guard:
+                    if self._all.get(name) is found:
+                        self._all.pop(name)
                 found = None
-            elif found is not None and found.managed:
-                self._sync(found)
+            elif found is not None:
+                self._take_up(found)
         if found is None:
             raise missing(name)
         return found
@@ -225,22 +301,44 @@ class Collections:
         """A collection another worker made: opened here too."""
         try:
             collection = self._open(name)
-        except RagError as err:
+        except (RagError, OSError) as err:
             log.error("collection %s cannot be opened: %s", name, err)
             return None
         with self._guard:
             return self._all.setdefault(name, collection)
 
-    def _sync(self, collection: Collection) -> None:
-        """Take up what another worker did to a collection: its first documents, or a new build of its index."""
-        with collection.lock:
+    def _take_up(self, collection: Collection) -> None:
+        """Answer from the collection's last committed index: its first, a newer build, or none once its last
+        document went, whoever committed it (a writer here, or another worker). A stat when nothing changed;
+        never waits for a writer, only for another reader loading the same build."""
+        with collection.view:
             if collection.deleted:
                 return
-            if collection.pipeline is None:
-                if collection.has_files():
-                    collection.pipeline = self._pipeline(collection.settings, rebuild=True)
-            else:
-                collection.pipeline.refresh()
+            if collection.settings.store:  # PostgreSQL: every read sees what is committed, as it commits
+                if collection.pipeline is None and collection.has_files():
+                    try:
+                        collection.pipeline = self._pipeline(collection.settings, rebuild=False)
+                    except RagError as err:  # its first upload is not committed yet
+                        log.debug("collection %s not readable yet: %s", collection.name, err)
+                elif collection.pipeline is not None and not collection.has_files():
+                    _drop_view(collection)
+                return
+            build = committed_build(collection.settings.index_dir)
+            if build == collection.build:
+                return
+            if build is None:  # its last document was deleted (by another worker: here the view went with it)
+                _drop_view(collection)
+                return
+            try:
+                index = load_index(collection.settings.index_dir, collection.docs_dir)
+            except IndexLoadError as err:
+                log.warning("collection %s: its new index cannot be read (%s): answering from the one before",
+                            collection.name, err)
+                return
+            previous, collection.pipeline = collection.pipeline, self._pipeline(collection.settings, False, index)
+            collection.build = index.identity
+            if previous is not None:
+                previous.close()
 
     def create(self, name: str) -> tuple[Collection, bool]:
         """The collection `name`, made (empty) if it does not exist; True when it was made."""
@@ -256,20 +354,29 @@ class Collections:
             return collection, True
 
     def delete(self, name: str) -> None:
+        """Delete a collection: its folder is renamed away in one step (no listing, here or in another
+        worker, sees it from then on, nor half of it), then removed with its index."""
         if name == DEFAULT:
             raise ConflictError("the default collection cannot be deleted")
         collection = self.get(name)
-        with self._guard:  # gone from the list first: a PUT meanwhile makes a new one
-            self._all.pop(name, None)
-        with collection.lock:
-            collection.deleted = True
-            _discard_index(collection)
-            shutil.rmtree(self.root / name, ignore_errors=True)
+        with self._writing(collection):
+            gone = self.root / f"{DELETED}{name}-{secrets.token_hex(4)}"
+            os.rename(self.root / name, gone)
+            with self._guard:
+                if self._all.get(name) is collection:
+                    self._all.pop(name)
+            with collection.view:
+                collection.deleted = True
+                _drop_view(collection)
+            if collection.settings.store:
+                drop_store(collection.settings)  # its PostgreSQL schema
+        shutil.rmtree(gone, ignore_errors=True)
 
     def close(self) -> None:
-        for name in self.names():
-            c = self._all.get(name)
-            if c is not None and c.managed and c.pipeline is not None:
+        with self._guard:
+            collections = list(self._all.values())
+        for c in collections:
+            if c.managed and c.pipeline is not None:
                 c.pipeline.close()
 
     # -- documents ---------------------------------------------------------------------------------------
@@ -289,109 +396,229 @@ class Collections:
 
     def upload(self, name: str, filename: str, data: bytes, folder: str | None = None, replace: bool = False) -> dict:
         """Store a file in the collection and index it (answerable once this returns). Nothing is stored when
-        it cannot be converted; a failed index leaves the previous file and index as they were."""
+        it cannot be converted or would expand past a document's bounds (converted once: the index takes
+        that conversion); a failed index leaves the previous file and index as they were."""
         collection = self.get(name)
         source = safe_source(filename, folder)
         if len(data) > self.settings.max_file_bytes:
             raise TooLargeError(f"the file is {len(data):,} bytes; the limit is {self.settings.max_file_bytes:,}")
         try:
             converted = convert(PurePosixPath(source).suffix, data, ConvertOptions.from_settings(self.settings))
+        except ExpansionError as err:
+            raise TooLargeError(f"{source}: {err}") from None
         except ConversionError as err:
             raise CollectionError(f"{source}: {err}") from None
         if not converted.text.strip():
             raise CollectionError(f"{source}: it holds no text")
-        with collection.lock:
-            self._check_writable(collection)
+        document = Document(source, converted.text, converted.format, converted.pages, converted.headings,
+                            converted.ocr_pages)
+        with self._writing(collection):
             target = collection.docs_dir / source
             if target.is_dir() or any(p.is_file() for p in target.parents if collection.docs_dir in p.parents):
                 raise ConflictError(f"{source} clashes with a folder or file of the same name in {name}")
+            other = _look_alike(collection.docs_dir, source)
+            if other is not None:
+                raise ConflictError(f"{source!r} differs from {other!r} in {name} only by case, trailing spaces "
+                                    "or dots, or how its accents are encoded (one file on many systems): replace "
+                                    f"{other!r} under its own name, or choose another")
             if target.exists() and not replace:
                 raise ConflictError(f"{source} exists in {name}; send ?replace=true to replace it")
-            previous = target.read_bytes() if target.exists() else None
-            _write_atomically(target, data)
-            try:
-                self._reindex(collection)
-            except BaseException:
-                if previous is None:
-                    target.unlink(missing_ok=True)
-                else:
-                    _write_atomically(target, previous)
-                raise
+            self._change(collection, "upload", source, data,
+                         {source: (hashlib.sha256(data).hexdigest(), document)})
             passages = collection.pipeline.retriever.store.document_stats().get(source, (converted.format, 0))[1]
         return {"source": source, "format": converted.format, "passages": passages}
 
     def remove(self, name: str, source: str) -> None:
         collection = self.get(name)
-        with collection.lock:
-            self._check_writable(collection)
-            if collection.pipeline is None or source not in collection.pipeline.documents:
+        with self._writing(collection):
+            documents = collection.pipeline.documents if collection.pipeline is not None else {}
+            if source not in documents:
+                source = unicodedata.normalize("NFC", source)  # as uploads store names
+            if source not in documents:
                 raise NotFoundError(f"no document {source!r} in {name}")
-            path = collection.docs_dir / source
-            saved = path.read_bytes() if path.is_file() else None
-            path.unlink(missing_ok=True)
-            try:
-                self._reindex(collection)
-            except BaseException:
-                if saved is not None:
-                    _write_atomically(path, saved)
-                raise
-            for folder in path.parents:  # folders the delete left empty go too (not the collection's own)
-                if folder == collection.docs_dir or collection.docs_dir not in folder.parents or any(folder.iterdir()):
-                    break
-                folder.rmdir()
+            self._change(collection, "delete", source)
 
     def sync_folder(self, name: str, hold=None) -> bool:
         """Index a collection's folder as it stands now, if it differs from the index (a watched folder's
         batch: rag.watch), files `hold` is true for kept as indexed; False when there was nothing to do.
         Under the collection's lock and then the index's, like an upload, so writers take turns; another
         worker process that synced first leaves only a reload here."""
-        from rag.index import index_lock, needs_indexing
+        from rag.index import needs_indexing
 
         collection = self.get(name)
-        with collection.lock:
-            if collection.deleted or collection.docs_dir is None:
-                return False
-            if collection.pipeline is None and not collection.has_files():
-                return False
-            settings = collection.settings.with_overrides(docs_dir=collection.docs_dir)
-            with index_lock(settings.index_dir):
+        if collection.docs_dir is None:
+            return False
+        try:
+            with self._turn(collection):
+                if collection.pipeline is None and not collection.has_files():
+                    return False
+                settings = collection.settings.with_overrides(docs_dir=collection.docs_dir)
                 if collection.pipeline is not None and not needs_indexing(settings):
-                    collection.pipeline.refresh()
                     return False
                 self._reindex(collection, hold=hold)
-            return True
+        except NotFoundError:  # deleted meanwhile: nothing left to keep in step
+            return False
+        return True
 
-    def _check_writable(self, collection: Collection) -> None:
-        """Called under the collection's lock: a deleted collection is gone, and `default` (the --docs
-        folder: the user's own files) changes only with --writable-default."""
-        if collection.deleted:
-            raise missing(collection.name)
-        if not collection.managed and not self.writable_default:
-            raise ConflictError("the default collection is the --docs folder, which the server does not change "
-                                "(start it with --writable-default to allow that); create a collection for uploads")
-        if collection.docs_dir is None:
-            raise ConflictError("the default collection's documents folder is not on this machine")
+    # -- changes -----------------------------------------------------------------------------------------
 
-    def _reindex(self, collection: Collection, hold=None) -> None:
-        """Index the collection's folder incrementally (added, changed, removed) and swap the result in;
-        sources `hold` is true for stay as indexed (rag.watch)."""
-        if not collection.has_files() and collection.managed:  # the last document went: an empty collection again
-            _discard_index(collection)
+    def _journal(self, collection: Collection) -> tuple[Path, Path]:
+        """Where a collection's change under way is written down, and the copy of the file it replaces."""
+        folder = collection.docs_dir.parent if collection.managed else Path(self.settings.data_dir)
+        prefix = "" if collection.managed else ".default"
+        return folder / f"{prefix}{JOURNAL}", folder / f"{prefix}{BACKUP}"
+
+    @contextlib.contextmanager
+    def _turn(self, collection: Collection, take_up: bool = True):
+        """A collection's turn to change: after this process's other writers (its lock) and other workers'
+        (the index folder's flock, taken without making the folder: NotFoundError once it is deleted; none
+        for `default` on a PostgreSQL store, which has no index folder). What other writers committed
+        meanwhile is taken up first, unless not `take_up`."""
+        with collection.lock, contextlib.ExitStack() as stack:
+            if collection.deleted:
+                raise missing(collection.name)
+            if collection.managed or not collection.settings.store:
+                try:
+                    stack.enter_context(index_lock(collection.settings.index_dir, make_folder=not collection.managed))
+                except FileNotFoundError:
+                    raise missing(collection.name) from None
+            if collection.managed and take_up:
+                self._take_up(collection)
+            yield
+
+    @contextlib.contextmanager
+    def _writing(self, collection: Collection):
+        """The collection's turn, for a request that changes it: refused for a deleted collection, and for
+        `default` (the --docs folder: the user's own files) unless --writable-default."""
+        with self._turn(collection):
+            if not collection.managed and not self.writable_default:
+                raise ConflictError("the default collection is the --docs folder, which the server does not change "
+                                    "(start it with --writable-default to allow that); create a collection for uploads")
+            if collection.docs_dir is None:
+                raise ConflictError("the default collection's documents folder is not on this machine")
+            yield
+
+    def _change(self, collection: Collection, op: str, source: str, data: bytes | None = None,
+                converted: dict[str, tuple[str, Document]] | None = None) -> None:
+        """Store (`op` "upload", `data`) or delete ("delete") the file `source` and re-index, in the
+        collection's turn. Journaled: a failure here puts the file back as it was, and a kill leaves the
+        journal, by which the next start undoes the upload or finishes the delete (_recover)."""
+        target = collection.docs_dir / source
+        journal, backup = self._journal(collection)
+        backup.unlink(missing_ok=True)
+        had = target.is_file()
+        if had:
+            _keep_copy(target, backup)
+        _write_atomically(journal, json.dumps({"op": op, "source": source, "backup": had}).encode())
+        try:
+            if op == "upload":
+                _write_atomically(target, data)
+            else:
+                target.unlink(missing_ok=True)  # a file already gone: its document still leaves the index
+            self._reindex(collection, converted)
+        except BaseException:
+            if had:
+                os.replace(backup, target)
+            else:
+                target.unlink(missing_ok=True)
+            _prune_folders(collection.docs_dir, target)
+            raise
+        finally:
+            journal.unlink(missing_ok=True)
+            backup.unlink(missing_ok=True)
+        _prune_folders(collection.docs_dir, target)
+
+    def _recover(self, collection: Collection) -> None:
+        """In the collection's turn (a live writer in another worker holds it, so a journal seen here is a
+        dead one's): finish the delete or undo the upload whose journal a kill left (its client had no
+        reply, so the upload never happened and the delete is done), then bring the index in step."""
+        journal, backup = self._journal(collection)
+        if not journal.exists():
+            backup.unlink(missing_ok=True)
             return
-        embedder = LockedEmbedder(self.default.retriever.embedder, self._models_lock)
-        index_store(collection.settings, embedder, progress=False, hold=hold)
-        if collection.pipeline is None:
-            collection.pipeline = self._pipeline(collection.settings, rebuild=False)
+        try:
+            entry = json.loads(journal.read_text(encoding="utf-8"))
+            op, source, had = entry["op"], entry["source"], bool(entry["backup"])
+            parts = PurePosixPath(source).parts
+            if op not in ("upload", "delete") or not parts or source.startswith("/") or ".." in parts:
+                raise ValueError(f"no such change {op!r} of {source!r}")
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.error("collection %s: the journal %s cannot be read (%s): left as it is", collection.name, journal, err)
+            return
+        target = collection.docs_dir / source
+        if op == "upload" and had and backup.is_file():
+            os.replace(backup, target)
+        else:
+            target.unlink(missing_ok=True)
+        _prune_folders(collection.docs_dir, target)
+        self._reindex(collection)
+        journal.unlink()
+        backup.unlink(missing_ok=True)
+        log.warning("collection %s: the %s of %s was cut short when the server stopped: %s", collection.name,
+                    op, source, "undone" if op == "upload" else "finished")
+
+    def _reindex(self, collection: Collection, converted: dict[str, tuple[str, Document]] | None = None,
+                 hold=None) -> None:
+        """Index the collection's folder incrementally (added, changed, removed) and swap the result in;
+        sources `hold` is true for stay as indexed (a watched folder: rag.watch)."""
+        if collection.managed and not collection.has_files():  # the last document went: an empty collection again
+            drop_store(collection.settings)
+            with collection.view:
+                _drop_view(collection)
+            return
+        embedder = LockedEmbedder(self.default.retriever.embedder, self._models_lock, self.settings.indexing_turn_seconds)
+        index_store(collection.settings, embedder, progress=False, converted=converted, hold=hold)
+        if collection.managed:
+            self._take_up(collection)
         else:
             collection.pipeline.refresh()
 
 
-def _discard_index(collection: Collection) -> None:
-    """Close a managed collection's pipeline and remove its index: the folder, or its PostgreSQL schema."""
-    if collection.pipeline is not None:
-        collection.pipeline.close()
-    collection.pipeline = None
-    drop_store(collection.settings)
+def _build_of(pipeline: Pipeline) -> tuple[int, int] | None:
+    """Which build of its index folder a pipeline answers from (None for a database store)."""
+    index = getattr(pipeline.retriever.store, "index", None)
+    return getattr(index, "identity", None)
+
+
+def _drop_view(collection: Collection) -> None:
+    """Stop answering from a collection's index (it has none now): called holding its `view` lock."""
+    previous, collection.pipeline, collection.build = collection.pipeline, None, None
+    if previous is not None:
+        previous.close()
+
+
+def _look_alike(docs_dir: Path, source: str) -> str | None:
+    """A file or folder of the collection that `source` (or a folder of it) would be one with on a file
+    system that ignores case, trailing spaces or the encoding of accents (look_alike_key), if any."""
+    parts = source.split("/")
+    wanted = {look_alike_key("/".join(parts[: i + 1])): "/".join(parts[: i + 1]) for i in range(len(parts))}
+    for path in docs_dir.rglob("*"):
+        name = path.relative_to(docs_dir).as_posix()
+        if any(part.startswith(".") for part in name.split("/")):
+            continue
+        mine = wanted.get(look_alike_key(name))
+        if mine is not None and mine != name:
+            return name
+    return None
+
+
+def _keep_copy(path: Path, copy: Path) -> None:
+    """A copy of the file, as a second name of it where the file system allows (no bytes copied)."""
+    try:
+        os.link(path, copy)
+    except OSError:
+        shutil.copy2(path, copy)
+
+
+def _prune_folders(docs_dir: Path, path: Path) -> None:
+    """Remove the folders above `path` that are left empty (not the collection's own folder)."""
+    for folder in path.parents:
+        if folder == docs_dir or docs_dir not in folder.parents:
+            break
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            break
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -401,6 +628,8 @@ def _write_atomically(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -63,6 +63,13 @@ class Settings:
     # Corpus: symbolic links that point outside the corpus folder are skipped unless this is set.
     follow_links: bool = False
     max_file_bytes: int = 20 * 1024 * 1024  # larger files are skipped with a warning
+    # What one file may expand to (a 354 KB .docx can hold 60 million characters): a file past any of these
+    # is refused on upload (413) and skipped by `rag index`, each checked before the work it would cost.
+    max_document_chars: int = 10_000_000  # characters of converted text
+    max_document_passages: int = 20_000  # passages to embed (about ten minutes of 2 cores)
+    max_archive_member_bytes: int = 32 * 1024 * 1024  # each part of a .docx (a zip), as its directory says, unpacked
+    max_archive_bytes: int = 64 * 1024 * 1024  # all parts of a .docx together, unpacked
+    max_pdf_pages: int = 1_000
     # OCR of image-only PDF pages and image files (the `ocr` extra), bounded per file.
     ocr: bool = True
     ocr_max_pages: int = 100
@@ -118,6 +125,9 @@ class Settings:
     # with the index (/health says "stale", answers citing a changed file carry a warning).
     body_deadline_seconds: float = 10.0
     upload_deadline_seconds: float = 120.0  # an upload of up to max_file_bytes gets longer
+    # An upload embeds its passages in turns of about this long on the shared models, so that a question
+    # waits for one turn at most, never for the whole file (batches sized to the CPU's measured speed).
+    indexing_turn_seconds: float = 0.75
     corpus_check_seconds: float = 30.0
     # Watching a corpus folder (`--watch`, rag.watch): a file is indexed once its size and time stayed the same
     # this long (a file still being written is never indexed half-way); a folder that never falls quiet is
@@ -147,7 +157,8 @@ class Settings:
                 raise SettingsError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
         for name in ("top_k", "max_top_k", "chunk_max_chars", "max_question_chars", "max_question_tokens",
                      "embedding_batch_size", "reader_batch_size", "candidates_per_retriever", "feedback_per_minute",
-                     "feedback_cap"):
+                     "feedback_cap", "max_document_chars", "max_document_passages", "max_archive_member_bytes",
+                     "max_archive_bytes", "max_pdf_pages"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SettingsError(f"{name} must be a whole number of at least 1, not {value!r}")

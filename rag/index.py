@@ -27,10 +27,12 @@ from rag.index_files import (  # noqa: F401 - re-exported: rag.index is the inde
     StaleIndexError,
     UnsafeIndexFolderError,
     check_index_folder,
+    committed_build,
     index_identity,
     index_lock,
     load_index,
     read_manifest,
+    remove_index_folder,
     save_index,
 )
 from rag.ingest import Corpus, CorpusError, corpus_hashes, load_corpus
@@ -45,7 +47,7 @@ from rag.search_index import (  # noqa: F401
     tokenize,
 )
 from rag.text import plural
-from rag.types import Chunk
+from rag.types import Chunk, Document
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,8 @@ def needs_indexing(settings: Settings) -> bool:
 
 
 def index_corpus(settings: Settings, embedder: Embedder, progress: bool = True, full: bool = False,
-                 hold: Callable[[str], bool] | None = None) -> SearchIndex:
+                 hold: Callable[[str], bool] | None = None,
+                 converted: dict[str, tuple[str, Document]] | None = None) -> SearchIndex:
     """Read the corpus folder, build the index and save it atomically to settings.index_dir (an explicit
     `rag index`: the only build that may switch an index to another folder than the one it records).
 
@@ -83,7 +86,9 @@ def index_corpus(settings: Settings, embedder: Embedder, progress: bool = True, 
     vectors are reused), removed files drop out, and only added and changed files are processed. The
     result is the index a full rebuild gives (same chunks in the same order, same vectors to float
     rounding), written beside the old one and swapped in. One build at a time per index folder. Sources
-    `hold` is true for stay as the previous index has them (rag.ingest.load_corpus; a watched folder)."""
+    `hold` is true for stay as the previous index has them (rag.ingest.load_corpus; a watched folder).
+    `converted` (source -> (file hash, document)) names files already converted by the caller, not converted
+    again."""
     started = time.perf_counter()
     with index_lock(settings.index_dir):
         settings = replace(settings, docs_dir=_docs_to_index(settings))
@@ -94,7 +99,8 @@ def index_corpus(settings: Settings, embedder: Embedder, progress: bool = True, 
             files = previous.manifest["files"]
             reuse_docs = {s: (files[s], d) for s, d in previous.documents.items() if s in files}
         corpus = load_corpus(settings.docs_dir, settings.follow_links, settings.max_file_bytes, previous=reuse_docs,
-                             options=ConvertOptions.from_settings(settings, progress), hold=hold)
+                             options=ConvertOptions.from_settings(settings, progress), hold=hold,
+                             converted=converted)
         reuse = None
         if previous is not None:
             kept = {s for s, (digest, _) in reuse_docs.items() if corpus.file_hashes.get(s) == digest}

@@ -136,9 +136,11 @@ _LOCKS: dict[str, list] = {}  # index folder -> [RLock, depth]: re-entrant withi
 
 
 @contextlib.contextmanager
-def index_lock(index_dir: Path):
+def index_lock(index_dir: Path, make_folder: bool = True):
     """Hold the index folder's write lock (an flock on `.NAME.lock` beside it): a second `rag index` of the
-    same folder, in this process or another, waits for the first (saying so) instead of racing its swap."""
+    same folder, in this process or another, waits for the first (saying so) instead of racing its swap.
+    Without `make_folder`, the folder the lock file lies in must exist and still be there once the lock is
+    held: FileNotFoundError otherwise (a collection deleted meanwhile is never made again by its lock)."""
     target = Path(index_dir).resolve()
     with _LOCKS_GUARD:
         entry = _LOCKS.setdefault(str(target), [threading.RLock(), 0])
@@ -150,14 +152,18 @@ def index_lock(index_dir: Path):
             finally:
                 entry[1] -= 1
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(target.with_name(f".{target.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        if make_folder:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        lock_file = target.with_name(f".{target.name}.lock")
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 log.warning("another process is writing the index at %s: waiting for it to finish", index_dir)
                 fcntl.flock(fd, fcntl.LOCK_EX)
+            if not make_folder and os.fstat(fd).st_ino != _inode(lock_file):  # moved away while we waited
+                raise FileNotFoundError(2, "the folder was removed", str(target.parent))
             entry[1] = 1
             try:
                 yield
@@ -167,10 +173,29 @@ def index_lock(index_dir: Path):
             os.close(fd)  # releases the flock
 
 
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
+def remove_index_folder(index_dir: Path) -> None:
+    """Remove an index folder at once for every reader (moved aside, then deleted): a reader sees the whole
+    index or none, never half of one."""
+    target = Path(index_dir).resolve()
+    aside = target.with_name(f".{target.name}.removed-{os.getpid()}-{threading.get_ident()}")
+    try:
+        target.rename(aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def _remove_leftovers(target: Path) -> None:
     """Temporary folders of builds that were killed, and an old copy a failed swap left behind."""
     now = time.time()
-    for leftover in target.parent.glob(f".{target.name}.tmp-*"):
+    for leftover in [*target.parent.glob(f".{target.name}.tmp-*"), *target.parent.glob(f".{target.name}.removed-*")]:
         try:
             if leftover.is_dir() and now - leftover.stat().st_mtime > LEFTOVER_SECONDS:
                 shutil.rmtree(leftover, ignore_errors=True)
@@ -214,6 +239,12 @@ def _wait_for_swap(index_dir: Path, seconds: float = 2.0) -> None:
     while not index_dir.exists() and old.is_dir() and waited < seconds:
         time.sleep(0.02)
         waited += 0.02
+
+
+def committed_build(index_dir: Path) -> tuple[int, int] | None:
+    """Which build the folder holds (index_identity), a save's swap waited for; None when it holds none."""
+    _wait_for_swap(Path(index_dir))
+    return index_identity(Path(index_dir))
 
 
 def read_manifest(index_dir: Path) -> dict:

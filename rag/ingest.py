@@ -79,12 +79,14 @@ def candidate_files(root: Path, follow_links: bool = False,
 
 def load_corpus(root: Path, follow_links: bool = False, max_file_bytes: int = Settings.max_file_bytes,
                 previous: dict[str, tuple[str, Document]] | None = None,
-                options: ConvertOptions = DEFAULT_OPTIONS, hold: Callable[[str], bool] | None = None) -> Corpus:
+                options: ConvertOptions = DEFAULT_OPTIONS, hold: Callable[[str], bool] | None = None,
+                converted: dict[str, tuple[str, Document]] | None = None) -> Corpus:
     """Read and convert every candidate file under `root`; skip (and warn about) unreadable, oversized,
-    unconvertible or empty ones, so one bad file never stops the rest from being indexed. A file whose
-    hash is that of `previous[source]` (hash, document) is not converted again: that document is reused.
-    A source for which `hold` is true (a watched file still being written: rag.watch) is not read at all:
-    it stays as `previous` has it, or is left out until a later build."""
+    unconvertible, too expanding or empty ones, so one bad file never stops the rest from being indexed. A
+    file whose hash is that of `previous[source]` (hash, document) is not converted again: that document is
+    reused; nor is one whose hash is that of `converted[source]` (a file its caller has just converted, an
+    upload): that document is taken as new. A source for which `hold` is true (a watched file still being
+    written: rag.watch) is not read at all: it stays as `previous` has it, or is left out until a later build."""
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(f"corpus folder not found: {root}")
@@ -114,18 +116,20 @@ def load_corpus(root: Path, follow_links: bool = False, max_file_bytes: int = Se
             documents.append(previous[source][1])
             reused += 1
             continue
+        if converted and source in converted and converted[source][0] == digest:
+            documents.append(converted[source][1])
+            continue
         try:
-            converted = convert(path.suffix, data, options)
+            result = convert(path.suffix, data, options)
         except ConversionError as err:
             skipped[source] = str(err)
             log.warning("skipping %s: %s", source, err)
             continue
-        if not converted.text.strip():
+        if not result.text.strip():
             skipped[source] = "is empty"
             log.warning("skipping %s: it is empty", source)
             continue
-        documents.append(Document(source, converted.text, converted.format, converted.pages, converted.headings,
-                                  converted.ocr_pages))
+        documents.append(Document(source, result.text, result.format, result.pages, result.headings, result.ocr_pages))
     if not documents:
         raise CorpusError(f"no readable document under {root} (formats read: {', '.join(SUFFIXES)})")
     return Corpus(root=root, documents=documents, file_hashes=hashes, skipped=skipped,

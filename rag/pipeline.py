@@ -2,6 +2,7 @@
 merge duplicate answers, then answer with citations or abstain (DrQA's thin pipeline)."""
 from __future__ import annotations
 
+import collections
 import os
 import threading
 import time
@@ -65,8 +66,43 @@ def merge_candidates(readings: list[ContextReading]) -> list[Candidate]:
     return sorted(merged.values(), key=lambda c: -c.score)
 
 
+class FairLock:
+    """The models' lock, handed over in the order it was asked for. A threading.Lock lets the thread that
+    releases it take it again at once, so an upload embedding turn after turn could keep a question waiting
+    for several turns; here a question asking during a turn gets the next one."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._waiting: collections.deque[threading.Lock] = collections.deque()
+        self._held = False
+
+    def acquire(self) -> bool:
+        with self._guard:
+            if not self._held:
+                self._held = True
+                return True
+            turn = threading.Lock()
+            turn.acquire()
+            self._waiting.append(turn)
+        turn.acquire()  # released by the holder's release(): the lock is this thread's from then on
+        return True
+
+    def release(self) -> None:
+        with self._guard:
+            if self._waiting:
+                self._waiting.popleft().release()  # handed over: it stays held
+            else:
+                self._held = False
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 _SHARED: dict[tuple, Embedder | Reader] = {}
-_SHARED_LOCK = threading.Lock()  # the models below are shared, so the pipelines using them take turns
+_SHARED_LOCK = FairLock()  # the models below are shared, so the pipelines using them take turns
 
 
 def shared_models(settings: Settings) -> tuple[Embedder, Reader]:
@@ -98,7 +134,7 @@ class Pipeline:
     def __init__(self, retriever: Retriever, reader: Reader, documents: Mapping[str, Document],
                  fallback_threshold: float = Settings.fallback_threshold, calibrated: bool = True,
                  max_question_chars: int = Settings.max_question_chars, max_top_k: int = Settings.max_top_k,
-                 lock: threading.Lock | None = None) -> None:
+                 lock: FairLock | threading.Lock | None = None) -> None:
         self.retriever = retriever
         self.max_question_chars = max_question_chars
         self.max_top_k = max_top_k
@@ -108,13 +144,13 @@ class Pipeline:
         self.documents = documents
         self.calibrator: Calibrator | None = None
         self._sentences: dict[str, tuple[str, list[tuple[int, int]]]] = {}
-        self._lock = lock or threading.Lock()  # pipelines that share models share their lock too
+        self._lock = lock or FairLock()  # pipelines that share models share their lock too
         self._warm = False
 
     @classmethod
     def from_settings(cls, settings: Settings, rebuild: bool = True, index: SearchIndex | None = None,
                       embedder: Embedder | None = None, reader: Reader | None = None,
-                      calibrated: bool = True, lock: threading.Lock | None = None) -> Pipeline:
+                      calibrated: bool = True, lock: FairLock | threading.Lock | None = None) -> Pipeline:
         """Wire the stages from settings, reusing any stage given (an embedder or index already loaded, a
         reader in memory), so each model is loaded once per process; then warm everything up."""
         retriever = Retriever.open(settings, embedder=embedder, index=index, rebuild=rebuild)

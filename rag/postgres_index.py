@@ -70,7 +70,8 @@ def open_postgres(settings: Settings, embedder: Embedder, rebuild: bool = True) 
 
 
 def index_postgres(settings: Settings, embedder: Embedder, store: PostgresStore | None = None,
-                   full: bool = False, progress: bool = False) -> IndexReport:
+                   full: bool = False, progress: bool = False,
+                   converted: dict[str, tuple[str, Document]] | None = None) -> IndexReport:
     """Bring the store up to date with the corpus folder: files whose hash is unchanged are not read
     again, removed files are deleted, and each added or changed file is written in one transaction (its old
     chunks replaced). With `full`, or when the settings changed, everything is rebuilt."""
@@ -105,7 +106,7 @@ def index_postgres(settings: Settings, embedder: Embedder, store: PostgresStore 
                 stored = dict(conn.execute("SELECT source, hash FROM rag_documents").fetchall())
                 unchanged = {s: (h, Document(s, "")) for s, h in stored.items()}  # stand-ins: not read again
                 corpus = load_corpus(docs, settings.follow_links, settings.max_file_bytes, previous=unchanged,
-                                     options=ConvertOptions.from_settings(settings, progress))
+                                     options=ConvertOptions.from_settings(settings, progress), converted=converted)
                 changed = [d for d in corpus.documents if stored.get(d.source) != corpus.file_hashes.get(d.source)]
                 removed = sorted(stored.keys() - {d.source for d in corpus.documents})
                 for source in removed:

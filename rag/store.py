@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import logging
-import shutil
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +25,7 @@ from rag.index import (
     load_index,
     open_index,
     recorded_corpus,
+    remove_index_folder,
 )
 from rag.ingest import CorpusWatch
 from rag.types import Chunk, Document
@@ -215,7 +215,7 @@ def drop_store(settings: Settings) -> None:
         finally:
             store.close()
     else:
-        shutil.rmtree(settings.index_dir, ignore_errors=True)
+        remove_index_folder(settings.index_dir)
 
 
 def open_feedback(settings: Settings):
@@ -232,13 +232,16 @@ def open_feedback(settings: Settings):
 
 
 def index_store(settings: Settings, embedder: Embedder, full: bool = False, progress: bool = True,
-                hold: Callable[[str], bool] | None = None) -> IndexReport:
-    """An explicit `rag index` into the store the settings name: added, changed and removed files. `hold`
-    (files still being written, which stay as indexed: rag.watch) is for the file store only."""
+                hold: Callable[[str], bool] | None = None,
+                converted: dict[str, tuple[str, Document]] | None = None) -> IndexReport:
+    """An explicit `rag index` into the store the settings name: added, changed and removed files (those in
+    `converted`, source -> (file hash, document), taken as converted already: an upload is converted once).
+    `hold` (files still being written, which stay as indexed: rag.watch) is for the file store only."""
     if settings.store:
         from rag.postgres_index import index_postgres
 
         if hold is not None:
             raise ValueError("holding files back is for the file store only")
-        return index_postgres(settings, embedder, full=full, progress=progress)
-    return IndexReport.of(index_corpus(settings, embedder, progress=progress, full=full, hold=hold))
+        return index_postgres(settings, embedder, full=full, progress=progress, converted=converted)
+    return IndexReport.of(index_corpus(settings, embedder, progress=progress, full=full, hold=hold,
+                                       converted=converted))

@@ -2,14 +2,15 @@
 so a citation can name its page. A page with tables (found by pdfplumber) is read with its tables rendered
 row by row under their headers (rag.converters.tables), in their place on the page. A page with no text
 layer, or only garbage, is rendered with PDFium (pypdfium2) and read by OCR (rag.ocr) when the `ocr` extra
-is installed, within the options' page and time limits."""
+is installed, within the options' page and time limits. A PDF of more pages than a file may have is
+refused before any page is read, and reading stops once its text passes the bound on characters."""
 from __future__ import annotations
 
 import io
 import logging
 import time
 
-from rag.converters import DEFAULT_OPTIONS, ConversionError, Converted, ConvertOptions
+from rag.converters import DEFAULT_OPTIONS, ConversionError, Converted, ConvertOptions, ExpansionError
 
 PAGE_BREAK = "\n\n"
 log = logging.getLogger(__name__)
@@ -23,7 +24,13 @@ def convert(data: bytes, options: ConvertOptions = DEFAULT_OPTIONS) -> Converted
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise ConversionError("is encrypted (a password is needed to read it)")
-        texts = [(page.extract_text() or "").strip() for page in reader.pages]
+        if len(reader.pages) > options.max_pdf_pages:  # before any page is read
+            raise ExpansionError(f"has {len(reader.pages):,} pages; the limit is {options.max_pdf_pages:,} a file")
+        texts, chars = [], 0
+        for page in reader.pages:
+            texts.append((page.extract_text() or "").strip())
+            chars += len(texts[-1]) + len(PAGE_BREAK)
+            options.check_chars(chars - len(PAGE_BREAK))  # stop reading once past the bound, not at the end
     except PdfReadError as err:
         raise ConversionError(f"is not a readable PDF ({err})") from None
     _with_tables(data, texts)

@@ -189,6 +189,11 @@ def test_a_normal_question_is_answered_while_another_reads_a_spaceless_document(
             Document("blob.txt", _spaceless_chinese(35_000))]  # about 100 KB of UTF-8 with no space or full stop
     index = memory_index(docs, embedder, settings)
     p = Pipeline.from_settings(settings, index=index)
+    question = "Who did Anthropic hire to lead its infrastructure effort?"
+    p.run(question)  # warm
+    started = time.perf_counter()
+    p.run(question)
+    alone = time.perf_counter() - started  # a normal question on this CPU: the unit of the bounds below
     slow_seconds = []
 
     def nonsense():
@@ -200,11 +205,15 @@ def test_a_normal_question_is_answered_while_another_reads_a_spaceless_document(
     thread.start()
     time.sleep(0.05)
     started = time.perf_counter()
-    answer = p.run("Who did Anthropic hire to lead its infrastructure effort?")
+    answer = p.run(question)
     waited = time.perf_counter() - started
     thread.join()
     assert answer.answer == "Eric Boyd"
-    assert waited < 2.0, f"a normal question waited {waited:.1f} s (the other took {slow_seconds})"
+    # Bounds in units of this CPU's own normal question (CPUs differ several-fold): the spaceless read is
+    # bounded (a few questions' worth of windows, not 35,000 characters' worth), and the normal question
+    # waits at most for it, then for itself.
+    assert slow_seconds[0] < 15 * alone + 0.5, f"the spaceless read took {slow_seconds[0]:.1f} s, a question {alone:.2f} s"
+    assert waited < slow_seconds[0] + 3 * alone + 0.5, f"a normal question waited {waited:.1f} s (the other took {slow_seconds})"
 
 
 # --- 4. Bad names, unreadable files and links -------------------------------------------------------------

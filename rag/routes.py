@@ -210,7 +210,8 @@ async def list_collections(request: Request, access: Access = Depends(key_access
     return await run_in_threadpool(rows)
 
 
-@router.put("/collections/{name}", status_code=201, response_model=CollectionInfo, responses=ERRORS,
+@router.put("/collections/{name}", status_code=201, response_model=CollectionInfo,
+            responses={**ERRORS, 200: {"model": CollectionInfo, "description": "It exists already: nothing changed"}},
             summary="Create a collection (201), or find it there already (200)")
 async def create_collection(request: Request, response: Response, name: str = Depends(managing)) -> CollectionInfo:
     collection, created = await run_in_threadpool(_collections(request).create, name)

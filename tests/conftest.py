@@ -7,6 +7,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import atexit  # noqa: E402
+import contextlib  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
@@ -31,6 +32,31 @@ from postgres_server import LocalPostgres, PostgresUnavailable  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = REPO / "seeds"
+
+
+@contextlib.contextmanager
+def serving(app):
+    """A real uvicorn server for `app` on a free port, in a thread of the test process (sharing its loaded
+    models); its base URL, until the block ends."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from rag.offline.bench import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not server.started and time.time() < deadline:
+        time.sleep(0.1)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
 
 
 def cli(*args, cwd=REPO, stdin=None, timeout=300) -> subprocess.CompletedProcess:

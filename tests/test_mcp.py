@@ -6,8 +6,6 @@ import dataclasses
 import json
 import shutil
 import sys
-import threading
-import time
 
 import anyio
 import httpx
@@ -18,7 +16,7 @@ mcp = pytest.importorskip("mcp")
 from mcp import ClientSession  # noqa: E402
 from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 
-from conftest import REPO, SEEDS  # noqa: E402
+from conftest import REPO, SEEDS, serving  # noqa: E402
 
 QUESTION = "Who did Anthropic hire to lead its infrastructure effort?"
 UNANSWERABLE = "What is the boiling point of tungsten in the Andromeda galaxy?"
@@ -79,26 +77,14 @@ def test_stdio_server_answers_abstains_and_refuses_bad_arguments(tmp_path):
 
 @pytest.fixture()
 def live_server(settings, pipeline, tmp_path):
-    """A real uvicorn server on a free port over the loaded pipeline, with one read key."""
-    import uvicorn
-
+    """A real server over the loaded pipeline, with one read key."""
     from rag.keys import KeyStore
-    from rag.offline.bench import free_port
     from rag.server import create_app
 
     served = dataclasses.replace(settings, data_dir=tmp_path / "data")
     token = KeyStore(served.data_dir).add("agent", "read")
-    app = create_app(served, pipeline=pipeline, rebuild=False)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started and time.time() < deadline:
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}/mcp", token
-    server.should_exit = True
-    thread.join(20)
+    with serving(create_app(served, pipeline=pipeline, rebuild=False)) as base:
+        yield f"{base}/mcp", token
 
 
 def test_http_server_behind_keys(live_server):

@@ -10,32 +10,19 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given  # noqa: E402
 from hypothesis import settings as hypothesis_settings  # noqa: E402
 
+from conftest import serving  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def served(settings, pipeline, tmp_path_factory):
-    """A real uvicorn server over the loaded pipeline, with one write key."""
-    import threading
-    import time
-
-    import uvicorn
-
+    """A real server over the loaded pipeline, with one write key."""
     from rag.keys import KeyStore
-    from rag.offline.bench import free_port
     from rag.server import create_app
 
     served = dataclasses.replace(settings, data_dir=tmp_path_factory.mktemp("conformance"))
     token = KeyStore(served.data_dir).add("ops", "write")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(served, pipeline=pipeline, rebuild=False), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started and time.time() < deadline:
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}", token
-    server.should_exit = True
-    thread.join(20)
+    with serving(create_app(served, pipeline=pipeline, rebuild=False)) as base:
+        yield base, token
 
 
 EXAMPLES = int(__import__("os").environ.get("RAG_CONFORMANCE_EXAMPLES", "20"))  # more for a deeper run

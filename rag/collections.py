@@ -441,8 +441,8 @@ class Collections:
     def sync_folder(self, name: str, hold=None) -> bool:
         """Index a collection's folder as it stands now, if it differs from the index (a watched folder's
         batch: rag.watch), files `hold` is true for kept as indexed; False when there was nothing to do.
-        Under the collection's lock and then the index's, like an upload, so writers take turns; another
-        worker process that synced first leaves only a reload here."""
+        In the collection's turn, like an upload, so writers take turns; what another worker synced first is
+        taken up by the turn, which leaves nothing to do here."""
         from rag.index import needs_indexing
 
         collection = self.get(name)

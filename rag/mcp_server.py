@@ -16,6 +16,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 
 from rag.collections import DEFAULT, Collections
 from rag.errors import RagError
+from rag.schema import AskResponse, checked_question
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,9 @@ def build_server(collections: Callable[[], Collections], reach: Reach | None = N
         "file names or globs (e.g. reports/*.pdf); `collection` names a collection (default: default)."))
     async def ask(question: str, ctx: Context, collection: str | None = None, sources: list[str] | None = None,
                   top_k: int | None = None) -> dict:
-        from rag.schema import AskResponse
-
         def run():
             found = open_collection(ctx, collection)
-            return AskResponse.from_answer(found.ask(_question(question), top_k, sources)).model_dump()
+            return AskResponse.from_answer(found.ask(checked_question(question), top_k, sources)).model_dump()
 
         body = await call(run)
         out = {"answer": body["answer"], "abstained": body["answer"] is None, "score": body["score"],
@@ -86,7 +85,7 @@ def build_server(collections: Callable[[], Collections], reach: Reach | None = N
             found = open_collection(ctx, collection)
             if found.pipeline is None:
                 return []
-            return [p.to_dict() for p in found.pipeline.search(_question(query), top_k, sources)]
+            return [p.to_dict() for p in found.pipeline.search(checked_question(query), top_k, sources)]
 
         return await call(run)
 
@@ -115,18 +114,6 @@ def build_server(collections: Callable[[], Collections], reach: Reach | None = N
             raise ResourceError(str(err)) from None
 
     return server
-
-
-def _question(text: str) -> str:
-    """The question as the HTTP API takes it (its checks and cleaning), or a tool error saying why not."""
-    from pydantic import ValidationError
-
-    from rag.schema import AskRequest
-
-    try:
-        return AskRequest(question=text).question
-    except ValidationError as err:
-        raise ToolRefused("; ".join(e.get("msg", "invalid").removeprefix("Value error, ") for e in err.errors())) from None
 
 
 def _scope(ctx) -> dict | None:

@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator, model_validator
 
 from rag.config import Settings
+from rag.errors import QuestionError
 from rag.text import clean_question
 from rag.types import Answer
 
@@ -41,6 +42,17 @@ class AskRequest(BaseModel):
         if not clean_question(value):
             raise ValueError("the question is empty")
         return value
+
+
+def checked_question(text: str) -> str:
+    """The question as AskRequest takes it (its checks and cleaning), or a QuestionError saying why not: the
+    one rule behind the HTTP body, `rag ask` and the MCP tools."""
+    from pydantic import ValidationError
+
+    try:
+        return AskRequest(question=text or "").question
+    except ValidationError as err:
+        raise QuestionError(str(err.errors()[0].get("msg", "invalid")).removeprefix("Value error, ")) from None
 
 
 class CitationModel(BaseModel):

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rag.offline.squad import Question  # noqa: E402
 from rag.offline.training.data import Example, TrainConfig, batches, collate, training_examples, windows  # noqa: E402
-from rag.offline.training.lora import adapter_state, add_lora, int8_dequantize, int8_quantize, merge_adapter  # noqa: E402
+from rag.offline.training.lora import adapter_state, add_lora, int8_dequantize, int8_quantize, merged_model  # noqa: E402
 
 log = logging.getLogger("distill")
 BASE_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -195,13 +195,7 @@ def gold_eval(model, folder: Path, dev, device) -> dict:
 
 def merged_teacher(base: Path, lora_model, alpha: float, folder: Path, tokenizer):
     """The teacher as a plain model (adapter merged), saved with its tokenizer so a Reader can load it."""
-    import torch
-    from transformers import AutoModelForQuestionAnswering
-
-    plain = AutoModelForQuestionAnswering.from_pretrained(base, dtype=torch.float32)
-    state = {k: v.numpy() for k, v in plain.state_dict().items()}
-    merged = merge_adapter(state, {k: v.numpy() for k, v in adapter_state(lora_model).items()}, alpha)
-    plain.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in merged.items()})
+    plain = merged_model(str(base), adapter_state(lora_model), alpha)
     folder.mkdir(parents=True, exist_ok=True)
     plain.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

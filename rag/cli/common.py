@@ -37,13 +37,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def check_question(text: str, settings: Settings) -> str:
     """The question as the API would take it (AskRequest's checks and cleaning), or a usage error."""
-    from pydantic import ValidationError
-
-    from rag.schema import AskRequest
+    from rag.errors import QuestionError
+    from rag.schema import checked_question
 
     if len(text or "") > settings.max_question_chars:
         raise UsageError(f"the question is {len(text)} characters long; the limit is {settings.max_question_chars}")
     try:
-        return AskRequest(question=text or "").question
-    except ValidationError as err:
-        raise UsageError(str(err.errors()[0].get("msg", "invalid")).removeprefix("Value error, ")) from None
+        return checked_question(text)
+    except QuestionError as err:
+        raise UsageError(str(err)) from None

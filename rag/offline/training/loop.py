@@ -275,19 +275,13 @@ def _finish(run: _Run, progress: Progress, tokenizer, embedder, base: str) -> Tr
 
 def _merged(run: _Run, out: Path, base: str):
     """The plain model of a LoRA run (adapters merged into the base), with the adapter written to `out`."""
-    import torch
     from safetensors.torch import save_file
-    from transformers import AutoModelForQuestionAnswering
 
-    from rag.offline.training.lora import adapter_state, merge_adapter
+    from rag.offline.training.lora import adapter_state, merged_model
 
     adapter = adapter_state(run.model)
     save_file({k: v.half() for k, v in adapter.items()}, out / "adapter.safetensors")
-    plain = AutoModelForQuestionAnswering.from_pretrained(base, dtype=torch.float32)
-    merged = merge_adapter({k: v.numpy() for k, v in plain.state_dict().items()},
-                           {k: v.numpy() for k, v in adapter.items()}, run.config.lora_alpha)
-    plain.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in merged.items()})
-    return plain
+    return merged_model(base, adapter, run.config.lora_alpha)
 
 
 def _reader_meta(run: _Run, progress: Progress, train_seconds: float, dev_metrics: dict) -> dict:

@@ -105,3 +105,15 @@ def merge_adapter(weights: dict[str, np.ndarray], adapter: dict[str, np.ndarray]
         elif not name.endswith(LORA_B):
             out[name] = value
     return out
+
+
+def merged_model(base: str, adapter: dict, alpha: float):
+    """The plain QA model of `base` with `adapter` (adapter_state's tensors) merged in, fp32."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering
+
+    plain = AutoModelForQuestionAnswering.from_pretrained(base, dtype=torch.float32)
+    merged = merge_adapter({k: v.numpy() for k, v in plain.state_dict().items()},
+                           {k: v.numpy() for k, v in adapter.items()}, alpha)
+    plain.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in merged.items()})
+    return plain

@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
     keys = KeyStore(settings.data_dir)
     metrics = Metrics()
 
-    mcp = _mcp(lambda: app.state.collections)  # read at call time: the lifespan makes them
+    mcp, mcp_route = _mcp(lambda: app.state.collections)  # read at call time: the lifespan makes them
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -86,13 +86,13 @@ def create_app(settings: Settings | None = None, rebuild: bool = True, pipeline:
     app.add_middleware(AccessLog, metrics=metrics)  # added last: outermost
     _error_handlers(app)
     app.include_router(router)
-    app.router.routes.append(mcp.route)
+    app.router.routes.append(mcp_route)
     app.mount("/static", SecuredStatic(directory=WEB_DIR), name="static")
     return app
 
 
 def _mcp(collections):
-    """The MCP server behind POST /mcp (streamable HTTP, stateless, so any worker answers any request), over
+    """The MCP server and its route, POST /mcp (streamable HTTP, stateless, so any worker answers any request), over
     the app's collections; the app's own middleware checks keys, hosts and origins, as for every route."""
     from mcp.server.transport_security import TransportSecuritySettings
 
@@ -102,8 +102,7 @@ def _mcp(collections):
     server = build_server(collections, reach=reaches_in)  # a key's collections, as on every other route
     starlette = server.streamable_http_app(streamable_http_path="/mcp", stateless_http=True, json_response=True,
                                            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
-    server.route = next(r for r in starlette.routes if getattr(r, "path", None) == "/mcp")
-    return server
+    return server, next(r for r in starlette.routes if getattr(r, "path", None) == "/mcp")
 
 
 @asynccontextmanager

@@ -202,29 +202,6 @@ def merged_teacher(base: Path, lora_model, alpha: float, folder: Path, tokenizer
     return plain
 
 
-def student_windows(tokenizer, examples, max_length, stride):
-    """The student's windows (rag.offline.training.data.windows) plus each window's context character span
-    and its tokens' offsets, to map the teacher's distributions onto them."""
-    from rag.offline.training.data import answer_tokens, context_range
-    from rag.reader import tokenize_pairs
-
-    items = []
-    for i in range(0, len(examples), 512):
-        part = examples[i : i + 512]
-        enc = tokenize_pairs(tokenizer, [e.question for e in part], [e.context for e in part], max_length, stride)
-        for w, offsets in enumerate(enc["offset_mapping"]):
-            k = enc["overflow_to_sample_mapping"][w]
-            ex = part[k]
-            first, last = context_range(enc.sequence_ids(w))
-            start = end = 0
-            if ex.answer_start is not None:
-                start, end = answer_tokens(offsets, first, last, ex.answer_start, ex.answer_start + len(ex.answer_text))
-            items.append({"input_ids": enc["input_ids"][w], "token_type_ids": enc["token_type_ids"][w], "start": start,
-                          "end": end, "example": i + k, "first": first, "last": last,
-                          "offsets": [tuple(o) for o in offsets[first : last + 1]]})
-    return items
-
-
 def student_owner(offsets, first: int, a: int, b: int) -> np.ndarray:
     """For each character of the span [a, b): the student token holding it (the characters between two
     tokens, white space, belong to the next one)."""
@@ -375,7 +352,7 @@ def run(args) -> None:
     # student windows and the teacher's targets on them
     s_folder = Path(args.student_init)
     s_tok = AutoTokenizer.from_pretrained(s_folder)
-    s_items = student_windows(s_tok, examples, args.max_length, args.stride)
+    s_items = windows(s_tok, examples, args.max_length, args.stride, spans=True)
     for row, it in enumerate(s_items):
         it["row"] = row
     temps = sorted({t for t, _ in args.pairs})

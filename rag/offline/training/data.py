@@ -218,21 +218,27 @@ def _snap(text: str, lo: int, hi: int) -> tuple[int, int]:
     return lo, hi
 
 
-def windows(tokenizer, examples: list[Example], max_length: int, stride: int) -> list[dict]:
-    """Tokenised training windows with start/end labels ([CLS] = 0 when the answer is not inside)."""
+def windows(tokenizer, examples: list[Example], max_length: int, stride: int, spans: bool = False) -> list[dict]:
+    """Tokenised training windows with start/end labels ([CLS] = 0 when the answer is not inside); with
+    `spans`, also each window's example index, its first and last context token and their character offsets
+    (what mapping a teacher's distributions onto the window needs)."""
     out: list[dict] = []
     for i in range(0, len(examples), 512):
         batch = examples[i : i + 512]
         enc = tokenize_pairs(tokenizer, [e.question for e in batch], [e.context for e in batch], max_length, stride)
         for w, offsets in enumerate(enc["offset_mapping"]):
-            ex = batch[enc["overflow_to_sample_mapping"][w]]
+            k = enc["overflow_to_sample_mapping"][w]
+            ex = batch[k]
             start = end = 0
-            if ex.answer_start is not None:
+            if ex.answer_start is not None or spans:
                 first, last = context_range(enc.sequence_ids(w))
+            if ex.answer_start is not None:
                 start, end = answer_tokens(offsets, first, last, ex.answer_start, ex.answer_start + len(ex.answer_text))
             item = {"input_ids": enc["input_ids"][w], "start": start, "end": end}
             if "token_type_ids" in enc:  # BERT-style bases; MPNet has none
                 item["token_type_ids"] = enc["token_type_ids"][w]
+            if spans:
+                item.update(example=i + k, first=first, last=last, offsets=[tuple(o) for o in offsets[first : last + 1]])
             out.append(item)
     return out
 

@@ -12,8 +12,8 @@ import importlib
 __all__ = ["Answer", "Chunk", "Citation", "Document", "Passage", "Pipeline", "QuestionError", "RagError", "Settings",
            "SettingsError"]
 
-_WHERE = {"Answer": "rag.types", "Chunk": "rag.types", "Citation": "rag.types", "Document": "rag.types",
-          "Passage": "rag.types", "Pipeline": "rag.pipeline", "QuestionError": "rag.errors", "RagError": "rag.errors",
+_WHERE = {"Answer": "rag.records", "Chunk": "rag.records", "Citation": "rag.records", "Document": "rag.records",
+          "Passage": "rag.records", "Pipeline": "rag.pipeline.qa", "QuestionError": "rag.errors", "RagError": "rag.errors",
           "Settings": "rag.config", "SettingsError": "rag.config"}
 
 

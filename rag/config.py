@@ -52,7 +52,7 @@ def _env_dir(env: str) -> Path | None:
 class Settings:
     """Configuration of the whole pipeline; every stage takes what it needs from here."""
 
-    # The corpus folder. None: the folder the index records it was built from (rag.index.corpus_folder), and
+    # The corpus folder. None: the folder the index records it was built from (rag.store.files.index.corpus_folder), and
     # for an index not built yet DEFAULT_DOCS_DIR; a folder given here must be the recorded one, except for
     # an explicit `rag index`, so a question never rebuilds a user's index from some other folder.
     docs_dir: Path | None = field(default_factory=lambda: _env_dir("RAG_DOCS"))
@@ -85,7 +85,7 @@ class Settings:
     rrf_k: int = 20
     dense_weight: float = 0.3
     candidates_per_retriever: int = 20
-    # Index store: None for the files in index_dir, or a PostgreSQL DSN (postgresql://…) for rag.postgres.
+    # Index store: None for the files in index_dir, or a PostgreSQL DSN (postgresql://…) for rag.store.postgres.store.
     store: str | None = field(default_factory=lambda: os.environ.get("RAG_STORE") or None)
     store_schema: str | None = None  # the PostgreSQL schema its tables live in (each collection has one); None: public
     store_pool_size: int = 4  # connections per process
@@ -105,11 +105,11 @@ class Settings:
     max_windows_per_question: int = 24  # at least max_top_k, so every retrieved passage is read
     reader_batch_size: int = 32  # windows per forward pass
     reader_backend: str = "auto"  # one of READER_BACKENDS; the int8 "onnx" needs `rag export-reader`
-    # "auto" in a long-running server: the runtime measured fastest on this CPU (rag.runtime_choice), once per
+    # "auto" in a long-running server: the runtime measured fastest on this CPU (rag.runtime.choice), once per
     # machine; elsewhere (a one-shot `rag ask`) the fp32 ONNX export, which starts without importing torch.
     measure_runtime: bool = False
     # Windows of a batch are padded to a multiple of this, so kernels built per shape get reused; 0: the
-    # runtime's own (rag.runtime.length_bucket_for: 1 for torch, 16 for ONNX Runtime, 32 for bf16 on AMX).
+    # runtime's own (rag.runtime.cpu.length_bucket_for: 1 for torch, 16 for ONNX Runtime, 32 for bf16 on AMX).
     reader_length_bucket: int = 0
     torch_threads: int = 0  # threads for each model, torch or ONNX Runtime (0: the runtime's own choice)
     # Calibration picks the highest abstention threshold whose open-domain dev F1 is within this many points
@@ -129,7 +129,7 @@ class Settings:
     # waits for one turn at most, never for the whole file (batches sized to the CPU's measured speed).
     indexing_turn_seconds: float = 0.75
     corpus_check_seconds: float = 30.0
-    # Watching a corpus folder (`--watch`, rag.watch): a file is indexed once its size and time stayed the same
+    # Watching a corpus folder (`--watch`, rag.service.watch): a file is indexed once its size and time stayed the same
     # this long (a file still being written is never indexed half-way); a folder that never falls quiet is
     # synced anyway after watch_max_wait_seconds (the files still changing held back). Polling, instead of
     # inotify, where watch_polling is set (a network folder whose changes inotify does not see) or inotify fails.

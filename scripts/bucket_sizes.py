@@ -22,10 +22,10 @@ def one(backend: str, bucket: int, rounds: int) -> dict:
     import numpy as np
 
     from rag.config import Settings
-    from rag.embedding import Embedder
-    from rag.index import open_index
     from rag.offline.evaluation import load_qa
-    from rag.pipeline import Pipeline
+    from rag.pipeline.qa import Pipeline
+    from rag.store.embedding import Embedder
+    from rag.store.files.index import open_index
 
     settings = Settings().with_overrides(reader_backend=backend, reader_length_bucket=bucket)
     embedder = Embedder.from_settings(settings)
@@ -70,7 +70,7 @@ def main() -> None:
     if args.one:
         print("RESULT " + json.dumps(one(args.one[0], int(args.one[1]), args.rounds)))
         return
-    from rag.runtime import cpu_flags, has_bf16_dot_product
+    from rag.runtime.cpu import cpu_flags, has_bf16_dot_product
 
     backends = args.backends or ["torch", *(["torch-bf16"] if has_bf16_dot_product() else []), "onnx-fp32"]
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")

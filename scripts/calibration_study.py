@@ -27,7 +27,7 @@ from rag.offline.squad import (
     squad2_metrics,
     squad_corpus,
 )
-from rag.reader import Reader
+from rag.reader.model import Reader
 from rag.text import normalize_answer
 
 # Study-only answerability features: measured, not (yet) used in serving.
@@ -67,7 +67,7 @@ def type_match(question: str, answer: str) -> float:
 def study_features(question: str, best, passages: list) -> list[float]:
     """STUDY_FEATURES of the best candidate: the share of the question's content words found in the
     answer's sentence, the share of the answer's content words the question already holds, type_match."""
-    from rag.chunking import sentence_spans
+    from rag.ingest.chunking import sentence_spans
 
     passage, start, _ = best.places[0]
     text = passages[passage].chunk.text
@@ -83,8 +83,8 @@ def open_domain_reads(settings: Settings, embedder, reader: Reader, questions: l
     the paragraphs of its split's articles."""
     from tqdm import tqdm
 
-    from rag.index import memory_index
-    from rag.pipeline import Pipeline
+    from rag.pipeline.qa import Pipeline
+    from rag.store.files.index import memory_index
 
     index = memory_index(squad_corpus(questions), embedder, settings)
     pipeline = Pipeline.from_settings(settings, index=index, embedder=embedder, reader=reader, calibrated=False)
@@ -112,8 +112,8 @@ def calibration_study(train_file: Path, model_dir: Path, f1_tolerance: float = 0
     threshold chosen on dev by the max-F1 rule or the cautious one (the highest within `f1_tolerance` F1);
     each scored on dev and on the test articles read open-domain (never used to choose anything), with the
     count of wrong answers given. Writes nothing."""
-    from rag.calibration import FEATURES, choose_threshold, fit_calibrator
-    from rag.embedding import Embedder
+    from rag.pipeline.calibration import FEATURES, choose_threshold, fit_calibrator
+    from rag.store.embedding import Embedder
 
     settings = Settings(reader_model=str(model_dir))
     rest, test = split_by_title(load_squad(train_file), set(TEST_TITLES))

@@ -16,11 +16,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     from rag.config import Settings
-    from rag.embedding import Embedder
-    from rag.index import memory_index, open_index
     from rag.offline.evaluation import load_qa, run_items, squad_items
     from rag.offline.squad import squad_corpus
-    from rag.pipeline import Pipeline
+    from rag.pipeline.qa import Pipeline
+    from rag.store.embedding import Embedder
+    from rag.store.files.index import memory_index, open_index
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=Path, required=True, help="the SQuAD 2.0 file with the dev and test articles")

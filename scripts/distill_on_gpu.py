@@ -48,9 +48,9 @@ TOP_K = 10  # teacher probabilities kept per window, for start and for end
 def pack(args) -> None:
     from safetensors.numpy import load_file, save_file
 
-    from rag.base_models import MPNET, resolve_split_model
     from rag.config import Settings
-    from rag.embedding import Embedder
+    from rag.offline.base_models import MPNET, resolve_split_model
+    from rag.store.embedding import Embedder
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -172,7 +172,7 @@ def gold_eval(model, folder: Path, dev, device) -> dict:
 
     from rag.config import Settings
     from rag.offline.training.loop import evaluate_gold
-    from rag.reader import Reader
+    from rag.reader.model import Reader
 
     reader = Reader.from_settings(Settings(reader_model=str(folder)))
     reader.attach(model)

@@ -13,12 +13,12 @@ import argparse
 import random
 from pathlib import Path
 
-from rag.calibration import Calibrator
 from rag.config import Settings
-from rag.embedding import Embedder
 from rag.offline.feedback_calibration import choose_weight, document_of, fit_weighted, outcome, read_open_domain
 from rag.offline.squad import TEST_TITLES, dev_questions, load_squad
-from rag.reader import Reader
+from rag.pipeline.calibration import Calibrator
+from rag.reader.model import Reader
+from rag.store.embedding import Embedder
 
 
 def main() -> None:

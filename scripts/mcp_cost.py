@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rag.offline.bench import QUESTIONS_FILE, free_port, http_json, start_server, stop_server  # noqa: E402
-from rag.runtime_choice import cpu_model  # noqa: E402
+from rag.runtime.cpu import cpu_model  # noqa: E402
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ def similarity(found: str, truth: str) -> float:
 
 
 def rapidocr(image) -> str:
-    from rag import ocr
+    from rag.ingest import ocr
 
     return ocr.read_image(image)
 
@@ -63,7 +63,7 @@ def pages(scans: Path | None, truths: Path | None = None):
     for path in sorted(scans.glob("*scan*.pdf")):
         import pypdfium2 as pdfium
 
-        from rag.ocr import RENDER_DPI
+        from rag.ingest.ocr import RENDER_DPI
 
         document = pdfium.PdfDocument(path)
         yield f"{path.name} (rendered at {RENDER_DPI} dpi)", document[0].render(scale=RENDER_DPI / 72).to_pil(), truth(path)

@@ -21,9 +21,9 @@ from onnxruntime.transformers import optimizer
 
 from rag.config import Settings
 from rag.offline.bench import load_questions
-from rag.pipeline import Pipeline
-from rag.reader import resolve_reader_model
-from rag.runtime import cached_export, onnx_session
+from rag.pipeline.qa import Pipeline
+from rag.reader.folder import resolve_reader_model
+from rag.runtime.onnx import cached_export, onnx_session
 
 NAMES = ("input_ids", "attention_mask", "token_type_ids")
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rag.collections import Collections  # noqa: E402
 from rag.config import REPO_DIR, Settings  # noqa: E402
-from rag.metrics import Metrics  # noqa: E402
-from rag.pipeline import Pipeline  # noqa: E402
-from rag.runtime_choice import cpu_model  # noqa: E402
+from rag.pipeline.qa import Pipeline  # noqa: E402
+from rag.runtime.cpu import cpu_model  # noqa: E402
+from rag.service.catalog import Collections  # noqa: E402
+from rag.service.metrics import Metrics  # noqa: E402
 
 WORDS = "the keeper logged weather tides ships lamps oil wind rain fog bell crew boat".split()
 

@@ -72,7 +72,7 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def embedder(settings):
-    from rag.embedding import Embedder
+    from rag.store.embedding import Embedder
 
     e = Embedder(settings.embedding_model)
     e.warm_up()
@@ -82,14 +82,14 @@ def embedder(settings):
 @pytest.fixture(scope="session")
 def seed_index(settings, embedder):
     """The committed index; rebuild=False, so a stale or missing committed index fails here."""
-    from rag.index import open_index
+    from rag.store.files.index import open_index
 
     return open_index(settings, embedder, rebuild=False)
 
 
 @pytest.fixture(scope="session")
 def pipeline(settings, seed_index):
-    from rag.pipeline import Pipeline
+    from rag.pipeline.qa import Pipeline
 
     return Pipeline.from_settings(settings, index=seed_index)
 

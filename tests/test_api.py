@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 import rag
 from rag import Document, Pipeline, QuestionError, RagError, Settings, SettingsError
-from rag.index import cached_index_dir
-from rag.server import create_app
+from rag.service.server import create_app
+from rag.store.files.index import cached_index_dir
 
 from conftest import REPO, SEEDS
 

@@ -8,8 +8,8 @@ import zipfile
 
 import pytest
 
-from rag import base_models
-from rag.base_models import BaseModelError, SplitModel
+from rag.offline import base_models
+from rag.offline.base_models import BaseModelError, SplitModel
 
 
 @pytest.fixture()

@@ -11,10 +11,11 @@ import pytest
 from rag.cli import build_parser
 from rag.offline import bench
 from rag.offline.bench import STAGES, _plot_scale, passage_corpus, profile_stages
-from rag.pipeline import Pipeline
-from rag.reader import ContextReading, Reader, Span
-from rag.retrieval import Retriever
-from rag.types import Chunk, Document
+from rag.pipeline.qa import Pipeline
+from rag.pipeline.retrieval import Retriever
+from rag.reader.decode import ContextReading, Span
+from rag.reader.model import Reader
+from rag.records import Chunk, Document
 
 
 def squad_file(tmp_path, n_contexts):

@@ -1,6 +1,6 @@
-from rag.chunking import chunk_document, sentence_spans, sentences_around
-from rag.ingest import load_corpus
-from rag.types import Document
+from rag.ingest.chunking import chunk_document, sentence_spans, sentences_around
+from rag.ingest.files import load_corpus
+from rag.records import Document
 
 from conftest import SEEDS
 

@@ -12,9 +12,9 @@ import unicodedata
 import pytest
 from fastapi.testclient import TestClient
 
-from rag.collections import Collections, ConflictError, LockedEmbedder
-from rag.pipeline import FairLock
-from rag.server import create_app
+from rag.pipeline.models import FairLock, LockedEmbedder
+from rag.service.catalog import Collections, ConflictError
+from rag.service.server import create_app
 
 from conftest import REPO, SEEDS
 
@@ -195,10 +195,10 @@ def test_a_collection_being_deleted_is_gone_for_every_worker_before_its_files_ar
 KILLED = """
 import os, signal, sys
 from pathlib import Path
-from rag import collections
-from rag.collections import Collections
+from rag.service import catalog as collections
+from rag.service.catalog import Collections
 from rag.config import Settings
-from rag.pipeline import Pipeline
+from rag.pipeline.qa import Pipeline
 
 settings = Settings(docs_dir=Path(sys.argv[1]), index_dir=Path(sys.argv[2]), data_dir=Path(sys.argv[3]))
 team = Collections(settings, Pipeline.from_settings(settings, rebuild=False))

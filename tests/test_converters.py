@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from rag.converters import ConversionError, convert
-from rag.index import index_corpus, load_index
-from rag.ingest import load_corpus
-from rag.pipeline import Pipeline
-from rag.retrieval import Retriever
+from rag.ingest.converters import ConversionError, convert
+from rag.ingest.files import load_corpus
+from rag.pipeline.qa import Pipeline
+from rag.pipeline.retrieval import Retriever
+from rag.store.files.index import index_corpus, load_index
 
 from conftest import cli
 
@@ -196,7 +196,7 @@ def test_a_crash_during_an_incremental_build_leaves_the_previous_index(mixed_doc
 
 
 def test_visible_text_fallback_keeps_blocks_apart():
-    from rag.converters.html import visible_text
+    from rag.ingest.converters.html import visible_text
 
     assert visible_text(b"<html><body><nav>Menu</nav><p>Hi</p><p>end</p><script>x()</script></body></html>") == "Hi\nend"
 
@@ -204,8 +204,8 @@ def test_visible_text_fallback_keeps_blocks_apart():
 def test_table_rows_name_each_cell_by_its_header():
     """HTML (a header row, row headers, a spanning section row, hidden sort keys), Word (a header row
     marked as such) and rows merged by a PDF table finder all come out one line a row."""
-    from rag.converters.html import tables_as_rows
-    from rag.converters.tables import render_table, split_header, unmerge_rows
+    from rag.ingest.converters.html import tables_as_rows
+    from rag.ingest.converters.tables import render_table, split_header, unmerge_rows
 
     html = (b"<table><tr><th>Lake</th><th>Depth (m)</th><th>Volume</th></tr>"
             b"<tr><td colspan=3>Upper lakes</td></tr>"

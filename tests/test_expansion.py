@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from test_converters import make_docx, make_pdf
 
-from rag.converters import ConvertOptions, ExpansionError, convert
-from rag.server import create_app
+from rag.ingest.converters import ConvertOptions, ExpansionError, convert
+from rag.service.server import create_app
 
 from conftest import cli
 
@@ -106,12 +106,12 @@ def test_rag_index_skips_a_bomb_with_one_line_and_indexes_the_rest(tmp_path, bom
 
 
 def test_an_upload_is_converted_once(settings, pipeline, tmp_path, monkeypatch):
-    import rag.collections
-    import rag.ingest
-    from rag.collections import Collections
+    import rag.ingest.files
+    import rag.service.catalog
+    from rag.service.catalog import Collections
 
     calls = []
-    for module in (rag.collections, rag.ingest):
+    for module in (rag.service.catalog, rag.ingest.files):
         real = module.convert
         monkeypatch.setattr(module, "convert", lambda *a, real=real, **k: calls.append(a[0]) or real(*a, **k))
     team = Collections(settings.with_overrides(data_dir=tmp_path / "data"), pipeline)

@@ -50,7 +50,7 @@ def test_one_kind_of_answer_only_is_a_clear_error():
 
 
 def test_the_given_reader_is_never_written(tmp_path):
-    from rag.calibration import Calibrator
+    from rag.pipeline.calibration import Calibrator
 
     reader = tmp_path / "reader"
     reader.mkdir()

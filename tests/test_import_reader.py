@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from rag.types import Document
+from rag.records import Document
 
 from conftest import cli
 
@@ -79,7 +79,7 @@ def _tiny(kind: str, folder):
 def test_a_tiny_model_of_each_architecture_becomes_a_reader_that_serves_exact_offsets(kind, tmp_path, embedder):
     from rag.offline.calibrate import calibrate_reader
     from rag.offline.import_reader import SHIPPED_CALIBRATION, import_reader
-    from rag.pipeline import Pipeline
+    from rag.pipeline.qa import Pipeline
 
     model = _tiny(kind, tmp_path / "model")
     out = tmp_path / "reader"

@@ -198,10 +198,10 @@ def test_the_mcp_tools_reach_only_the_keys_collections(server, keys):
 
 
 def test_every_collection_route_goes_through_the_access_check():
-    """Each route of the app that names a collection (or counts them) depends on rag.access.key_access, so
+    """Each route of the app that names a collection (or counts them) depends on rag.service.access.key_access, so
     a new route cannot forget the check; the rest are the page, its files and /health."""
-    from rag.access import key_access
-    from rag.routes import router
+    from rag.service.access import key_access
+    from rag.service.routes import router
 
     def calls(dependant):
         for d in dependant.dependencies:
@@ -218,7 +218,7 @@ def test_the_open_health_names_no_collection_once_keys_exist(tmp_path, embedder,
     while no key exists."""
     from test_watch import watched_client
 
-    from rag.keys import KeyStore
+    from rag.service.keys import KeyStore
 
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -78,8 +78,8 @@ def test_stdio_server_answers_abstains_and_refuses_bad_arguments(tmp_path):
 @pytest.fixture()
 def live_server(settings, pipeline, tmp_path):
     """A real server over the loaded pipeline, with one read key."""
-    from rag.keys import KeyStore
-    from rag.server import create_app
+    from rag.service.keys import KeyStore
+    from rag.service.server import create_app
 
     served = dataclasses.replace(settings, data_dir=tmp_path / "data")
     token = KeyStore(served.data_dir).add("agent", "read")

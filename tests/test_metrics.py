@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from rag.calibration import reliability_table, softmax_share
 from rag.offline.squad import exact_match, normalize_answer, score_prediction, token_f1
+from rag.pipeline.calibration import reliability_table, softmax_share
 
 
 def test_official_normalisation():

@@ -55,14 +55,14 @@ def test_a_question_answered_only_by_the_scan_or_a_table_cell(pipeline, question
 
 
 def test_ocr_off_or_missing_skips_the_scan_with_the_reason(folder, tmp_path, monkeypatch):
-    from rag.converters import ConvertOptions
-    from rag.ingest import load_corpus
+    from rag.ingest.converters import ConvertOptions
+    from rag.ingest.files import load_corpus
 
     off = load_corpus(folder, options=ConvertOptions(ocr=False))
     assert "OCR is off" in off.skipped["harbour-report.pdf"] and len(off.documents) == 2
-    import rag.ocr
+    import rag.ingest.ocr
 
-    monkeypatch.setattr(rag.ocr, "available", lambda: False)  # the extra not installed: say how to get it
+    monkeypatch.setattr(rag.ingest.ocr, "available", lambda: False)  # the extra not installed: say how to get it
     missing = load_corpus(folder)
     assert "pip install 'rag[ocr]'" in missing.skipped["harbour-report.pdf"]
 
@@ -71,7 +71,7 @@ def test_the_api_and_the_cli_say_read_by_ocr(folder, tmp_path):
     from fastapi.testclient import TestClient
 
     from rag.config import Settings
-    from rag.server import create_app
+    from rag.service.server import create_app
 
     settings = Settings(docs_dir=folder, index_dir=tmp_path / "index", data_dir=tmp_path / "data")
     with TestClient(create_app(settings)) as client:

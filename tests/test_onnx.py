@@ -8,8 +8,9 @@ import pytest
 from test_pipeline import ANSWERABLE, UNANSWERABLE
 
 from rag.config import PACKAGED_READER_DIR
-from rag.pipeline import Pipeline
-from rag.reader import ONNX_FILE, Reader, ReaderError
+from rag.pipeline.qa import Pipeline
+from rag.reader.folder import ONNX_FILE, ReaderError
+from rag.reader.model import Reader
 
 from conftest import REPO
 
@@ -116,19 +117,20 @@ def test_a_full_range_export_warns_on_a_cpu_without_vnni(onnx_pipeline, tmp_path
     """An int8 export made on a VNNI/AMX machine (full int8 range) can overflow on AVX2: loading it there says so."""
     import shutil
 
-    import rag.reader
-    from rag.reader import Reader, load_reader_meta, write_reader_meta
+    import rag.reader.model
+    from rag.reader.folder import load_reader_meta, write_reader_meta
+    from rag.reader.model import Reader
 
     folder = tmp_path / "reader"
     shutil.copytree(onnx_pipeline.reader.model_name, folder)
     meta = load_reader_meta(folder)
     meta["onnx"]["reduce_range"] = False
     write_reader_meta(folder, meta)
-    monkeypatch.setattr(rag.reader, "has_int8_dot_product", lambda: False)
+    monkeypatch.setattr(rag.reader.model, "has_int8_dot_product", lambda: False)
     reader = Reader(str(folder), backend="onnx")
     reader.warm_up()
     assert reader.runtime == "onnxruntime int8" and "may overflow" in caplog.text
-    monkeypatch.setattr(rag.reader, "has_int8_dot_product", lambda: True)
+    monkeypatch.setattr(rag.reader.model, "has_int8_dot_product", lambda: True)
     caplog.clear()
     Reader(str(folder), backend="onnx").warm_up()
     assert "may overflow" not in caplog.text

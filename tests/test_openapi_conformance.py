@@ -16,8 +16,8 @@ from conftest import serving  # noqa: E402
 @pytest.fixture(scope="module")
 def served(settings, pipeline, tmp_path_factory):
     """A real server over the loaded pipeline, with one write key."""
-    from rag.keys import KeyStore
-    from rag.server import create_app
+    from rag.service.keys import KeyStore
+    from rag.service.server import create_app
 
     served = dataclasses.replace(settings, data_dir=tmp_path_factory.mktemp("conformance"))
     token = KeyStore(served.data_dir).add("ops", "write")

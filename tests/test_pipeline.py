@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from rag.reader import Reader
+from rag.reader.model import Reader
 
 from conftest import REPO, cli
 

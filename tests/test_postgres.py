@@ -28,7 +28,7 @@ def _database(postgres, name: str) -> str:
 @pytest.fixture(scope="module")
 def seed_store(postgres, settings, embedder):
     """The seed corpus indexed into its own database."""
-    from rag.postgres_index import index_postgres
+    from rag.store.postgres.sync import index_postgres
 
     pg_settings = replace(settings, store=_database(postgres, "rag_seeds"))
     report = index_postgres(pg_settings, embedder)
@@ -38,8 +38,8 @@ def seed_store(postgres, settings, embedder):
 
 def test_rankings_match_the_file_store(seed_store, seed_index, embedder):
     """Dense (HNSW), BM25 (in SQL) and their fusion give the file store's passages, in its order."""
-    from rag.postgres import PostgresStore
-    from rag.retrieval import Retriever
+    from rag.pipeline.retrieval import Retriever
+    from rag.store.postgres.store import PostgresStore
 
     store = PostgresStore(seed_store)
     try:
@@ -55,7 +55,7 @@ def test_rankings_match_the_file_store(seed_store, seed_index, embedder):
 
 
 def test_answer_and_citation_match_the_file_store(seed_store, pipeline, embedder):
-    from rag.pipeline import Pipeline
+    from rag.pipeline.qa import Pipeline
 
     pg = Pipeline.from_settings(seed_store, embedder=embedder, reader=pipeline.reader, rebuild=False)
     try:
@@ -71,7 +71,7 @@ def test_answer_and_citation_match_the_file_store(seed_store, pipeline, embedder
 
 def test_a_question_reads_one_snapshot_of_the_store(seed_store):
     """What another process commits while a question is being answered is not seen by that question."""
-    from rag.postgres import PostgresStore
+    from rag.store.postgres.store import PostgresStore
 
     store = PostgresStore(seed_store)
     source = sorted(store.documents)[0]
@@ -90,8 +90,8 @@ def test_a_question_reads_one_snapshot_of_the_store(seed_store):
 
 
 def test_incremental_updates_one_transaction_per_file(postgres, embedder, tmp_path, monkeypatch):
-    import rag.postgres as pgmod
-    from rag.postgres_index import index_postgres
+    import rag.store.postgres.store as pgmod
+    from rag.store.postgres.sync import index_postgres
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -146,8 +146,8 @@ def test_only_the_indexed_folder_updates_the_store(postgres, embedder, tmp_path)
     """A server started with no folder uses the shared store as it is, kept in step with the folder it was
     indexed from; another folder given is refused (it must not rewrite the store to that folder); a file
     that cannot be converted does not leave the store looking stale forever."""
-    from rag.index import CorpusFolderMismatchError
-    from rag.postgres_index import index_postgres, open_postgres
+    from rag.store.files.index import CorpusFolderMismatchError
+    from rag.store.postgres.sync import index_postgres, open_postgres
 
     docs, other = tmp_path / "docs", tmp_path / "other"
     docs.mkdir()
@@ -169,8 +169,8 @@ def test_only_the_indexed_folder_updates_the_store(postgres, embedder, tmp_path)
 
 
 def test_settings_mismatch_and_schema_version_are_clear_errors(postgres, embedder, tmp_path):
-    from rag.postgres import StoreError
-    from rag.postgres_index import index_postgres, open_postgres
+    from rag.store.postgres.store import StoreError
+    from rag.store.postgres.sync import index_postgres, open_postgres
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -212,8 +212,8 @@ def test_cli_errors_are_one_line(postgres, tmp_path):
 def test_server_answers_503_while_the_database_is_down(postgres, seed_store, pipeline, embedder):
     from fastapi.testclient import TestClient
 
-    from rag.pipeline import Pipeline
-    from rag.server import create_app
+    from rag.pipeline.qa import Pipeline
+    from rag.service.server import create_app
 
     pg = Pipeline.from_settings(seed_store, embedder=embedder, reader=pipeline.reader, rebuild=False)
     try:
@@ -264,7 +264,7 @@ def test_collections_on_the_postgres_store_each_get_a_schema(postgres, tmp_path)
     filter inside the SQL, a deleted document gone from answers, a deleted collection's schema dropped."""
     from fastapi.testclient import TestClient
 
-    from rag.server import create_app
+    from rag.service.server import create_app
 
     dsn = _database(postgres, "rag_collections")
     docs = tmp_path / "docs"
@@ -300,7 +300,7 @@ def test_feedback_on_the_postgres_store_goes_to_its_database(postgres, tmp_path)
     they survive a restart, and `rag feedback export` / `stats` read them back from there."""
     from fastapi.testclient import TestClient
 
-    from rag.server import create_app
+    from rag.service.server import create_app
 
     dsn = _database(postgres, "rag_feedback_db")
     docs = tmp_path / "docs"

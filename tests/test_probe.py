@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 
 from rag.config import PACKAGED_READER_DIR, Settings
 from rag.errors import QuestionError
-from rag.index import CorpusFolderMismatchError, index_corpus, load_index, open_index, save_index
-from rag.pipeline import Pipeline
-from rag.server import allowed_hosts_for, create_app
+from rag.pipeline.qa import Pipeline
+from rag.service.server import allowed_hosts_for, create_app
+from rag.store.files.index import CorpusFolderMismatchError, index_corpus, load_index, open_index, save_index
 
 from conftest import REPO, SEEDS, cli
 
@@ -134,7 +134,8 @@ def test_an_answer_never_holds_a_control_character(tmp_path, settings, embedder,
 def test_a_reader_without_a_qa_head_is_refused_in_one_line(tmp_path):
     from transformers import AutoModel, AutoTokenizer
 
-    from rag.reader import Reader, ReaderError
+    from rag.reader.folder import ReaderError
+    from rag.reader.model import Reader
 
     folder = tmp_path / "encoder"
     AutoModel.from_pretrained(PACKAGED_READER_DIR).save_pretrained(folder)  # the encoder alone: no qa_outputs
@@ -146,7 +147,7 @@ def test_a_reader_without_a_qa_head_is_refused_in_one_line(tmp_path):
 
 
 def test_an_uncalibrated_reader_says_so_everywhere(tmp_path, settings, seed_index, embedder):
-    from rag.reader import META_FILE
+    from rag.reader.folder import META_FILE
 
     folder = tmp_path / "reader"
     folder.mkdir()
@@ -247,7 +248,7 @@ def test_a_name_with_a_newline_is_skipped_and_other_formats_are_counted(tmp_path
 
 SAVER = textwrap.dedent("""
     import sys
-    from rag.index import load_index, save_index
+    from rag.store.files.index import load_index, save_index
     index = load_index(sys.argv[1])
     for _ in range(int(sys.argv[3])):
         save_index(index, sys.argv[2])
@@ -255,7 +256,7 @@ SAVER = textwrap.dedent("""
 """)
 READER = textwrap.dedent("""
     import sys, time
-    from rag.index import load_index
+    from rag.store.files.index import load_index
     deadline, n = time.time() + float(sys.argv[2]), 0
     while time.time() < deadline:
         assert len(load_index(sys.argv[1]).chunks) > 0
@@ -283,7 +284,7 @@ def test_a_second_build_waits_for_the_first_and_says_so(tmp_path, user_index, se
     docs, index, _ = user_index
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
-        from rag.index import index_lock
+        from rag.store.files.index import index_lock
         with index_lock({str(index)!r}):
             print("holding", flush=True)
             time.sleep(3)

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from rag.chunking import chunk_document
-from rag.index import CorruptIndexError, UnsafeIndexFolderError, index_corpus, load_index, open_index, read_manifest
-from rag.ingest import load_corpus
-from rag.pipeline import Pipeline
-from rag.server import create_app
-from rag.types import Document
+from rag.ingest.chunking import chunk_document
+from rag.ingest.files import load_corpus
+from rag.pipeline.qa import Pipeline
+from rag.records import Document
+from rag.service.server import create_app
+from rag.store.files.index import CorruptIndexError, UnsafeIndexFolderError, index_corpus, load_index, open_index, read_manifest
 
 from conftest import REPO, cli
 
@@ -183,7 +183,7 @@ def test_reader_reads_a_bounded_number_of_windows(pipeline):
 
 
 def test_a_normal_question_is_answered_while_another_reads_a_spaceless_document(tmp_path, settings, embedder):
-    from rag.index import memory_index
+    from rag.store.files.index import memory_index
 
     docs = [Document("001.txt", (REPO / "seeds" / "001_fa8838ea44d7c2c5.txt").read_text(encoding="utf-8")),
             Document("blob.txt", _spaceless_chinese(35_000))]  # about 100 KB of UTF-8 with no space or full stop
@@ -270,7 +270,7 @@ def test_oversized_file_is_skipped(tiny_docs):
 def test_a_body_that_never_arrives_gets_a_408_not_a_held_worker():
     import asyncio
 
-    from rag.middleware import BodyLimits
+    from rag.service.middleware import BodyLimits
 
     sent = []
 
@@ -294,11 +294,11 @@ def test_a_body_that_never_arrives_gets_a_408_not_a_held_worker():
 def test_every_response_is_logged_with_client_and_status(settings, pipeline, caplog):
     import logging
 
-    caplog.set_level(logging.INFO, logger="rag.server")
+    caplog.set_level(logging.INFO, logger="rag.service.server")
     with TestClient(create_app(settings, pipeline=pipeline)) as client:
         assert client.post("/ask", content=b"x" * 20000, headers={"content-type": "application/json"}).status_code == 413
         assert client.get("/health").status_code == 200
-    lines = [r.getMessage() for r in caplog.records if r.name == "rag.server"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "rag.service.server"]
     assert any("POST /ask 413" in line and line.startswith("testclient:") for line in lines)
     assert any("GET /health 200" in line for line in lines)
 
@@ -366,7 +366,7 @@ def test_a_slow_body_gets_a_408_from_the_real_server(settings, pipeline):
     import uvicorn
 
     from rag.offline.bench import free_port
-    from rag.server import uvicorn_limits
+    from rag.service.server import uvicorn_limits
 
     port = free_port()
     app = create_app(settings.with_overrides(body_deadline_seconds=1.0), pipeline=pipeline)

@@ -1,6 +1,6 @@
 import pytest
 
-from rag.retrieval import Retriever, fuse
+from rag.pipeline.retrieval import Retriever, fuse
 
 SEED_QUESTIONS = [
     ("Who mentored Karpathy during his PhD?", "004_81a3bf9f650335dc.txt"),

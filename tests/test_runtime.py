@@ -9,9 +9,10 @@ import pytest
 from test_pipeline import ANSWERABLE, UNANSWERABLE
 
 from rag.config import PACKAGED_READER_DIR
-from rag.pipeline import Pipeline
-from rag.reader import tokenize_pairs
-from rag.runtime import PairTokenizer, cached_export, export_path
+from rag.pipeline.qa import Pipeline
+from rag.reader.model import tokenize_pairs
+from rag.runtime.onnx import cached_export, export_path
+from rag.runtime.windows import PairTokenizer
 
 from conftest import REPO, SEEDS, cli
 
@@ -22,7 +23,7 @@ def exports(settings):
     from rag.offline.export import prepare_fast_start
 
     prepare_fast_start(settings)
-    from rag.embedding import resolve_embedding_model
+    from rag.store.embedding import resolve_embedding_model
 
     found = {"embedder": cached_export("embedder", resolve_embedding_model(settings.embedding_model)),
              "reader": cached_export("reader", PACKAGED_READER_DIR)}
@@ -33,7 +34,7 @@ def exports(settings):
 @pytest.fixture(scope="module")
 def torch_pipeline(settings, seed_index):
     """Embedder and reader through torch, whatever the cache holds."""
-    from rag.embedding import Embedder
+    from rag.store.embedding import Embedder
 
     embedder = Embedder(settings.embedding_model, backend="torch")
     pipeline = Pipeline.from_settings(settings.with_overrides(reader_backend="torch"), index=seed_index,
@@ -44,7 +45,7 @@ def torch_pipeline(settings, seed_index):
 
 @pytest.fixture(scope="module")
 def onnx_pipeline(settings, seed_index, exports):
-    from rag.embedding import Embedder
+    from rag.store.embedding import Embedder
 
     embedder = Embedder(settings.embedding_model)
     pipeline = Pipeline.from_settings(settings, index=seed_index, embedder=embedder)
@@ -111,7 +112,7 @@ def test_index_command_makes_the_exports_once(tmp_path, monkeypatch):
 
 
 def test_damaged_export_falls_back_to_torch(tmp_path, monkeypatch, caplog):
-    from rag.reader import Reader
+    from rag.reader.model import Reader
 
     monkeypatch.setenv("RAG_CACHE", str(tmp_path))
     path = export_path("reader", PACKAGED_READER_DIR)
@@ -126,7 +127,7 @@ def test_damaged_export_falls_back_to_torch(tmp_path, monkeypatch, caplog):
 
 
 def test_a_new_export_removes_the_stale_ones_of_the_same_weights(tmp_path, monkeypatch):
-    from rag.runtime import record_export
+    from rag.runtime.onnx import record_export
 
     monkeypatch.setenv("RAG_CACHE", str(tmp_path / "cache"))
     model, other = tmp_path / "model", tmp_path / "other"
@@ -162,7 +163,7 @@ def test_a_distilbert_reader_exports_and_reads_like_torch(tmp_path, monkeypatch)
     from transformers import DistilBertConfig, DistilBertForQuestionAnswering
 
     from rag.offline.export import export_fp32
-    from rag.reader import Reader
+    from rag.reader.model import Reader
 
     monkeypatch.setenv("RAG_CACHE", str(tmp_path / "cache"))
     folder = tmp_path / "distilbert"

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from rag.runtime_choice import cached_choice, candidates, choose
+from rag.runtime.choice import cached_choice, candidates, choose
 
 from conftest import REPO
 
@@ -23,7 +23,7 @@ def test_the_fastest_runtime_that_keeps_the_answers_is_chosen():
 
 
 def test_a_server_measures_once_per_machine_and_reads_the_record_after(monkeypatch):
-    from rag.reader import Reader
+    from rag.reader.model import Reader
 
     reader = Reader(measure_runtime=True, backend="auto")
     reader.warm_up()
@@ -31,7 +31,7 @@ def test_a_server_measures_once_per_machine_and_reads_the_record_after(monkeypat
     assert choice is not None and choice.backend in candidates(has_export=True)
     assert set(choice.forward_ms) <= {"torch", "torch-bf16", "onnx-fp32"} and choice.backend in choice.forward_ms
     assert reader.runtime == {"torch": "torch fp32", "torch-bf16": "torch bf16", "onnx-fp32": "onnxruntime fp32"}[choice.backend]
-    monkeypatch.setattr("rag.runtime_choice.measure", lambda *a, **k: pytest.fail("measured twice"))
+    monkeypatch.setattr("rag.runtime.choice.measure", lambda *a, **k: pytest.fail("measured twice"))
     again = Reader(measure_runtime=True, backend="auto")
     again.warm_up()
     assert again.runtime_choice == choice == cached_choice(again.resolved_path(), again)
@@ -45,8 +45,8 @@ def test_bf16_autocast_is_held_to_the_gold_answers(pipeline):
     """An approximate runtime is scored against the gold answers (F1), within a stated tolerance of fp32's
     score, never span for span against fp32's rounding."""
     from rag.offline.squad import score_prediction
-    from rag.pipeline import Pipeline
-    from rag.reader import Reader
+    from rag.pipeline.qa import Pipeline
+    from rag.reader.model import Reader
 
     items = [i for i in _seed_items(40) if i["answers"]][:16]
     f1 = {}
@@ -60,7 +60,7 @@ def test_bf16_autocast_is_held_to_the_gold_answers(pipeline):
 
 
 def test_bucketed_window_lengths_change_no_answer(pipeline):
-    from rag.reader import Reader
+    from rag.reader.model import Reader
 
     contexts = [p.chunk.text for p in pipeline.search("Who did Anthropic hire to lead its infrastructure effort?")]
     question = "Who did Anthropic hire to lead its infrastructure effort?"
@@ -73,8 +73,8 @@ def test_bucketed_window_lengths_change_no_answer(pipeline):
 def test_the_default_bucket_is_the_runtimes_own(monkeypatch):
     """reader_length_bucket 0 (the default): no padding for torch, 16 for ONNX Runtime, 32 for bf16 on a CPU
     with AMX (kernels built per shape); a bucket set by name wins."""
-    import rag.runtime
-    from rag.reader import Reader
+    import rag.runtime.cpu
+    from rag.reader.model import Reader
 
     reader = Reader(backend="torch")
     reader.warm_up()
@@ -82,9 +82,9 @@ def test_the_default_bucket_is_the_runtimes_own(monkeypatch):
     reader.runtime = "onnxruntime fp32"
     assert reader.bucket == 16
     reader.runtime = "torch bf16"
-    monkeypatch.setattr(rag.runtime, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    monkeypatch.setattr(rag.runtime.cpu, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
     assert reader.bucket == 1
-    monkeypatch.setattr(rag.runtime, "cpu_flags", lambda: {"avx512f", "avx512_bf16", "amx_bf16"})
+    monkeypatch.setattr(rag.runtime.cpu, "cpu_flags", lambda: {"avx512f", "avx512_bf16", "amx_bf16"})
     assert reader.bucket == 32
     assert Reader(backend="torch", length_bucket=64).bucket == 64
     with pytest.raises(ValueError, match="length_bucket"):
@@ -93,8 +93,8 @@ def test_the_default_bucket_is_the_runtimes_own(monkeypatch):
 
 def test_a_measurement_is_not_reused_for_another_length_bucket_or_window():
     """The padded width changes which runtime is fastest, so the record is kept per bucket and window."""
-    from rag.reader import Reader
-    from rag.runtime_choice import cache_key
+    from rag.reader.model import Reader
+    from rag.runtime.choice import cache_key
 
     folder = Reader().resolved_path()
     keys = {cache_key(folder, Reader(length_bucket=b, max_seq_length=n)) for b in (0, 64) for n in (256, 384)}

@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rag.offline.bench import free_port, start_server, stop_server
-from rag.server import create_app
+from rag.service.server import create_app
 
 
 @pytest.fixture(scope="module")

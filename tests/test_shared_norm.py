@@ -123,7 +123,7 @@ def test_group_windows_label_the_answer_and_mark_the_context(embedder):
     from transformers import AutoTokenizer
 
     from rag.config import Settings
-    from rag.embedding import resolve_embedding_model
+    from rag.store.embedding import resolve_embedding_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_embedding_model("all-MiniLM-L6-v2"))
     corpus = _questions()

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from rag.pipeline import Candidate, Pipeline, merge_candidates
-from rag.reader import ContextReading, Span
-from rag.types import Chunk, Document, Passage
+from rag.pipeline.qa import Candidate, Pipeline, merge_candidates
+from rag.reader.decode import ContextReading, Span
+from rag.records import Chunk, Document, Passage
 
 from conftest import REPO
 from test_training import _squad_file
@@ -71,7 +71,7 @@ def test_eval_squad_loads_each_model_once(small_squad, settings, load_counts):
 def test_serve_loads_each_model_once(settings, load_counts):
     from fastapi.testclient import TestClient
 
-    from rag.server import create_app
+    from rag.service.server import create_app
 
     with TestClient(create_app(settings, rebuild=False)) as client:
         assert client.get("/health").json()["documents"] == 5
@@ -96,23 +96,96 @@ def test_train_reader_with_negatives_and_calibration_loads_each_model_once(small
 
 
 def _imports(path: Path) -> set[str]:
+    """Every rag module or name `path` imports, at the top or inside a function (a lazy import is still a
+    dependency), relative imports resolved."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
     return names
 
 
-def test_imports_go_one_way():
-    """Serving code never imports the offline tools (only the CLI, the rag/cli/ package, dispatches to
-    them), and errors.py, which every stage imports, imports nothing of the package."""
+def _import_graph() -> dict[str, set[str]]:
+    """rag's modules (dotted names) -> the rag modules each imports, from the source."""
     package = REPO / "rag"
-    for path in package.glob("*.py"):
-        offline = [m for m in _imports(path) if m.startswith("rag.offline")]
-        assert not offline, f"{path.name} imports {offline}"
-    assert not [m for m in _imports(package / "errors.py") if m.startswith("rag")]
+    modules = {}
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return {name: {m for m in _imports(path) if m in modules and m != name} for name, path in modules.items()}
+
+
+#: Which packages of rag each may import (besides the shared modules at its top: errors, config, records,
+#: text, console): data flows one way, down this list.
+MAY_IMPORT = {
+    "(shared)": set(),
+    "runtime": set(),
+    "ingest": set(),
+    "reader": {"runtime"},
+    "store": {"ingest", "runtime"},
+    "pipeline": {"ingest", "runtime", "reader", "store"},
+    "service": {"ingest", "runtime", "reader", "store", "pipeline"},
+    "offline": {"ingest", "runtime", "reader", "store", "pipeline"},
+    "cli": {"ingest", "runtime", "reader", "store", "pipeline", "service", "offline"},
+}
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and (REPO / "rag" / parts[1]).is_dir()) else "(shared)"
+
+
+def test_imports_go_one_way():
+    """Each package imports only the packages below it (serving never imports the offline tools, stores
+    never the service, the shared modules nothing of the stages), and errors.py imports nothing of rag."""
+    graph = _import_graph()
+    assert set(map(_package, graph)) == set(MAY_IMPORT), "a new package needs its place in MAY_IMPORT"
+    wrong = sorted(f"{m} imports {d}" for m, deps in graph.items() for d in deps
+                   if _package(d) not in MAY_IMPORT[_package(m)] | {_package(m), "(shared)"})
+    assert not wrong, wrong
+    assert not graph["rag.errors"]
+
+
+def test_no_import_circles():
+    """No module of rag imports, through any chain of imports, a module that imports it back."""
+    graph, state, circles = _import_graph(), {}, []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for dep in sorted(graph[module]):
+            if state.get(dep) == "open":
+                circles.append(" -> ".join(path[path.index(dep):] + [dep]))
+            elif dep not in state:
+                visit(dep, [*path, dep])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not circles, circles
+
+
+def test_the_reader_is_made_from_the_settings_in_one_mapping():
+    """SETTINGS_TO_READER names every Reader argument once, each from a Settings field, so a reader setting
+    cannot be missed by from_settings or by the key under which pipelines share a reader."""
+    import dataclasses
+    import inspect
+
+    from rag.config import Settings
+    from rag.reader.model import SETTINGS_TO_READER, Reader, reader_key
+
+    arguments = set(inspect.signature(Reader).parameters)
+    assert sorted(SETTINGS_TO_READER.values()) == sorted(arguments)
+    assert set(SETTINGS_TO_READER) <= {f.name for f in dataclasses.fields(Settings)}
+    base = Settings()
+    for field in SETTINGS_TO_READER:  # each setting changes the key
+        value = getattr(base, field)
+        other = ("torch" if field == "reader_backend" else
+                 {bool: lambda v: not v, int: lambda v: v + 1, float: lambda v: v + 1, str: lambda v: v + "x"}[type(value)](value))
+        assert reader_key(dataclasses.replace(base, **{field: other})) != reader_key(base), field
 
 
 def _reading(*spans, null=0.0):

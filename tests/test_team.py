@@ -268,7 +268,7 @@ def test_deletes_leave_no_empty_folders_and_a_collection_with_one_survives_a_res
 def test_beyond_loopback_revoking_the_last_key_opens_nothing(settings, pipeline, tmp_path):
     from fastapi.testclient import TestClient
 
-    from rag.server import create_app
+    from rag.service.server import create_app
 
     s = settings.with_overrides(data_dir=tmp_path / "data")
     with TestClient(create_app(s, pipeline=pipeline, keys_required=True)) as client:

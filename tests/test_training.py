@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from rag.embedding import resolve_embedding_model
 from rag.offline.squad import load_squad
 from rag.offline.training import Example, extra_examples, windows
 from rag.offline.training.data import examples_from
+from rag.store.embedding import resolve_embedding_model
 
 from conftest import REPO
 
@@ -252,8 +252,8 @@ def test_a_lora_run_resumes_exactly_and_saves_the_merged_model_and_its_adapter(t
     embeddings unchanged), the adapter is written alone, and a cut-off run resumes to the same weights."""
     from safetensors.torch import load_file
 
-    from rag.embedding import resolve_embedding_model
     from rag.offline.training import resume_training, train
+    from rag.store.embedding import resolve_embedding_model
 
     whole = train(_config(tiny_data, tmp_path / "whole", lora_rank=4, lora_alpha=8, learning_rate=1e-3)).meta
     assert whole["config"]["lora_rank"] == 4

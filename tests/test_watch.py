@@ -1,4 +1,4 @@
-"""Watched folders (rag.watch): real files written, overwritten, renamed and deleted while questions are asked
+"""Watched folders (rag.service.watch): real files written, overwritten, renamed and deleted while questions are asked
 of a `--watch` server; a half-written file is not indexed until complete; a burst is a few batches; a
 folder that never falls quiet still syncs its settled files; `rag index --watch` ends cleanly on a signal."""
 import os
@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rag.config import Settings
-from rag.index import index_corpus, read_manifest
-from rag.pipeline import Pipeline
-from rag.server import create_app
-from rag.watch import Watcher
+from rag.pipeline.qa import Pipeline
+from rag.service.server import create_app
+from rag.service.watch import Watcher
+from rag.store.files.index import index_corpus, read_manifest
 
 HARBOUR = "The harbour master of Inis Mor is called Sean Ryan. He took the post in 2019 after years at sea.\n"
 LIGHTHOUSE = "The Fastnet Rock lighthouse was completed in 1904. It stands off the south coast of Ireland.\n"
@@ -185,22 +185,22 @@ def test_a_folder_that_never_falls_quiet_syncs_its_settled_files_and_holds_back_
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_index_watch_prints_a_line_per_batch_and_stops_cleanly_on_a_signal(sig, tmp_path, docs, embedder, monkeypatch, capsys):
-    import rag.embedding
     import rag.offline.export
-    import rag.watch
+    import rag.service.watch
+    import rag.store.embedding
     from rag.cli import main
 
     monkeypatch.setattr(rag.offline.export, "prepare_fast_start", lambda settings: [])  # no ONNX export in a test
-    monkeypatch.setattr(rag.embedding.Embedder, "from_settings", classmethod(lambda cls, settings: embedder))
+    monkeypatch.setattr(rag.store.embedding.Embedder, "from_settings", classmethod(lambda cls, settings: embedder))
     started = threading.Event()
-    real = rag.watch.watch_index
+    real = rag.service.watch.watch_index
 
     def watch_index(*args, **kwargs):
         watcher = real(*args, **kwargs)
         started.set()
         return watcher
 
-    monkeypatch.setattr(rag.watch, "watch_index", watch_index)
+    monkeypatch.setattr(rag.service.watch, "watch_index", watch_index)
     index = tmp_path / "index"
 
     def use_it():

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rag.offline.bench import free_port, start_server, stop_server
-from rag.server import create_app
+from rag.service.server import create_app
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 SEED_QUESTION = "Who did Anthropic hire to lead its infrastructure effort?"

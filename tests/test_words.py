@@ -39,7 +39,7 @@ def test_the_reader_offers_no_span_that_cuts_a_word(pipeline):
     """Of the real reader's n-best spans on a real passage, none cuts a word once widened, while the raw
     token spans do (word pieces end inside words)."""
 
-    from rag.reader import Reader
+    from rag.reader.model import Reader
 
     context = ("The 39-year-old engineer, a former Microsoft executive named Eric Boyd, joined Anthropic in "
                "2024 to lead its infrastructure effort; the lab's Tokyo-based team reported to him.")

@@ -7,24 +7,13 @@ Every command imports what it needs inside its function, so `rag --help` and a o
 import torch."""
 from __future__ import annotations
 
-import logging
 import sys
 
-from rag.cli.common import UsageError
+from rag.cli.common import UsageError, configure_logging
 from rag.cli.parser import build_parser
 from rag.cli.query import format_answer
 
-__all__ = ["UsageError", "build_parser", "format_answer", "main"]
-
-
-def _quiet_model_loading() -> None:
-    """No weight-loading progress bars or load reports: the models are local and known. Through the
-    environment, which transformers reads when (and only if) it is imported: importing it here would cost
-    a one-shot `rag ask` most of a second."""
-    import os
-
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+__all__ = ["UsageError", "build_parser", "configure_logging", "format_answer", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,21 +21,6 @@ def main(argv: list[str] | None = None) -> int:
 
     with safe_output():  # nothing printed below can steer the terminal (JSON keeps its meaning)
         return _main(argv)
-
-
-def configure_logging(verbose: bool, command: str) -> None:
-    """The command's logging: warnings (everything with -v), escaped, the libraries' chatter quiet, and the
-    long commands' progress (rag's INFO). Also what `rag serve --workers`' preparing child process runs."""
-    from rag.console import SafeFormatter
-
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(SafeFormatter("%(levelname)s: %(message)s"))
-    _quiet_model_loading()
-    for noisy in ("httpx", "sentence_transformers", "bm25s", "transformers", "huggingface_hub", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)
-    if command in ("train-reader", "calibrate-reader", "serve"):
-        logging.getLogger("rag").setLevel(logging.INFO)
 
 
 def _main(argv: list[str] | None) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from rag.config import Settings
 
@@ -38,7 +39,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def check_question(text: str, settings: Settings) -> str:
     """The question as the API would take it (AskRequest's checks and cleaning), or a usage error."""
     from rag.errors import QuestionError
-    from rag.schema import checked_question
+    from rag.service.schema import checked_question
 
     if len(text or "") > settings.max_question_chars:
         raise UsageError(f"the question is {len(text)} characters long; the limit is {settings.max_question_chars}")
@@ -46,3 +47,28 @@ def check_question(text: str, settings: Settings) -> str:
         return checked_question(text)
     except QuestionError as err:
         raise UsageError(str(err)) from None
+
+
+def _quiet_model_loading() -> None:
+    """No weight-loading progress bars or load reports: the models are local and known. Through the
+    environment, which transformers reads when (and only if) it is imported: importing it here would cost
+    a one-shot `rag ask` most of a second."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def configure_logging(verbose: bool, command: str) -> None:
+    """The command's logging: warnings (everything with -v), escaped, the libraries' chatter quiet, and the
+    long commands' progress (rag's INFO). Also what `rag serve --workers`' preparing child process runs."""
+    from rag.console import SafeFormatter
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(SafeFormatter("%(levelname)s: %(message)s"))
+    _quiet_model_loading()
+    for noisy in ("httpx", "sentence_transformers", "bm25s", "transformers", "huggingface_hub", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)
+    if command in ("train-reader", "calibrate-reader", "serve"):
+        logging.getLogger("rag").setLevel(logging.INFO)

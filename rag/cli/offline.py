@@ -108,12 +108,13 @@ def _import_reader(args: argparse.Namespace) -> int:
 def _calibrate_with_feedback(args: argparse.Namespace) -> int:
     """The reader's calibration reads plus the team's labelled questions, weighted by cross-validation, into
     --output; with --save-reads, only the reader's calibration reads are made and stored beside its weights."""
-    from rag.calibration import Calibrator
     from rag.config import Settings
-    from rag.embedding import Embedder
     from rag.offline import feedback_calibration as fc
     from rag.offline.squad import dev_questions, load_squad
-    from rag.reader import Reader, resolve_reader_model
+    from rag.pipeline.calibration import Calibrator
+    from rag.reader.folder import resolve_reader_model
+    from rag.reader.model import Reader
+    from rag.store.embedding import Embedder
 
     model_dir = Path(resolve_reader_model(str(args.model)))
     if args.feedback is not None and args.output is None:
@@ -148,7 +149,7 @@ def _calibrate_with_feedback(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch_base(args: argparse.Namespace) -> int:
-    from rag.base_models import fetch
+    from rag.offline.base_models import fetch
 
     print(fetch(args.name, args.source))
     return 0
@@ -156,7 +157,7 @@ def cmd_fetch_base(args: argparse.Namespace) -> int:
 
 def cmd_lineage(args: argparse.Namespace) -> int:
     from rag.offline.training import lineage_table
-    from rag.reader import resolve_reader_model
+    from rag.reader.folder import resolve_reader_model
 
     print(lineage_table(Path(resolve_reader_model(args.model))))
     return 0

@@ -18,9 +18,9 @@ from rag.text import plural
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from rag.embedding import Embedder
     from rag.offline.export import prepare_fast_start
     from rag.store import index_store
+    from rag.store.embedding import Embedder
 
     settings = settings_from(args)
     _check_watch_flags(args, settings)
@@ -52,7 +52,7 @@ def _watch_until_stopped(settings: Settings, embedder) -> int:
     import signal
     import threading
 
-    from rag.watch import watch_index
+    from rag.service.watch import watch_index
 
     stop, received = threading.Event(), []
 
@@ -89,7 +89,7 @@ def _print_skipped(skipped: dict[str, str], unsupported: dict[str, int]) -> None
 
 def cmd_show(args: argparse.Namespace) -> int:
     """The passage around a citation with the cited characters marked, from the index alone (no model)."""
-    from rag.chunking import sentence_spans, sentences_around
+    from rag.ingest.chunking import sentence_spans, sentences_around
     from rag.store import read_store
 
     settings = settings_from(args)
@@ -116,7 +116,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from rag.retrieval import Retriever
+    from rag.pipeline.retrieval import Retriever
 
     settings = settings_from(args)
     question = check_question(args.question, settings)
@@ -133,14 +133,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _pipeline(args: argparse.Namespace, settings: Settings):
-    from rag.pipeline import Pipeline
+    from rag.pipeline.qa import Pipeline
 
     return Pipeline.from_settings(settings, rebuild=not args.no_rebuild)
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
     """`rag mcp`: an MCP server on stdio; standard output carries the protocol, so nothing else is printed there."""
-    from rag.mcp_server import serve_stdio
+    from rag.service.mcp import serve_stdio
 
     serve_stdio(settings_from(args), rebuild=not args.no_rebuild)
     return 0
@@ -166,7 +166,7 @@ def format_answer(answer) -> str:
 
 
 def _uncalibrated_note(answer) -> list[str]:
-    from rag.schema import UNCALIBRATED
+    from rag.service.schema import UNCALIBRATED
 
     return [] if answer.calibrated else [f"Note: {UNCALIBRATED}"]
 
@@ -183,7 +183,7 @@ def _shorten(text: str, width: int = 160) -> str:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from rag.schema import AskResponse
+    from rag.service.schema import AskResponse
 
     settings = settings_from(args)
     if args.question is not None:
@@ -239,7 +239,7 @@ def _read_line(tty: bool) -> str | None:
 def _answer_line(line: str, pipeline, settings: Settings, as_json: bool, sources: list[str] | None = None) -> None:
     """Answer one line of the interactive session; a bad question or a failure is reported, not raised."""
     from rag.errors import user_message
-    from rag.schema import AskResponse
+    from rag.service.schema import AskResponse
 
     try:
         question = check_question(line, settings)
@@ -262,7 +262,7 @@ def _answer_line(line: str, pipeline, settings: Settings, as_json: bool, sources
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from rag.server import allowed_hosts_for, create_app, default_workers, is_loopback, uvicorn_limits
+    from rag.service.server import allowed_hosts_for, create_app, default_workers, is_loopback, uvicorn_limits
 
     settings = settings_from(args).with_overrides(measure_runtime=True)  # a server lives long: pick the fastest runtime
     _check_watch_flags(args, settings)
@@ -282,7 +282,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                    public=["/metrics"] if args.metrics_public else None, writable_default=args.writable_default,
                    watch=args.watch,
                    keys_required=not is_loopback(args.host) and not args.insecure_no_auth)
-    logging.getLogger("rag.server").info("listening on http://%s:%d (POST /ask, GET /health, /docs; %d worker%s)",
+    logging.getLogger("rag.service.server").info("listening on http://%s:%d (POST /ask, GET /health, /docs; %d worker%s)",
                                          args.host, args.port, workers, "" if workers == 1 else "s")
     if workers == 1:
         try:
@@ -333,14 +333,14 @@ def _exit_on_sigterm(signum, frame) -> None:
 def _prepare_child(no_rebuild: bool, settings: Settings, send, verbose: bool = False) -> None:
     """The child of _prepare_elsewhere: load the pipeline as a one-worker server would, then report. It logs
     as the command does (-v included); a failure that is a bug keeps its traceback on stderr."""
-    from rag.cli import configure_logging
+    from rag.cli.common import configure_logging
     from rag.console import safe_output
     from rag.errors import user_message
 
     configure_logging(verbose, "serve")
     with safe_output():
         try:
-            from rag.pipeline import Pipeline
+            from rag.pipeline.qa import Pipeline
 
             Pipeline.from_settings(settings, rebuild=not no_rebuild).close()
             message = None
@@ -349,7 +349,7 @@ def _prepare_child(no_rebuild: bool, settings: Settings, send, verbose: bool = F
         except Exception as err:  # noqa: BLE001 - reported by the parent as the command's error
             message = user_message(err)
             if message is None or verbose:
-                logging.getLogger("rag.server").exception("preparing the index and models failed")
+                logging.getLogger("rag.service.server").exception("preparing the index and models failed")
             message = message or f"could not load the index and models ({type(err).__name__}: {err})"
         with contextlib.suppress(OSError):  # the parent is gone: nobody is left to tell
             send.send(message)
@@ -365,7 +365,7 @@ def _serve_workers(args: argparse.Namespace, settings: Settings, options: dict, 
 
     import uvicorn
 
-    from rag.server import SERVE_ENV, uvicorn_limits
+    from rag.service.server import SERVE_ENV, uvicorn_limits
 
     values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
     values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
@@ -373,7 +373,7 @@ def _serve_workers(args: argparse.Namespace, settings: Settings, options: dict, 
     metrics_dir = tempfile.mkdtemp(prefix="rag-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        uvicorn.run("rag.server:served_app", factory=True, workers=workers, host=args.host, port=args.port,
+        uvicorn.run("rag.service.server:served_app", factory=True, workers=workers, host=args.host, port=args.port,
                     log_level="warning", access_log=False, **uvicorn_limits())
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -383,8 +383,8 @@ def _serve_workers(args: argparse.Namespace, settings: Settings, options: dict, 
 def _check_exposure(host: str, settings: Settings, insecure: bool) -> None:
     """Refuse to serve beyond this machine with no API key (anyone who reaches it could read and change the
     documents), unless --insecure-no-auth says that is meant."""
-    from rag.keys import KeyStore
-    from rag.server import is_loopback
+    from rag.service.keys import KeyStore
+    from rag.service.server import is_loopback
 
     if not is_loopback(host) and not insecure and not KeyStore(settings.data_dir).any():
         raise UsageError(f"refusing to serve {host} without API keys: add one with `rag keys add NAME --scope write "

@@ -1,4 +1,4 @@
-"""`rag keys add|list|revoke`: the API keys of a server's data folder (rag.keys)."""
+"""`rag keys add|list|revoke`: the API keys of a server's data folder (rag.service.keys)."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ from rag.cli.common import settings_from
 
 
 def _store(args: argparse.Namespace):
-    from rag.keys import KeyStore
+    from rag.service.keys import KeyStore
 
     return KeyStore(settings_from(args).data_dir)
 
@@ -47,8 +47,8 @@ def cmd_feedback_export(args: argparse.Namespace) -> int:
     """The labelled questions of the data folder's feedback as SQuAD 2.0 (`rag eval --squad OUT` scores them)."""
     import json
 
-    from rag.collections import DEFAULT, collection_settings
-    from rag.feedback import export_squad
+    from rag.service.catalog import DEFAULT, collection_settings
+    from rag.service.feedback import export_squad
     from rag.store import read_store
 
     settings = settings_from(args)
@@ -73,7 +73,7 @@ def cmd_feedback_export(args: argparse.Namespace) -> int:
 
 
 def cmd_feedback_stats(args: argparse.Namespace) -> int:
-    from rag.feedback import stats
+    from rag.service.feedback import stats
 
     print(stats(_records(settings_from(args), args.collection)))
     return 0
@@ -81,7 +81,7 @@ def cmd_feedback_stats(args: argparse.Namespace) -> int:
 
 def _records(settings, collection: str | None) -> list[dict]:
     """The stored verdicts (of one collection, when named), from wherever the settings' store keeps them."""
-    from rag.store import open_feedback
+    from rag.service.feedback import open_feedback
 
     feedback = open_feedback(settings)
     try:

@@ -155,7 +155,7 @@ def run_benchmark(requests_per_level: int = 48, levels: list[int] | None = None,
     """`rag bench serve`: `requests_per_level` /ask requests at each concurrency level through a real
     `rag serve` (once per `--workers` count asked for), over the questions of `questions_file`
     (load_questions); memory is the peak resident size summed over the server's processes."""
-    from rag.runtime import cpu_flags
+    from rag.runtime.cpu import flags_summary
 
     levels = levels or [1, 4, 16]
     questions = load_questions(questions_file)
@@ -172,9 +172,8 @@ def run_benchmark(requests_per_level: int = 48, levels: list[int] | None = None,
             stop_server(proc)
         table += [f"| {count or 'default'} | {r['concurrency']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.0f} | "
                   f"{r['p95_ms']:.0f} | {r['throughput_rps']:.1f} | {peak:.0f} |" for r in rows]
-    wanted = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"})
     return "\n".join([
-        f"machine: {platform.machine()}, {os.cpu_count()} cores ({', '.join(wanted) or 'CPU flags unknown'}), Python "
+        f"machine: {platform.machine()}, {os.cpu_count()} cores ({flags_summary()}), Python "
         f"{platform.python_version()}; {requests_per_level} requests per level over {len(questions)} questions",
         "| workers | concurrency | requests | errors | p50 (ms) | p95 (ms) | throughput (req/s) | peak memory (MiB) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -202,9 +201,9 @@ def run_incremental_benchmark(squad_file: Path, workdir: Path, n_files: int = 10
     import shutil
 
     from rag.config import Settings
-    from rag.embedding import Embedder
-    from rag.index import index_corpus
     from rag.offline.squad import load_squad
+    from rag.store.embedding import Embedder
+    from rag.store.files.index import index_corpus
 
     contexts = list(dict.fromkeys(q.context for q in load_squad(squad_file)))[:n_files]
     if len(contexts) < n_files:
@@ -256,10 +255,10 @@ def run_store_benchmark(dsn: str, squad_file: Path, workdir: Path, passages: int
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     from rag.config import Settings
-    from rag.embedding import Embedder
-    from rag.index import index_corpus
     from rag.offline.evaluation import evaluate_qa_file
-    from rag.postgres_index import index_postgres
+    from rag.store.embedding import Embedder
+    from rag.store.files.index import index_corpus
+    from rag.store.postgres.sync import index_postgres
 
     shutil.rmtree(workdir, ignore_errors=True)
     corpus = workdir / "docs"
@@ -319,10 +318,10 @@ def passage_corpus(squad_file: Path, passages: int, folder: Path, n_questions: i
     answerable questions about the written contexts (for /ask timings) and how many of the passages are
     distinct. With `repeat`, when the distinct contexts run out, write them again as further files (copies
     cost what new text costs to embed, store and search; the data holds about 19,700 distinct passages)."""
-    from rag.chunking import chunk_document
     from rag.config import Settings
+    from rag.ingest.chunking import chunk_document
     from rag.offline.squad import load_squad
-    from rag.types import Document
+    from rag.records import Document
 
     folder.mkdir(parents=True)
     extra = squad_file.with_name("reader-train-extra.squad2.json")
@@ -426,11 +425,11 @@ def run_backend_benchmark(workdir: Path, requests: int = 48, questions_file: Pat
     import shutil
 
     from rag.config import PACKAGED_READER_DIR, Settings
-    from rag.embedding import Embedder
-    from rag.index import open_index
     from rag.offline.evaluation import load_qa, run_items
     from rag.offline.export import export_reader, prepare_fast_start
-    from rag.pipeline import Pipeline
+    from rag.pipeline.qa import Pipeline
+    from rag.store.embedding import Embedder
+    from rag.store.files.index import open_index
 
     shutil.rmtree(workdir, ignore_errors=True)
     int8_folder, static_folder = workdir / "reader", workdir / "reader-static"
@@ -444,7 +443,7 @@ def run_backend_benchmark(workdir: Path, requests: int = 48, questions_file: Pat
     index = open_index(base, embedder)
     qa_file = questions_file or QUESTIONS_FILE
     questions, items = load_questions(qa_file), load_qa(qa_file)
-    from rag.runtime import has_bf16_dot_product
+    from rag.runtime.cpu import has_bf16_dot_product
 
     runs = (("torch fp32", PACKAGED_READER_DIR, "torch"),
             *((("torch bf16", PACKAGED_READER_DIR, "torch-bf16"),) if has_bf16_dot_product() else ()),
@@ -465,7 +464,8 @@ def run_backend_benchmark(workdir: Path, requests: int = 48, questions_file: Pat
         changed = sum(a != b for a, b in zip(answers[name], answers["torch fp32"]))
         rows.append(f"| {name} | {m['p50_ms']:.0f} | {m['p95_ms']:.0f} | {np.median(profiles[name]['reader forward pass']):.0f} | "
                     f"{q['exact_match']:.1f} | {q['f1']:.1f} | {q['no_answer_accuracy']:.1f} | {changed} of {len(items)} |")
-    from rag.runtime_choice import measure
+    from rag.runtime.choice import measure
+    from rag.runtime.cpu import flags_summary
 
     auto = Pipeline.from_settings(base.with_overrides(measure_runtime=True), index=index, embedder=embedder,
                                   rebuild=False).reader
@@ -474,7 +474,7 @@ def run_backend_benchmark(workdir: Path, requests: int = 48, questions_file: Pat
     lines = [
         f"auto (what `rag serve` runs here): {choice.backend}; {choice.why}",
         "",
-        f"machine: {platform.machine()}, {os.cpu_count()} cores; {_cpu_flags()}; /ask through `rag serve`, one request at a "
+        f"machine: {platform.machine()}, {os.cpu_count()} cores; {flags_summary()}; /ask through `rag serve`, one request at a "
         f"time, {requests} requests over {len(questions)} seed questions after 3 warm-up; quality: `rag eval` on {_shown(qa_file)}",
         "| reader runtime | /ask p50 (ms) | /ask p95 (ms) | forward pass p50 (ms) | EM | F1 | NoAns acc. | answers unlike torch fp32 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -487,17 +487,6 @@ def run_backend_benchmark(workdir: Path, requests: int = 48, questions_file: Pat
     for stage in (*STAGES, "total"):
         lines.append(f"| {stage} | " + " | ".join(f"{np.median(profiles[name][stage]):.1f}" for name, _, _ in runs) + " |")
     return "\n".join(lines)
-
-
-def _cpu_flags() -> str:
-    """The int8/bf16-relevant instruction sets this CPU has (from /proc/cpuinfo)."""
-    from rag.runtime import cpu_flags
-
-    flags = cpu_flags()
-    if not flags:
-        return "CPU flags unknown"
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-    return "CPU has " + (", ".join(f for f in wanted if f in flags) or "none of avx2/avx512/vnni")
 
 
 def _run_measured(cmd: list[str], log: Path) -> tuple[float, float]:
@@ -611,13 +600,14 @@ def run_learning_curve(squad_file: Path, readers: list[tuple[str, Path]], plot: 
     F1 < 50) of each. Table and plot (to `plot`); the seed set is `questions_file` (default the repository's
     eval/qa.jsonl)."""
     from rag.config import Settings
-    from rag.embedding import Embedder
-    from rag.index import memory_index, open_index
     from rag.offline.evaluation import load_qa, run_items, squad_items
     from rag.offline.squad import is_right, squad_corpus
     from rag.offline.training import lineage_of, lineage_totals
-    from rag.pipeline import Pipeline
-    from rag.reader import Reader, load_reader_meta
+    from rag.pipeline.qa import Pipeline
+    from rag.reader.folder import load_reader_meta
+    from rag.reader.model import Reader
+    from rag.store.embedding import Embedder
+    from rag.store.files.index import memory_index, open_index
 
     settings = Settings()
     embedder = Embedder.from_settings(settings)

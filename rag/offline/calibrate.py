@@ -1,5 +1,5 @@
 """Fit the reader's answerability calibration (`rag calibrate-reader`): the answer-or-abstain model of
-rag.calibration, fitted on the dev articles read open-domain, and its threshold, recorded in the reader's
+rag.pipeline.calibration, fitted on the dev articles read open-domain, and its threshold, recorded in the reader's
 metadata with the threshold sweep, the reliability table and the dev metrics."""
 from __future__ import annotations
 
@@ -20,14 +20,15 @@ from rag.offline.squad import (
     squad2_metrics,
     squad_corpus,
 )
-from rag.reader import Reader, load_reader_meta, write_reader_meta
+from rag.reader.folder import load_reader_meta, write_reader_meta
+from rag.reader.model import Reader
 
 
 def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: float = 0.0,
                      embedder=None, reader: Reader | None = None, f1_tolerance: float | None = None,
                      extra_file: Path | None = None, limit: int = 0, removed_share: float | None = None) -> dict:
     """Fit the answerability model on the dev articles read open-domain (retrieved passages over all dev
-    paragraphs, as in deployment) and choose its threshold (rag.calibration); record it, the threshold
+    paragraphs, as in deployment) and choose its threshold (rag.pipeline.calibration); record it, the threshold
     sweep, the reliability table and the metrics (open-domain and gold paragraph) in the metadata. With
     `extra_file`, the extra questions the reader's lineage never trained on join the set, read against their
     own sources, a `removed_share` of them (default: the dev split's share of unanswerable questions) with
@@ -35,10 +36,10 @@ def calibrate_reader(train_file: Path, model_dir: Path, min_no_answer_accuracy: 
     feedback refit. A loaded embedder and reader (training's) are reused."""
     from tqdm import tqdm
 
-    from rag.calibration import fit_with_threshold
-    from rag.embedding import Embedder
-    from rag.index import memory_index
-    from rag.pipeline import Pipeline
+    from rag.pipeline.calibration import fit_with_threshold
+    from rag.pipeline.qa import Pipeline
+    from rag.store.embedding import Embedder
+    from rag.store.files.index import memory_index
 
     settings = Settings(reader_model=str(model_dir)).with_overrides(threshold_f1_tolerance=f1_tolerance)
     dev = dev_questions(load_squad(train_file), limit)
@@ -119,7 +120,7 @@ def _report(dev: list[Question], rows: dict, calibrator, sweep, y_open: list[boo
     """The calibration report of reader_meta.json: the threshold and its rule, the sweep, the metrics at the
     threshold and forced to answer (open-domain over `passages` and gold paragraph), the reliability table;
     with held-out extra questions, their metrics, the whole set's, and both threshold rules on each."""
-    from rag.calibration import choose_threshold, reliability_table
+    from rag.pipeline.calibration import choose_threshold, reliability_table
 
     best_t = calibrator.threshold
     every, every_rows = dev + held, rows["open"] + rows["heldout"]

@@ -36,8 +36,8 @@ def read_heldout(questions: list[Question], extra_file: Path, settings, embedder
     read over the retrieved passages of an index of its source's paragraphs."""
     from tqdm import tqdm
 
-    from rag.index import memory_index
-    from rag.pipeline import Pipeline
+    from rag.pipeline.qa import Pipeline
+    from rag.store.files.index import memory_index
 
     everything = load_squad(extra_file)
     labelled, judgements = [], []

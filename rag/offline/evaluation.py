@@ -23,7 +23,7 @@ from rag.offline.squad import (
     squad2_scores,
     squad_corpus,
 )
-from rag.pipeline import Pipeline
+from rag.pipeline.qa import Pipeline
 from rag.text import clean_question
 
 log = logging.getLogger(__name__)
@@ -192,8 +192,8 @@ def squad_items(path: Path, limit: int | None, split: str) -> tuple[list, list[Q
 
 def evaluate_squad(settings: Settings, path: Path, limit: int | None = None, split: str = "all") -> EvalReport:
     """Open-domain over the file's paragraphs (each a document, built in memory, `index/` untouched)."""
-    from rag.embedding import Embedder
-    from rag.index import memory_index
+    from rag.store.embedding import Embedder
+    from rag.store.files.index import memory_index
 
     questions, pairs = squad_items(path, limit, split)
     embedder = Embedder.from_settings(settings)
@@ -209,9 +209,9 @@ def evaluate_squad(settings: Settings, path: Path, limit: int | None = None, spl
 def retrieval_report(settings: Settings, qa_path: Path, ks: tuple[int, ...] = (1, 5)) -> dict:
     """Hit rate at each k for dense, BM25 and hybrid retrieval: a hit is a retrieved passage from a gold
     source that contains a gold answer (compared after answer normalisation)."""
-    from rag.embedding import Embedder
-    from rag.index import open_index
-    from rag.retrieval import Retriever
+    from rag.pipeline.retrieval import Retriever
+    from rag.store.embedding import Embedder
+    from rag.store.files.index import open_index
 
     items = [i for i in load_qa(qa_path) if i.answers]
     embedder = Embedder.from_settings(settings)

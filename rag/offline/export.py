@@ -19,8 +19,9 @@ import warnings
 from pathlib import Path
 
 from rag.config import Settings
-from rag.reader import ONNX_FILE, ReaderError, load_qa_model, load_reader_meta, resolve_reader_model, write_reader_meta
-from rag.runtime import cached_export, export_path, has_int8_dot_product, record_export
+from rag.reader.folder import ONNX_FILE, ReaderError, load_qa_model, load_reader_meta, resolve_reader_model, write_reader_meta
+from rag.runtime.cpu import has_int8_dot_product
+from rag.runtime.onnx import cached_export, export_path, record_export
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def static_quantize(fp32: Path, target: Path, folder: Path, keep_float: int, win
 
     from rag.offline.import_reader import SHIPPED_CALIBRATION
     from rag.offline.squad import load_squad
-    from rag.runtime import PairTokenizer
+    from rag.runtime.windows import PairTokenizer
 
     settings = Settings()
     tokenizer = PairTokenizer.from_folder(folder, settings.max_seq_length, settings.doc_stride)
@@ -201,7 +202,7 @@ def export_fp32(kind: str, folder: str | Path, target: Path | None = None) -> Pa
 def prepare_fast_start(settings: Settings) -> list[str]:
     """Make the fp32 ONNX exports of the configured embedder and reader that the cache lacks; one line per
     export made. An export that fails is logged and skipped: the models then run through torch."""
-    from rag.embedding import onnx_compatible, resolve_embedding_model
+    from rag.store.embedding import onnx_compatible, resolve_embedding_model
 
     wanted = []
     if settings.embedding_backend == "auto":

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.calibration import FEATURES, Calibrator, choose_threshold, fit_calibrator
 from rag.errors import RagError
 from rag.offline.squad import Question, is_right, score_prediction
+from rag.pipeline.calibration import FEATURES, Calibrator, choose_threshold, fit_calibrator
 
 
 class FeedbackCalibrationError(RagError):
@@ -72,9 +72,9 @@ def read_open_domain(questions: list[Question], settings, embedder, reader) -> R
     """Every question read over the retrieved passages of all the questions' paragraphs, as deployed."""
     from tqdm import tqdm
 
-    from rag.index import memory_index
     from rag.offline.squad import squad_corpus
-    from rag.pipeline import Pipeline
+    from rag.pipeline.qa import Pipeline
+    from rag.store.files.index import memory_index
 
     index = memory_index(squad_corpus(questions), embedder, settings)
     pipeline = Pipeline.from_settings(settings, index=index, embedder=embedder, reader=reader, calibrated=False)
@@ -160,7 +160,7 @@ def choose_weight(base: Reads, team: Reads, folds: int = 5) -> tuple[float, list
 
 def write_reader(model_dir: Path, output: Path, calibrator: Calibrator, report: dict) -> None:
     """A copy of the reader folder with the refitted calibration; never the given folder itself."""
-    from rag.reader import load_reader_meta, write_reader_meta
+    from rag.reader.folder import load_reader_meta, write_reader_meta
 
     if output.resolve() == Path(model_dir).resolve():
         raise ValueError("--output must be a new folder: the reader given is never changed in place")

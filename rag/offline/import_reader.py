@@ -3,7 +3,7 @@ model (a folder, or a Hugging Face hub id fetched into the hub cache) is written
 tokenizer and a reader_meta.json, then calibrated on the SQuAD 2.0 dev articles shipped in the package, so
 `--reader DIR` serves it with the same windows, exact offsets, abstention and citations. BERT and ELECTRA
 word pieces, RoBERTa's byte-level BPE (offsets that take in the space before a word) and DistilBERT (no
-token_type_ids) are handled by the reader itself (rag.reader, rag.runtime.model_inputs)."""
+token_type_ids) are handled by the reader itself (rag.reader.model, rag.runtime.onnx.model_inputs)."""
 from __future__ import annotations
 
 import shutil
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rag.config import PACKAGE_DIR
 from rag.errors import RagError
-from rag.reader import ReaderError, load_qa_model, write_reader_meta
+from rag.reader.folder import ReaderError, load_qa_model, write_reader_meta
 
 #: SQuAD 2.0's dev articles of this project (1,103 questions, CC BY-SA 4.0), shipped for calibration.
 SHIPPED_CALIBRATION = PACKAGE_DIR / "models" / "calibration" / "squad2-dev.json"

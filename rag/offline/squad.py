@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag.errors import RagError
+from rag.records import Chunk, Document, Passage
 from rag.text import normalize_answer
-from rag.types import Chunk, Document, Passage
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,13 @@ answerable when POST /collections/NAME/documents returns 201; each is then asked
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import statistics
 import time
 from pathlib import Path
 
-from rag.offline.bench import _cpu_flags, free_port, http_json, start_server, stop_server
+from rag.offline.bench import free_port, http_json, start_server, stop_server
+from rag.runtime.cpu import cpu_model, flags_summary
 
 PAGE = ("The harbour master of Inis Mor is called Sean Ryan. He took the post in 2019 after twenty years at sea. "
         "The harbour has berths for forty boats, and the ferry from Rossaveal arrives every morning at nine. ")
@@ -42,13 +42,6 @@ def _pdf(pages: int) -> bytes:
         text = PAGE if page == pages - 1 else _filler(2500)
         pdf.multi_cell(0, 5, text)
     return bytes(pdf.output())
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def cases() -> list[tuple[str, str, bytes]]:
@@ -108,7 +101,7 @@ def run_upload_benchmark(workdir: Path, store: str | None = None, rounds: int = 
         finally:
             stop_server(proc)
     return "\n".join([
-        f"machine: {_cpu_model()}, {os.cpu_count()} cores ({_cpu_flags()}); {rounds} uploads of each file into a fresh"
+        f"machine: {cpu_model()}, {os.cpu_count()} cores ({flags_summary()}); {rounds} uploads of each file into a fresh"
         " collection (the first document of its index); answerable = 201 returned, then asked",
         "",
         f"| file | store | KiB | passages | upload → answerable, median (s) | range (s) | answer to {QUESTION[0]!r} |",

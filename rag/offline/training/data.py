@@ -20,8 +20,9 @@ from rag.offline.squad import (
     split_by_title,
     squad_corpus,
 )
+from rag.offline.training.labels import answer_tokens, context_range
 from rag.offline.training.lineage import TrainingError, lineage_of
-from rag.reader import tokenize_pairs
+from rag.reader.model import tokenize_pairs
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,8 @@ def retrieved_negatives(questions: list[Question], fraction: float, rng: random.
     among their article's other passages that does not contain the answer, labelled unanswerable."""
     from tqdm import tqdm
 
-    from rag.index import memory_index
-    from rag.retrieval import Retriever
+    from rag.pipeline.retrieval import Retriever
+    from rag.store.files.index import memory_index
 
     by_title: dict[str, list[Question]] = {}
     for q in questions:
@@ -241,25 +242,6 @@ def windows(tokenizer, examples: list[Example], max_length: int, stride: int, sp
                 item.update(example=i + k, first=first, last=last, offsets=[tuple(o) for o in offsets[first : last + 1]])
             out.append(item)
     return out
-
-
-def context_range(sequence_ids: list[int | None]) -> tuple[int, int]:
-    """The first and last token of a window's context (sequence 1)."""
-    return sequence_ids.index(1), len(sequence_ids) - 1 - sequence_ids[::-1].index(1)
-
-
-def answer_tokens(offsets, first: int, last: int, a_start: int, a_end: int) -> tuple[int, int]:
-    """The start and end tokens of the answer [a_start, a_end) among context tokens first..last, or
-    (0, 0), [CLS], when the window does not hold the whole answer."""
-    if not (offsets[first][0] <= a_start and offsets[last][1] >= a_end):
-        return 0, 0
-    start = first
-    while start <= last and offsets[start][0] <= a_start:
-        start += 1
-    end = last
-    while end >= first and offsets[end][1] >= a_end:
-        end -= 1
-    return start - 1, end + 1
 
 
 def batches(items: list[dict], batch_size: int, rng: random.Random) -> list[list[dict]]:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from rag.config import Settings
 from rag.offline.squad import Question, holds_answer, squad_corpus
-from rag.offline.training.data import answer_tokens, context_range
-from rag.reader import tokenize_pairs
+from rag.offline.training.labels import answer_tokens, context_range
+from rag.reader.model import tokenize_pairs
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ def retrieved_groups(questions: list[Question], corpus: list[Question], origin: 
     the whole answer)."""
     from tqdm import tqdm
 
-    from rag.index import memory_index
-    from rag.retrieval import Retriever
+    from rag.pipeline.retrieval import Retriever
+    from rag.store.files.index import memory_index
 
     index = memory_index(squad_corpus(corpus), embedder, settings, progress=False)
     retriever = Retriever.from_settings(index, embedder, settings, top_k=depth)

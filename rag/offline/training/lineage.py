@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rag.config import PACKAGED_EMBEDDER, REPO_DIR
 from rag.errors import RagError
-from rag.reader import load_reader_meta
+from rag.reader.folder import load_reader_meta
 
 CPU_NOTE = ("trained on the CPU named in hardware, without a GPU: a run shortened to fit (see config); "
             "the README names the longer run to make on a GPU")

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.base_models import is_split_model, resolve_split_model
 from rag.config import Settings
-from rag.embedding import resolve_embedding_model
+from rag.offline.base_models import is_split_model, resolve_split_model
 from rag.offline.squad import DEV_TITLES, TEST_TITLES, Question, dev_questions, file_sha256, load_squad, squad2_metrics
 from rag.offline.training.checkpoints import (
     CHECKPOINT_DIR,
@@ -30,7 +29,9 @@ from rag.offline.training.checkpoints import (
 )
 from rag.offline.training.data import Prepared, TrainConfig, batches, collate, prepare
 from rag.offline.training.lineage import CPU_NOTE, TrainingError, hardware, lineage_of, lineage_totals
-from rag.reader import ONNX_FILE, Reader, write_reader_meta
+from rag.reader.folder import ONNX_FILE, write_reader_meta
+from rag.reader.model import Reader
+from rag.store.embedding import resolve_embedding_model
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def _bf16_is_native() -> bool:
     """Whether bf16 autocast is faster than fp32 here: a GPU with bf16, or a CPU with AMX / AVX512-BF16."""
     import torch
 
-    from rag.runtime import has_bf16_dot_product
+    from rag.runtime.cpu import has_bf16_dot_product
 
     if torch.cuda.is_available():
         return bool(torch.cuda.is_bf16_supported())
@@ -147,7 +148,7 @@ def _prepared(config: TrainConfig, ckpt: Path, state: dict | None, tokenizer,
         return Prepared(read_items(ckpt), state["mix"], state["extra_draw"], dev), None
     embedder = None
     if config.negative_fraction > 0 or config.shared_norm:
-        from rag.embedding import Embedder
+        from rag.store.embedding import Embedder
 
         embedder = Embedder.from_settings(Settings())
     prep = prepare(config, tokenizer, rng, embedder)

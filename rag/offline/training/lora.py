@@ -2,7 +2,7 @@
 accelerator host.
 
 A reader trained as base + adapter ships as the adapter alone (a few MB): the base comes from its own
-packages (rag.base_models) and the adapter is merged into it on load. The base it was trained on may be
+packages (rag.offline.base_models) and the adapter is merged into it on load. The base it was trained on may be
 the int8 round trip of the published weights (`int8_round_trip`), which is deterministic (IEEE division
 and round-half-even), so the same weights are rebuilt on any machine."""
 from __future__ import annotations

@@ -20,7 +20,7 @@ from conftest import REPO, SEEDS, cli
 @pytest.fixture(scope="module")
 def exports(settings):
     """The fp32 exports `rag index` makes, in this session's cache."""
-    from rag.offline.export import prepare_fast_start
+    from rag.pipeline.fast_start import prepare_fast_start
 
     prepare_fast_start(settings)
     from rag.store.embedding import resolve_embedding_model
@@ -162,7 +162,7 @@ def test_a_distilbert_reader_exports_and_reads_like_torch(tmp_path, monkeypatch)
     import torch
     from transformers import DistilBertConfig, DistilBertForQuestionAnswering
 
-    from rag.offline.export import export_fp32
+    from rag.pipeline.fast_start import export_fp32
     from rag.reader.model import Reader
 
     monkeypatch.setenv("RAG_CACHE", str(tmp_path / "cache"))

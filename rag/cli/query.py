@@ -18,7 +18,7 @@ from rag.text import plural
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from rag.offline.export import prepare_fast_start
+    from rag.pipeline.fast_start import prepare_fast_start
     from rag.store import index_store
     from rag.store.embedding import Embedder
 

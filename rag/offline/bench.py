@@ -426,7 +426,8 @@ def run_backend_benchmark(workdir: Path, requests: int = 48, questions_file: Pat
 
     from rag.config import PACKAGED_READER_DIR, Settings
     from rag.offline.evaluation import load_qa, run_items
-    from rag.offline.export import export_reader, prepare_fast_start
+    from rag.offline.export import export_reader
+    from rag.pipeline.fast_start import prepare_fast_start
     from rag.pipeline.qa import Pipeline
     from rag.store.embedding import Embedder
     from rag.store.files.index import open_index
@@ -510,7 +511,7 @@ def run_scale_benchmark(squad_file: Path, sizes: list[int], workdir: Path, plot:
     import shutil
 
     from rag.config import Settings
-    from rag.offline.export import prepare_fast_start
+    from rag.pipeline.fast_start import prepare_fast_start
 
     for line in prepare_fast_start(Settings()):  # first, so no row's `rag index` includes the one-time exports
         print(line, file=sys.stderr)

@@ -37,6 +37,22 @@ def clean_question(text: str) -> str:
     return " ".join("".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text).split())
 
 
+def checked_question(question: object, max_chars: int | None = None) -> str:
+    """The question as it will be answered (clean_question), or a QuestionError saying why it cannot be
+    asked: not text, empty once cleaned, or over `max_chars` as sent. The one question rule, behind
+    Pipeline.check, the HTTP body, `rag ask` and the MCP tools."""
+    from rag.errors import QuestionError
+
+    if not isinstance(question, str):
+        raise QuestionError(f"the question must be text, not {type(question).__name__}")
+    cleaned = clean_question(question)
+    if not cleaned:
+        raise QuestionError("the question is empty")
+    if max_chars is not None and len(question) > max_chars:
+        raise QuestionError(f"the question is {len(question)} characters long; the limit is {max_chars}")
+    return cleaned
+
+
 #: How far (characters, each side) an answer may be widened to whole words: text without spaces (Chinese,
 #: a URL) is never widened into a sentence.
 MAX_WIDENING = 24

@@ -37,14 +37,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def check_question(text: str, settings: Settings) -> str:
-    """The question as the API would take it (AskRequest's checks and cleaning), or a usage error."""
+    """The question as it will be answered (rag.text.checked_question, with the settings' limit), or a usage error."""
     from rag.errors import QuestionError
-    from rag.service.schema import checked_question
+    from rag.text import checked_question
 
-    if len(text or "") > settings.max_question_chars:
-        raise UsageError(f"the question is {len(text)} characters long; the limit is {settings.max_question_chars}")
     try:
-        return checked_question(text)
+        return checked_question(text or "", settings.max_question_chars)
     except QuestionError as err:
         raise UsageError(str(err)) from None
 

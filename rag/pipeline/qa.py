@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.config import Settings
-from rag.errors import QuestionError, TopKError
+from rag.errors import TopKError
 from rag.ingest.chunking import sentence_spans, sentences_around
 from rag.ingest.files import CorpusError
 from rag.pipeline.calibration import Calibrator, answer_features, uncalibrated_probability
@@ -24,7 +24,7 @@ from rag.records import Answer, Citation, Document, Passage
 from rag.store import index_store
 from rag.store.embedding import Embedder
 from rag.store.files.index import SearchIndex, cached_index_dir, memory_documents, memory_index, needs_indexing
-from rag.text import clean_question, normalize_answer
+from rag.text import checked_question, normalize_answer
 
 
 @dataclass
@@ -144,13 +144,7 @@ class Pipeline:
     def check(self, question: object, top_k: int | None = None) -> str:
         """The question as it will be answered (control characters out, white space collapsed), or a
         QuestionError saying why it cannot be asked: not text, empty, or over the settings' limits."""
-        if not isinstance(question, str):
-            raise QuestionError(f"the question must be text, not {type(question).__name__}")
-        cleaned = clean_question(question)
-        if not cleaned:
-            raise QuestionError("the question is empty")
-        if len(question) > self.max_question_chars:
-            raise QuestionError(f"the question is {len(question)} characters long; the limit is {self.max_question_chars}")
+        cleaned = checked_question(question, self.max_question_chars)
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= self.max_top_k):
             raise TopKError(f"must be a whole number between 1 and {self.max_top_k}, not {top_k!r}")
         return cleaned

@@ -16,7 +16,8 @@ from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 
 from rag.errors import RagError
 from rag.service.catalog import DEFAULT, Collections
-from rag.service.schema import AskResponse, checked_question
+from rag.service.schema import AskResponse
+from rag.text import checked_question
 
 log = logging.getLogger(__name__)
 

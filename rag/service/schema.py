@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field
 from rag.config import Settings
 from rag.errors import QuestionError
 from rag.records import Answer
-from rag.text import clean_question
+from rag.text import checked_question
 
 
 class AskRequest(BaseModel):
@@ -37,22 +37,13 @@ class AskRequest(BaseModel):
     @field_validator("question")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        """Refuse a question with nothing left once cleaned; the cleaning itself (and the length limit, on
-        the text as sent) is Pipeline.check's, so every caller gets the same."""
-        if not clean_question(value):
-            raise ValueError("the question is empty")
+        """Refuse a question with nothing left once cleaned (rag.text.checked_question; the length limit is the
+        server's Settings, checked by Pipeline.check), so every caller gets the same."""
+        try:
+            checked_question(value)
+        except QuestionError as err:
+            raise ValueError(str(err)) from None
         return value
-
-
-def checked_question(text: str) -> str:
-    """The question as AskRequest takes it (its checks and cleaning), or a QuestionError saying why not: the
-    one rule behind the HTTP body, `rag ask` and the MCP tools."""
-    from pydantic import ValidationError
-
-    try:
-        return AskRequest(question=text or "").question
-    except ValidationError as err:
-        raise QuestionError(str(err.errors()[0].get("msg", "invalid")).removeprefix("Value error, ")) from None
 
 
 class CitationModel(BaseModel):

@@ -81,7 +81,7 @@ class Settings:
     retrieval_mode: str = "hybrid"  # one of RETRIEVAL_MODES
     top_k: int = 5
     # Reciprocal rank fusion; BM25 counts fully, dense at dense_weight (MiniLM alone ranks this kind of
-    # single-topic news corpus worse than BM25: see the README's retrieval table).
+    # single-topic news corpus worse than BM25: see docs/evaluation.md's retrieval table).
     rrf_k: int = 20
     dense_weight: float = 0.3
     candidates_per_retriever: int = 20

@@ -7,7 +7,7 @@ cautious threshold rule? A measurement, not part of the product (it writes nothi
 with the serving features or with STUDY_FEATURES added, chooses its threshold on dev by the max-F1 rule or
 the cautious one (the highest within --f1-tolerance F1 of the max), and scores each on dev and on the test
 articles read open-domain (never used to choose anything), with the count of wrong answers given. It
-prints a Markdown table (README, "Calibration").
+prints a Markdown table (docs/reader.md, "Answer or abstain").
 """
 from __future__ import annotations
 

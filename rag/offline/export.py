@@ -81,7 +81,7 @@ def export_reader(model: str, full_range: bool | None = None, static: bool = Fal
 def static_quantize(fp32: Path, target: Path, folder: Path, keep_float: int, windows: int, reduce_range: bool,
                     method: str = "percentile") -> str:
     """Static (QDQ) int8 quantization of the fp32 reader export (opt-in: no variant kept the answers; the
-    README's int8 table): activation ranges measured by `method` on real question/paragraph windows,
+    docs/runtimes.md's int8 table): activation ranges measured by `method` on real question/paragraph windows,
     tokenised as the reader serves them; the first and last `keep_float` encoder layers and the QA head left
     in fp32. Activations are uint8 (u8s8 products: int8 activations ran slower than fp32 here). Returns what
     was kept in fp32."""

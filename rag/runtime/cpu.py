@@ -44,7 +44,7 @@ def has_int8_dot_product() -> bool:
 
 
 def length_bucket_for(runtime: str) -> int:
-    """The window-length bucket a runtime reads best with (scripts/bucket_sizes.py; README "Runtime per CPU"):
+    """The window-length bucket a runtime reads best with (scripts/bucket_sizes.py; docs/runtimes.md):
     on the CPUs measured, torch costs the same for every length it meets, so padding is pure cost (1: none),
     and ONNX Runtime was fastest at 16. bf16 on AMX builds a kernel per shape, so it buckets to 32 (the
     reason for bucketing; not measured on such a CPU here)."""

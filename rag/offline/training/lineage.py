@@ -9,7 +9,7 @@ from rag.errors import RagError
 from rag.reader.folder import load_reader_meta
 
 CPU_NOTE = ("trained on the CPU named in hardware, without a GPU: a run shortened to fit (see config); "
-            "the README names the longer run to make on a GPU")
+            "docs/reader.md names the longer run to make on a GPU")
 
 
 class TrainingError(RagError):

@@ -186,21 +186,21 @@ def test_a_folder_that_never_falls_quiet_syncs_its_settled_files_and_holds_back_
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_index_watch_prints_a_line_per_batch_and_stops_cleanly_on_a_signal(sig, tmp_path, docs, embedder, monkeypatch, capsys):
     import rag.pipeline.fast_start
-    import rag.service.watch
+    import rag.service.watch_targets
     import rag.store.embedding
     from rag.cli import main
 
     monkeypatch.setattr(rag.pipeline.fast_start, "prepare_fast_start", lambda settings: [])  # no ONNX export in a test
     monkeypatch.setattr(rag.store.embedding.Embedder, "from_settings", classmethod(lambda cls, settings: embedder))
     started = threading.Event()
-    real = rag.service.watch.watch_index
+    real = rag.service.watch_targets.watch_index
 
     def watch_index(*args, **kwargs):
         watcher = real(*args, **kwargs)
         started.set()
         return watcher
 
-    monkeypatch.setattr(rag.service.watch, "watch_index", watch_index)
+    monkeypatch.setattr(rag.service.watch_targets, "watch_index", watch_index)
     index = tmp_path / "index"
 
     def use_it():

@@ -52,7 +52,7 @@ def _watch_until_stopped(settings: Settings, embedder) -> int:
     import signal
     import threading
 
-    from rag.service.watch import watch_index
+    from rag.service.watch_targets import watch_index
 
     stop, received = threading.Event(), []
 

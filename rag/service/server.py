@@ -118,7 +118,7 @@ async def _serving(app: FastAPI, settings: Settings, pipeline: Pipeline | None, 
     store = state.pipeline.retriever.store
     state.watcher = None
     if watch:
-        from rag.service.watch import watch_collections
+        from rag.service.watch_targets import watch_collections
 
         state.watcher = await run_in_threadpool(watch_collections, settings, state.collections)
         log.info("watching %d folders (%s)", len(state.watcher.describe()["folders"]), state.watcher.mode)

@@ -129,6 +129,16 @@ class Pipeline:
             index = memory_index(docs, embedder, s)
         return cls.from_settings(s, index=index, embedder=embedder, reader=reader, lock=_SHARED_LOCK)
 
+    @property
+    def store(self):
+        """The index store answers come from (rag.store.base.Store: counts, documents, its folder)."""
+        return self.retriever.store
+
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder retrieval runs (shared by every pipeline of the process for the same settings)."""
+        return self.retriever.embedder
+
     def ask(self, question: str, top_k: int | None = None, sources: list[str] | None = None) -> Answer:
         """The answer to `question` from the documents (only those `sources` names or glob patterns match,
         when given), with citations, or an abstention (`answer` None)."""

@@ -61,7 +61,7 @@ class Metrics:
                 continue
             self.documents.labels(name).set(documents)
             self.passages.labels(name).set(passages)
-        self.runtime.labels(pipeline.reader.runtime or "", pipeline.retriever.embedder.runtime or "",
+        self.runtime.labels(pipeline.reader.runtime or "", pipeline.embedder.runtime or "",
                             str(pipeline.reader.model_name)).set(1)
         if not self.multiprocess:
             return generate_latest(self.registry)

@@ -48,7 +48,7 @@ def watch_collections(settings: Settings, collections) -> Watcher:
 
     def folders() -> dict[str, tuple[Path, Path]]:
         found = {}
-        docs = collections.default.retriever.store.docs_dir
+        docs = collections.default.store.docs_dir
         if docs is not None:
             found[DEFAULT] = (Path(docs), Path(settings.index_dir))
         for name in collections.names():

@@ -10,8 +10,8 @@ from rag.pipeline import Candidate, Pipeline, merge_candidates
 from rag.reader import ContextReading, Span
 from rag.types import Chunk, Document, Passage
 
-from conftest import REPO
-from test_training import _squad_file
+from helpers import REPO
+from helpers.squad import squad_file
 
 
 @pytest.fixture()
@@ -47,7 +47,7 @@ def small_squad(tmp_path_factory):
                "a region in France. They were descended from Norse raiders and pirates from Denmark, Iceland and Norway.")
     solar = "Solar energy is radiant light and heat from the Sun that is harnessed using a range of technologies."
     lighthouse = "The Fastnet Rock lighthouse was designed by William Douglass and completed in 1904 off Ireland."
-    return _squad_file(root / "small.json", {
+    return squad_file(root / "small.json", {
         "Lighthouse": [(lighthouse, [("Who designed the lighthouse?", "William Douglass"),
                                      ("When was it completed?", "1904"), ("Who painted it?", None)]),
                        ("The lighthouse keepers left the rock in 1989, when the light was automated.",

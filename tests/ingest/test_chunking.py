@@ -1,8 +1,10 @@
+
 from rag.chunking import chunk_document, sentence_spans, sentences_around
 from rag.ingest import load_corpus
 from rag.types import Document
 
-from conftest import SEEDS
+from helpers import SEEDS
+from helpers.documents import base64_text, spaceless_chinese
 
 
 def test_offsets_exact_on_every_seed_and_cover_all_text():
@@ -70,3 +72,27 @@ def test_overlong_sentence_split_between_words():
     chunks = chunk_document(doc, max_chars=50, overlap_sentences=0)
     assert all(len(c.text) <= 50 and c.text.split() == ["word"] * len(c.text.split()) for c in chunks)
     assert sum(len(c.text.split()) for c in chunks) == 100
+
+
+def test_spaceless_text_is_chunked_by_characters_with_exact_offsets():
+    doc = Document("blob.txt", "Intro sentence. " + spaceless_chinese(35_000) + " Outro.")
+    chunks = chunk_document(doc, 700, 1)
+    assert len(chunks) > 150 and max(len(c.text) for c in chunks) <= 700 // 4 + 15  # a wide character counts 4
+    assert all(doc.text[c.start : c.end] == c.text for c in chunks)
+    assert "".join(c.text for c in chunks[1:-1]) == spaceless_chinese(35_000)
+
+
+def test_encoded_data_is_left_out_of_the_passages():
+    blob = base64_text(100_000)
+    doc = Document("note.md", f"The logo is below.\n![logo](data:image/png;base64,{blob})\nIt was drawn in 1999.")
+    chunks = chunk_document(doc, 700, 1)
+    assert all(doc.text[c.start : c.end] == c.text for c in chunks)
+    assert max(len(c.text) for c in chunks) < 100 and chunks[-1].text.endswith("It was drawn in 1999.")
+    assert not chunk_document(Document("blob.txt", blob), 700, 1)
+
+
+def test_a_passage_never_spans_encoded_data_even_when_passages_are_long():
+    text = "Here is data: " + "A" * 1200 + " and more text. The end."
+    chunks = chunk_document(Document("d.txt", text), 3000, 1)
+    assert all("A" * 100 not in c.text for c in chunks)
+    assert [c.text for c in chunks] == ["Here is data:", "and more text. The end."]

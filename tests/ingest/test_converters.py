@@ -1,7 +1,6 @@
 """Documents as users keep them: PDF, HTML, Word and Markdown made in the test, converted with page- and
 heading-aware citations; files that cannot be converted skipped with a reason; incremental indexing that
 equals a full rebuild."""
-import io
 import json
 
 import numpy as np
@@ -13,26 +12,11 @@ from rag.ingest import load_corpus
 from rag.pipeline import Pipeline
 from rag.retrieval import Retriever
 
-from conftest import cli
+from helpers import cli
+from helpers.documents import make_docx, make_pdf
 
 PAGE_ONE = "The Harland company was founded in Belfast. It built ships and, later, strong rooms for banks."
 PAGE_TWO = "The vault under the old bank was built in 1921 by the Harland company. Its door weighs twelve tonnes."
-
-
-def make_pdf(pages: list[str], password: str | None = None, image_only: bool = False) -> bytes:
-    from fpdf import FPDF
-
-    pdf = FPDF()
-    pdf.set_font("helvetica", size=12)
-    for text in pages:
-        pdf.add_page()
-        if image_only:
-            pdf.rect(20, 20, 100, 60, style="F")
-        else:
-            pdf.multi_cell(0, 8, text)
-    if password:
-        pdf.set_encryption(owner_password=password, user_password=password)
-    return bytes(pdf.output())
 
 
 HTML_PAGE = b"""<!doctype html><html><head><title>Lighthouses</title>
@@ -43,22 +27,6 @@ HTML_PAGE = b"""<!doctype html><html><head><title>Lighthouses</title>
 <h2>Fastnet Rock</h2>
 <p>The Fastnet Rock lighthouse was designed by William Douglass and first lit in 1904, off the coast of Cork.</p>
 </article></main><footer>Copyright FOOTERTEXT</footer></body></html>"""
-
-
-def make_docx() -> bytes:
-    import docx
-
-    document = docx.Document()
-    document.add_heading("Annual report", level=1)
-    document.add_paragraph("The cooperative had 312 members at the end of the year.")
-    document.add_heading("Harvest", level=2)
-    document.add_paragraph("The apple harvest reached 41 tonnes, the best since 2009.")
-    table = document.add_table(rows=1, cols=2)
-    table.rows[0].cells[0].text = "Pears"
-    table.rows[0].cells[1].text = "7 tonnes"
-    out = io.BytesIO()
-    document.save(out)
-    return out.getvalue()
 
 
 @pytest.fixture()

@@ -8,12 +8,12 @@ import zipfile
 
 import pytest
 from fastapi.testclient import TestClient
-from test_converters import make_docx, make_pdf
 
 from rag.converters import ConvertOptions, ExpansionError, convert
 from rag.server import create_app
 
-from conftest import cli
+from helpers import cli
+from helpers.documents import make_docx, make_pdf
 
 SENTENCE = b"All work and no play makes Jack a dull boy. "
 

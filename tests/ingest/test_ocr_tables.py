@@ -4,9 +4,9 @@ offsets that still slice exactly; OCR off or missing skips the scan with its rea
 import json
 
 import pytest
-from scans import write_scan_pdf, write_table_html, write_table_pdf
 
-from conftest import cli
+from helpers import cli
+from helpers.scans import write_scan_pdf, write_table_html, write_table_pdf
 
 pytest.importorskip("rapidocr", reason="the ocr extra (pip install 'rag[ocr]') is part of the test install")
 

@@ -2,6 +2,9 @@
 build, the scale plot, the seed questions, the `rag bench` subcommands and the stage profile."""
 import contextlib
 import json
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -15,6 +18,8 @@ from rag.pipeline import Pipeline
 from rag.reader import ContextReading, Reader, Span
 from rag.retrieval import Retriever
 from rag.types import Chunk, Document
+
+from helpers import REPO
 
 
 def squad_file(tmp_path, n_contexts):
@@ -230,3 +235,36 @@ def test_profile_stages_reads_the_timings_of_pipeline_run(pipeline):
     # the timed calls are the components' own again afterwards
     assert not {"encode", "kept_windows", "logits", "readings"} & set(vars(reader)) and "run" not in vars(embedder)
     assert "bm25_ranking" not in vars(pipeline.retriever) and "dense_ranking" not in vars(pipeline.retriever.store)
+
+
+def test_bench_runs_without_httpx():
+    """After the README's plain install (no httpx): `rag bench` parses, and its HTTP client (the standard
+    library's) talks to a server."""
+    code = textwrap.dedent("""
+        import http.server, json, sys, threading
+        sys.modules["httpx"] = None  # as after the README's plain install: importing it fails
+        from rag.offline import bench
+        from rag.cli import main
+
+        class Health(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = json.dumps({"status": "ok"}).encode()
+                self.send_response(200)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        print(bench.http_json("GET", f"http://127.0.0.1:{server.server_port}/health"))
+        try:
+            main(["bench", "curve", "x.json"])
+        except SystemExit as exit:
+            print("exit", exit.code)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert "(200, {'status': 'ok'})" in out.stdout and "exit 2" in out.stdout, out.stderr
+    assert "--readers" in out.stderr and "Traceback" not in out.stderr and "httpx" not in out.stderr

@@ -4,7 +4,7 @@ import pytest
 
 from rag.offline.evaluation import EvalError, evaluate_squad, format_table, load_qa, squad_items, write_markdown
 
-from conftest import REPO
+from helpers import REPO, cli
 
 TINY_SQUAD = {
     "version": "v2.0",
@@ -74,3 +74,22 @@ def test_malformed_qa_file_names_the_line(tmp_path):
     path.write_text('{"id": "1", "question": "q", "answers": [], "sources": []}\n{"id": 2}\n', encoding="utf-8")
     with pytest.raises(EvalError, match="line 2"):
         load_qa(path)
+
+
+def test_bad_qa_records_are_one_line_errors(tmp_path, caplog):
+    from rag.offline.evaluation import EvalError, load_qa, warn_unknown_sources
+
+    for record, message in [({"id": "q1", "question": 5, "answers": [], "sources": []}, "question: Input should be a valid string"),
+                            ({"id": "q1", "question": " \x00 ", "answers": [], "sources": []}, "question: the question is empty"),
+                            ({"id": "q1", "question": "Who?", "answers": "Ann", "sources": []}, "answers"),
+                            ({"id": "q1", "question": "Who?"}, "answers")]:
+        path = tmp_path / "qa.jsonl"
+        path.write_text(json.dumps({"id": "q0", "question": "Fine?", "answers": [], "sources": []}) + "\n" + json.dumps(record) + "\n")
+        with pytest.raises(EvalError, match=f"line 2: not a valid QA record \\({message}"):
+            load_qa(path)
+    out = cli("eval", "--qa", path)
+    assert out.returncode == 1 and "line 2" in out.stderr and "Traceback" not in out.stderr
+    path.write_text(json.dumps({"id": 1, "question": "Who?", "answers": ["Ann"], "sources": ["gone.txt"]}) + "\n")
+    items = load_qa(path)
+    warn_unknown_sources(items, {"here.txt": None})
+    assert items[0].id == "1" and "gone.txt" in caplog.text

@@ -4,14 +4,7 @@ threshold comes from the weighted F1, and the given reader folder is never writt
 import numpy as np
 import pytest
 
-from rag.offline.feedback_calibration import (
-    FeedbackCalibrationError,
-    Reads,
-    choose_weight,
-    fit_weighted,
-    outcome,
-    write_reader,
-)
+from rag.offline.feedback_calibration import FeedbackCalibrationError, Reads, choose_weight, fit_weighted, outcome, write_reader
 from rag.offline.squad import Question
 
 

@@ -9,7 +9,7 @@ import torch
 
 from rag.types import Document
 
-from conftest import cli
+from helpers import cli
 
 TEXT = ("The Fastnet Rock lighthouse was designed by William Douglass and completed in 1904 off the south "
         "coast of Ireland. Its keepers left in 1989, when the light became automatic. The 39-year-old engineer "

@@ -1,7 +1,5 @@
-import numpy as np
 import pytest
 
-from rag.calibration import reliability_table, softmax_share
 from rag.offline.squad import exact_match, normalize_answer, score_prediction, token_f1
 
 
@@ -33,14 +31,3 @@ def test_squad2_convention_for_unanswerable_questions():
     assert score_prediction("eric boyd.", ["Eric Boyd", "Boyd"]) == (1.0, 1.0)
 
 
-def test_reliability_table_bins():
-    probs = np.array([0.05, 0.15, 0.95, 0.92])
-    correct = np.array([0.0, 0.0, 1.0, 0.0])
-    rows = reliability_table(probs, correct)
-    assert [r["bin"] for r in rows] == ["0.0-0.1", "0.1-0.2", "0.9-1.0"]
-    assert rows[-1]["n"] == 2 and rows[-1]["observed"] == 0.5
-
-
-def test_softmax_share():
-    assert softmax_share([0.0], [0.0, 0.0]) == pytest.approx(0.5)
-    assert softmax_share([1000.0], [1000.0, 0.0]) == pytest.approx(1.0)

@@ -12,7 +12,8 @@ from rag.offline.squad import load_squad
 from rag.offline.training import Example, extra_examples, windows
 from rag.offline.training.data import examples_from
 
-from conftest import REPO
+from helpers import REPO
+from helpers.squad import squad_file
 
 
 @pytest.fixture(scope="module")
@@ -59,32 +60,17 @@ def test_extra_questions_are_drawn_evenly_across_sources(tmp_path):
     assert len({e.question for e in picked}) == 21
 
 
-def _squad_file(path, articles):
-    """A small SQuAD 2.0 file: {title: [(context, [(question, answer or None)])]}."""
-    data = []
-    for title, paragraphs in articles.items():
-        paras = []
-        for p, (context, qas) in enumerate(paragraphs):
-            paras.append({"context": context, "qas": [
-                {"id": f"{title}-{p}-{i}", "question": q, "is_impossible": a is None,
-                 "answers": [] if a is None else [{"text": a, "answer_start": context.index(a)}]}
-                for i, (q, a) in enumerate(qas)]})
-        data.append({"title": title, "paragraphs": paras})
-    path.write_text(json.dumps({"version": "v2.0", "data": data}))
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     ctx = "The Fastnet Rock lighthouse was designed by William Douglass and completed in 1904 off Ireland."
-    train = _squad_file(root / "train.json", {
+    train = squad_file(root / "train.json", {
         "Lighthouse": [(ctx, [("Who designed the lighthouse?", "William Douglass"),
                               ("When was it completed?", "1904"), ("Who painted it?", None)])] * 3,
         "Normans": [("The Normans gave their name to Normandy, a region in France.",
                      [("What region is named after the Normans?", "Normandy"), ("Who ate bread?", None)])],
     })
-    extra = _squad_file(root / "extra.json", {
+    extra = squad_file(root / "extra.json", {
         f"{source}:doc": [(f"{source} text says that the answer is blue and the rest is grey.",
                            [(f"{source} question {i}?", "blue") for i in range(6)])]
         for source in ("one", "two")})

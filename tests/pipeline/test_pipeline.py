@@ -1,18 +1,18 @@
-"""The real shipped reader on the seed articles: answers with exact offsets, or abstains."""
-import json
+"""The real shipped reader on the seed articles: answers with exact offsets, or abstains; an empty question is
+refused, and a normal question is answered while another reads a document with no space in it."""
+
+import threading
+import time
 
 import pytest
 
-from rag.reader import Reader
+from rag.errors import QuestionError
+from rag.pipeline import Pipeline
+from rag.types import Document
 
-from conftest import REPO, cli
-
-ANSWERABLE = [
-    ("Who did Anthropic hire to lead its infrastructure effort?", "Eric Boyd", "001_fa8838ea44d7c2c5.txt"),
-    ("What feature did Anthropic launch for enterprise clients?", "Managed Agents", "001_fa8838ea44d7c2c5.txt"),
-    ("When did Karpathy announce his move to Anthropic?", "May 2026", "004_81a3bf9f650335dc.txt"),
-]
-UNANSWERABLE = ["What is the capital of France?", "Who wrote Pride and Prejudice?"]
+from helpers import REPO
+from helpers.documents import spaceless_chinese
+from helpers.questions import ANSWERABLE, UNANSWERABLE
 
 
 def assert_citations_exact(answer, documents):
@@ -52,49 +52,41 @@ def test_abstains_when_documents_are_silent(pipeline, question):
     assert 0.0 <= answer.score < pipeline.threshold
 
 
-def test_reader_reads_long_context_in_windows():
-    reader = Reader(max_seq_length=128, doc_stride=48)
-    filler = "The weather was mild and nothing else happened that day. " * 30
-    context = filler + "The treaty was signed in Lisbon in 1832. " + filler
-    [reading] = reader.run("Where was the treaty signed?", [context])
-    best = reading.spans[0]
-    assert context[best.start : best.end] == best.text
-    assert "Lisbon" in best.text
+@pytest.mark.parametrize("question", ["", "   ", "\x00\x1b", 5])
+def test_the_library_refuses_an_empty_question(pipeline, question):
+    with pytest.raises(QuestionError):
+        pipeline.run(question)
 
 
-def test_cli_ask_json(tmp_path):
-    out = cli("ask", "--json", "--no-rebuild", "Who did Anthropic hire to lead its infrastructure effort?")
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
-    assert set(result) == {"question", "answer", "score", "calibrated", "citations", "passages", "warnings"}
-    assert result["calibrated"] is True and result["warnings"] == []
-    assert result["answer"] == "Eric Boyd"
-    c = result["citations"][0]
-    assert set(c) == {"source", "start", "end", "quote", "quote_start", "page", "heading", "ocr"}
-    assert c["page"] is None and c["heading"] is None and c["ocr"] is False  # a plain text file has none of them
-    assert c["quote"][c["start"] - c["quote_start"] : c["end"] - c["quote_start"]] == "Eric Boyd"
-    text = (REPO / "seeds" / c["source"]).read_text(encoding="utf-8")
-    assert text[c["start"] : c["end"]] == "Eric Boyd"
-    assert set(result["passages"][0]) == {"source", "start", "end", "score", "text"}
+def test_a_normal_question_is_answered_while_another_reads_a_spaceless_document(tmp_path, settings, embedder):
+    from rag.index import memory_index
 
+    docs = [Document("001.txt", (REPO / "seeds" / "001_fa8838ea44d7c2c5.txt").read_text(encoding="utf-8")),
+            Document("blob.txt", spaceless_chinese(35_000))]  # about 100 KB of UTF-8 with no space or full stop
+    index = memory_index(docs, embedder, settings)
+    p = Pipeline.from_settings(settings, index=index)
+    question = "Who did Anthropic hire to lead its infrastructure effort?"
+    p.run(question)  # warm
+    started = time.perf_counter()
+    p.run(question)
+    alone = time.perf_counter() - started  # a normal question on this CPU: the unit of the bounds below
+    slow_seconds = []
 
-def test_cli_interactive_with_piped_input():
-    questions = "Who did Anthropic hire to lead its infrastructure effort?\n\nWhat is the capital of France?\nexit\nignored after exit\n"
-    out = cli("ask", "--no-rebuild", stdin=questions)
-    assert out.returncode == 0, out.stderr
-    assert "Answer: Eric Boyd" in out.stdout and "[[Eric Boyd]]" in out.stdout
-    assert "No answer found in the documents" in out.stdout
-    assert "ignored after exit" not in out.stdout
+    def nonsense():
+        started = time.perf_counter()
+        p.run("zqxj vbnm kkkkk?", top_k=20)  # matches no word: dense retrieval brings the spaceless passages
+        slow_seconds.append(time.perf_counter() - started)
 
-
-def test_cli_rejects_bad_questions_without_traceback():
-    for args in (["ask", "   "], ["ask", "x" * 1001], ["ask", "--top-k", "0", "hello"]):
-        out = cli(*args, timeout=120)
-        assert out.returncode == 2
-        assert "Traceback" not in out.stderr and "error" in out.stderr
-
-
-def test_cli_missing_index_is_a_clear_error(tmp_path):
-    out = cli("search", "--no-rebuild", "--index", tmp_path / "none", "hello", timeout=120)
-    assert out.returncode == 1
-    assert "no index at" in out.stderr and "Traceback" not in out.stderr
+    thread = threading.Thread(target=nonsense)
+    thread.start()
+    time.sleep(0.05)
+    started = time.perf_counter()
+    answer = p.run(question)
+    waited = time.perf_counter() - started
+    thread.join()
+    assert answer.answer == "Eric Boyd"
+    # Bounds in units of this CPU's own normal question (CPUs differ several-fold): the spaceless read is
+    # bounded (a few questions' worth of windows, not 35,000 characters' worth), and the normal question
+    # waits at most for it, then for itself.
+    assert slow_seconds[0] < 15 * alone + 0.5, f"the spaceless read took {slow_seconds[0]:.1f} s, a question {alone:.2f} s"
+    assert waited < slow_seconds[0] + 3 * alone + 0.5, f"a normal question waited {waited:.1f} s (the other took {slow_seconds})"

@@ -5,13 +5,13 @@ import subprocess
 import sys
 
 import pytest
-from test_pipeline import ANSWERABLE, UNANSWERABLE
 
 from rag.config import PACKAGED_READER_DIR
 from rag.pipeline import Pipeline
 from rag.reader import ONNX_FILE, Reader, ReaderError
 
-from conftest import REPO
+from helpers import REPO
+from helpers.questions import ANSWERABLE, UNANSWERABLE
 
 
 @pytest.fixture(scope="module")

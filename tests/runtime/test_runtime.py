@@ -6,14 +6,14 @@ import sys
 
 import numpy as np
 import pytest
-from test_pipeline import ANSWERABLE, UNANSWERABLE
 
 from rag.config import PACKAGED_READER_DIR
 from rag.pipeline import Pipeline
 from rag.reader import tokenize_pairs
 from rag.runtime import PairTokenizer, cached_export, export_path
 
-from conftest import REPO, SEEDS, cli
+from helpers import REPO, SEEDS, cli
+from helpers.questions import ANSWERABLE, UNANSWERABLE
 
 
 @pytest.fixture(scope="module")

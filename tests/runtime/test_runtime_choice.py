@@ -7,7 +7,7 @@ import pytest
 
 from rag.runtime_choice import cached_choice, candidates, choose
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_candidates_follow_the_cpu_flags():

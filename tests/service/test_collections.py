@@ -16,7 +16,7 @@ from rag.collections import Collections, ConflictError, LockedEmbedder
 from rag.pipeline import FairLock
 from rag.server import create_app
 
-from conftest import REPO, SEEDS
+from helpers import REPO, SEEDS
 
 HARBOUR = b"The harbour master of Inis Mor is called Sean Ryan. He took the post in 2019 after years at sea.\n"
 FERRY = b"The ferry to Inis Mor leaves from Rossaveal harbour every morning at nine. Its captain is Nora Walsh.\n"

@@ -6,9 +6,9 @@ import re
 import sqlite3
 
 import pytest
-from test_team import Server
 
-from conftest import cli
+from helpers import cli
+from helpers.rag_server import Server
 
 QUESTION = "Who did Anthropic hire to lead its infrastructure effort?"
 SOURCE = "001_fa8838ea44d7c2c5.txt"

@@ -8,9 +8,9 @@ import os
 import sqlite3
 
 import pytest
-from test_team import FERRY, HARBOUR, Server
 
-from conftest import cli
+from helpers import cli
+from helpers.rag_server import FERRY, HARBOUR, Server
 
 HARBOUR_Q = "Who is the harbour master of Inis Mor?"
 FERRY_Q = "Who is the captain of the ferry to Inis Mor?"
@@ -213,17 +213,15 @@ def test_every_collection_route_goes_through_the_access_check():
     assert unchecked == ["/", "/documents/{source:path}", "/health"]
 
 
-def test_the_open_health_names_no_collection_once_keys_exist(tmp_path, embedder, pipeline):
+def test_the_open_health_names_no_collection_once_keys_exist(watched_client, tmp_path, embedder, pipeline):
     """GET /health needs no key: it names changed files, and on a --watch server the watched folders, only
     while no key exists."""
-    from test_watch import watched_client
-
     from rag.keys import KeyStore
 
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "harbour.txt").write_bytes(HARBOUR)
-    with watched_client(tmp_path, docs, embedder, pipeline, watch_settle_seconds=3600.0,
+    with watched_client(docs, watch_settle_seconds=3600.0,
                         corpus_check_seconds=0.0) as client:
         assert set(client.get("/health").json()["watch"]["folders"]) == {"default"}  # no keys: all is open
         (docs / "secret-plans.txt").write_bytes(FERRY)  # seen as a change, not synced for an hour

@@ -16,7 +16,7 @@ mcp = pytest.importorskip("mcp")
 from mcp import ClientSession  # noqa: E402
 from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 
-from conftest import REPO, SEEDS, serving  # noqa: E402
+from helpers import REPO, SEEDS, serving  # noqa: E402
 
 QUESTION = "Who did Anthropic hire to lead its infrastructure effort?"
 UNANSWERABLE = "What is the boiling point of tungsten in the Andromeda galaxy?"

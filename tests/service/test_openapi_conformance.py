@@ -10,7 +10,7 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given  # noqa: E402
 from hypothesis import settings as hypothesis_settings  # noqa: E402
 
-from conftest import serving  # noqa: E402
+from helpers import serving  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -3,55 +3,16 @@ delete, source filters, API keys, a restart, questions during uploads, and the n
 import json
 import os
 import stat
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 
 from rag.offline.bench import free_port
 
-from conftest import REPO, SEEDS, cli
-
-HARBOUR = b"The harbour master of Inis Mor is called Sean Ryan. He took the post in 2019 after years at sea.\n"
-FERRY = b"The ferry to Inis Mor leaves from Rossaveal harbour every morning at nine. Its captain is Nora Walsh.\n"
-
-
-class Server:
-    """`rag serve --data DATA` on a free port, its log in a file (a pipe nobody reads would fill and stall it)."""
-
-    def __init__(self, data, *extra: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = data.parent / f"server-{self.port}.log"
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rag.cli", "serve", "--port", str(self.port), "--data", str(data),
-                 "--docs", str(SEEDS), "--index", str(REPO / "index"), *extra],
-                stdout=subprocess.DEVNULL, stderr=log, cwd=REPO)
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-2000:]
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        raise AssertionError("the server did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-
-    def call(self, method: str, path: str, token: str | None = None, headers: dict | None = None, **kwargs) -> httpx.Response:
-        headers = {**(headers or {}), **({"authorization": f"Bearer {token}"} if token else {})}
-        return httpx.request(method, self.url + path, headers=headers, timeout=120, **kwargs)
-
-    def upload(self, collection: str, name: str, data: bytes, token: str | None = None, **kwargs) -> httpx.Response:
-        return self.call("POST", f"/collections/{collection}/documents", token, files={"file": (name, data)}, **kwargs)
+from helpers import SEEDS, cli
+from helpers.rag_server import FERRY, HARBOUR, Server
 
 
 @pytest.fixture(scope="module")
@@ -211,12 +172,6 @@ def test_a_non_loopback_bind_without_keys_is_refused_before_loading(tmp_path):
     out = cli("serve", "--host", "0.0.0.0", "--port", str(free_port()), "--data", tmp_path / "empty")
     assert out.returncode == 2 and "without API keys" in out.stderr and "--insecure-no-auth" in out.stderr
     assert time.monotonic() - started < 20 and "Traceback" not in out.stderr
-
-
-def test_the_cli_filters_by_source():
-    out = cli("search", "--source", "004_*", "--json", "Who did Anthropic hire to lead its infrastructure effort?")
-    assert out.returncode == 0, out.stderr
-    assert {p["source"] for p in json.loads(out.stdout)["passages"]} == {"004_81a3bf9f650335dc.txt"}
 
 
 def test_the_openapi_schema_documents_the_routes(server):

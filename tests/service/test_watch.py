@@ -8,12 +8,9 @@ import time
 from datetime import datetime
 
 import pytest
-from fastapi.testclient import TestClient
 
 from rag.config import Settings
-from rag.index import index_corpus, read_manifest
-from rag.pipeline import Pipeline
-from rag.server import create_app
+from rag.index import read_manifest
 from rag.watch import Watcher
 
 HARBOUR = "The harbour master of Inis Mor is called Sean Ryan. He took the post in 2019 after years at sea.\n"
@@ -41,13 +38,6 @@ def docs(tmp_path):
     return folder
 
 
-def watched_client(tmp_path, docs, embedder, pipeline, **overrides) -> TestClient:
-    s = Settings(docs_dir=docs, index_dir=tmp_path / "index", data_dir=tmp_path / "data", **overrides)
-    index_corpus(s, embedder, progress=False)
-    p = Pipeline.from_settings(s, rebuild=False, embedder=embedder, reader=pipeline.reader)
-    return TestClient(create_app(s, pipeline=p, watch=True))
-
-
 def sources(client) -> set[str]:
     return {d["source"] for d in client.get("/collections/default/documents").json()}
 
@@ -57,8 +47,8 @@ def cited(client, question: str) -> tuple[str | None, set[str]]:
     return body["answer"], {c["source"] for c in body["citations"]}
 
 
-def test_written_overwritten_renamed_and_deleted_files_follow_while_questions_are_answered(tmp_path, docs, embedder, pipeline):
-    with watched_client(tmp_path, docs, embedder, pipeline, watch_settle_seconds=0.5) as client:
+def test_written_overwritten_renamed_and_deleted_files_follow_while_questions_are_answered(watched_client, tmp_path, docs, embedder, pipeline):
+    with watched_client(docs, watch_settle_seconds=0.5) as client:
         failures, asked, done = [], [], threading.Event()
 
         def ask_all_along():  # questions keep being answered from the last good index while it updates
@@ -95,10 +85,10 @@ def test_written_overwritten_renamed_and_deleted_files_follow_while_questions_ar
         assert sorted(docs.iterdir()) == [docs / "harbour.txt", docs / "lighthouse.txt"]  # the user's files untouched
 
 
-def test_a_half_written_file_is_not_indexed_until_complete(tmp_path, docs, embedder, pipeline):
+def test_a_half_written_file_is_not_indexed_until_complete(watched_client, tmp_path, docs, embedder, pipeline):
     first = "The ferry to Inis Mor leaves from Rossaveal harbour every morning at nine.\n"
     second = "Its captain is Nora Walsh, who has sailed the route for twenty years.\n"
-    with watched_client(tmp_path, docs, embedder, pipeline, watch_settle_seconds=1.5) as client:
+    with watched_client(docs, watch_settle_seconds=1.5) as client:
         seen: list[str] = []
         stop = threading.Event()
 
@@ -126,8 +116,8 @@ def test_a_half_written_file_is_not_indexed_until_complete(tmp_path, docs, embed
         assert cited(client, "Who is the captain of the ferry?") == ("Nora Walsh", {"ferry.txt"})
 
 
-def test_a_burst_of_files_is_a_few_batches_and_health_reports_the_watch(tmp_path, docs, embedder, pipeline):
-    with watched_client(tmp_path, docs, embedder, pipeline, watch_settle_seconds=0.5) as client:
+def test_a_burst_of_files_is_a_few_batches_and_health_reports_the_watch(watched_client, tmp_path, docs, embedder, pipeline):
+    with watched_client(docs, watch_settle_seconds=0.5) as client:
         health = client.get("/health").json()["watch"]
         assert health["mode"] in ("inotify", "polling") and health["settle_seconds"] == 0.5
         assert set(health["folders"]) == {"default"}

@@ -10,9 +10,11 @@ from fastapi.testclient import TestClient
 from rag.offline.bench import free_port, start_server, stop_server
 from rag.server import create_app
 
+from helpers import REPO
+
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 SEED_QUESTION = "Who did Anthropic hire to lead its infrastructure effort?"
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "web-page.png"
+SCREENSHOT = REPO / "docs" / "web-page.png"
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 collections hold (an upload or delete through one is seen by the other) and whose /metrics add up."""
 import re
 
-from test_team import HARBOUR, Server
+from helpers.rag_server import HARBOUR, Server
 
 
 def _count(text: str, route: str, status: str) -> float:
@@ -43,7 +43,7 @@ def test_a_worker_server_that_cannot_start_says_why_in_one_line(tmp_path):
     import subprocess
     import sys
 
-    from conftest import REPO
+    from helpers import REPO
 
     out = subprocess.run([sys.executable, "-m", "rag.cli", "serve", "--workers", "2", "--docs", str(tmp_path / "missing"),
                           "--index", str(tmp_path / "index"), "--data", str(tmp_path / "data")],
@@ -82,7 +82,7 @@ def test_a_sigterm_while_preparing_the_workers_ends_the_preparing_child_too(tmp_
 
     from rag.offline.bench import free_port
 
-    from conftest import REPO
+    from helpers import REPO
 
     docs = tmp_path / "docs"
     docs.mkdir()

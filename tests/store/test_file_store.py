@@ -7,7 +7,7 @@ from rag.index import CorruptIndexError, MissingIndexError, StaleIndexError, ind
 from rag.ingest import load_corpus
 from rag.retrieval import Retriever
 
-from conftest import REPO, SEEDS
+from helpers import REPO, SEEDS
 
 
 @pytest.fixture()

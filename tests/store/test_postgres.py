@@ -12,7 +12,7 @@ import pytest
 
 from rag.config import Settings
 
-from conftest import SEEDS, cli
+from helpers import SEEDS, cli
 
 QUESTION = "Who did Anthropic hire to lead its infrastructure effort?"
 

@@ -7,7 +7,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import atexit  # noqa: E402
-import contextlib  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
@@ -20,49 +19,14 @@ if "RAG_CACHE" not in os.environ:
 os.environ["RAG_DATA"] = tempfile.mkdtemp(prefix="rag-test-data-")
 atexit.register(shutil.rmtree, os.environ["RAG_DATA"], True)
 
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
 from rag.config import Settings  # noqa: E402
 
-from postgres_server import LocalPostgres, PostgresUnavailable  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
-SEEDS = REPO / "seeds"
-
-
-@contextlib.contextmanager
-def serving(app):
-    """A real uvicorn server for `app` on a free port, in a thread of the test process (sharing its loaded
-    models); its base URL, until the block ends."""
-    import threading
-    import time
-
-    import uvicorn
-
-    from rag.offline.bench import free_port
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started and time.time() < deadline:
-        time.sleep(0.1)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
-
-
-def cli(*args, cwd=REPO, stdin=None, timeout=300) -> subprocess.CompletedProcess:
-    """`rag ARGS` in a child process (as a user runs it), text output captured."""
-    return subprocess.run([sys.executable, "-m", "rag.cli", *map(str, args)], cwd=cwd, input=stdin,
-                          capture_output=True, text=True, timeout=timeout)
+from helpers import REPO, SEEDS  # noqa: E402
+from helpers.documents import FERRY, LIGHTHOUSE  # noqa: E402
+from helpers.postgres_server import LocalPostgres, PostgresUnavailable  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -96,7 +60,7 @@ def pipeline(settings, seed_index):
 
 @pytest.fixture(scope="session")
 def postgres():
-    """A private PostgreSQL 18 + pgvector server (tests/postgres_server.py), started once per session; `.dsn`
+    """A private PostgreSQL 18 + pgvector server (tests/helpers/postgres_server.py), started once per session; `.dsn`
     points at the `rag_test` database. Skips the test when no server can be started here."""
     try:
         pg = LocalPostgres().setup()
@@ -106,3 +70,28 @@ def postgres():
         yield pg
     finally:
         pg.shutdown()
+
+
+@pytest.fixture()
+def user_index(tmp_path, settings, embedder):
+    """A user's two documents indexed from `mydocs/` into `myindex/`, and a folder `elsewhere/` holding a
+    `seeds/` of its own (where the old code rebuilt the user's index from)."""
+    from rag.store.files.index import index_corpus
+
+    docs = tmp_path / "mydocs"
+    docs.mkdir()
+    (docs / "lighthouse.txt").write_text(LIGHTHOUSE)
+    (docs / "ferry.txt").write_text(FERRY)
+    index_corpus(settings.with_overrides(docs_dir=docs, index_dir=tmp_path / "myindex"), embedder, progress=False)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(SEEDS, elsewhere / "seeds")
+    return docs, tmp_path / "myindex", elsewhere
+
+
+@pytest.fixture()
+def tiny_docs(tmp_path):
+    """A folder of one short document."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "lighthouse.txt").write_text("The Fastnet Rock lighthouse was completed in 1904. It stands off Ireland.\n")
+    return docs

@@ -16,7 +16,7 @@ from rag import Document, Pipeline, QuestionError, RagError, Settings, SettingsE
 from rag.service.server import create_app
 from rag.store.files.index import cached_index_dir
 
-from conftest import REPO, SEEDS
+from helpers import REPO, SEEDS
 
 
 def readme_python() -> str:

@@ -46,7 +46,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(bench.run_store_benchmark(args.store, args.squad_file, args.workdir, args.passages, args.requests,
                                         seeds=args.seeds, questions_file=args.questions))
     elif args.bench == "uploads":
-        from rag.offline.upload_bench import run_upload_benchmark
+        from rag.offline.bench import run_upload_benchmark
 
         print(run_upload_benchmark(args.workdir, args.store, args.rounds, args.seeds))
     elif args.bench == "incremental":

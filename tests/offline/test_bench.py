@@ -13,7 +13,8 @@ import pytest
 
 from rag.cli import build_parser
 from rag.offline import bench
-from rag.offline.bench import STAGES, _plot_scale, passage_corpus, profile_stages
+from rag.offline.bench import STAGES, passage_corpus, profile_stages
+from rag.offline.bench.scale import _plot_scale
 from rag.pipeline.qa import Pipeline
 from rag.pipeline.retrieval import Retriever
 from rag.reader.decode import ContextReading, Span
@@ -77,7 +78,9 @@ def test_questions_default_to_the_repository_set_whatever_the_working_folder(tmp
 
 
 def test_questions_fall_back_to_the_built_in_ones_only_by_default(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "QUESTIONS_FILE", tmp_path / "absent.jsonl")
+    from rag.offline.bench import harness
+
+    monkeypatch.setattr(harness, "QUESTIONS_FILE", tmp_path / "absent.jsonl")
     assert bench.load_questions() == bench.FALLBACK_QUESTIONS
     with pytest.raises(FileNotFoundError):
         bench.load_questions(tmp_path / "absent.jsonl")  # a file asked for by name must be there

@@ -9,7 +9,7 @@ import statistics
 import time
 from pathlib import Path
 
-from rag.offline.bench import free_port, http_json, start_server, stop_server
+from rag.offline.bench.harness import free_port, http_json, start_server, stop_server
 from rag.runtime.cpu import cpu_model, flags_summary
 
 PAGE = ("The harbour master of Inis Mor is called Sean Ryan. He took the post in 2019 after twenty years at sea. "

@@ -31,7 +31,7 @@ def onnx_pipeline(settings, seed_index, embedder, tmp_path_factory):
 
 
 # int8 is an approximate runtime: how it rounds depends on the CPU (VNNI/AMX or not), so these tests hold it
-# to the gold answers, never to the fp32 reader's exact spans (fp32 ONNX against fp32 torch: tests/test_runtime.py).
+# to the gold answers, never to the fp32 reader's exact spans (fp32 ONNX against fp32 torch: tests/runtime/test_runtime.py).
 
 
 @pytest.mark.slow

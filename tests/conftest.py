@@ -29,6 +29,17 @@ from helpers.documents import FERRY, LIGHTHOUSE  # noqa: E402
 from helpers.postgres_server import LocalPostgres, PostgresUnavailable  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """The `postgres` and `browser` markers follow the fixtures a test uses (directly or through another
+    fixture), so a new test that asks for the server or the browser is marked without anyone remembering to."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if "postgres" in names:
+            item.add_marker(pytest.mark.postgres)
+        if "browser" in names:
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return Settings(docs_dir=SEEDS, index_dir=REPO / "index")

@@ -26,6 +26,7 @@ def readme_python() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_the_readme_snippet_runs_as_printed(tmp_path):
     shutil.copytree(SEEDS, tmp_path / "seeds")
     out = subprocess.run([sys.executable, "-c", readme_python()], cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -40,6 +41,7 @@ def test_the_readme_snippet_runs_as_printed(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_a_script_in_an_empty_folder_leaves_it_empty(tmp_path):
     work = tmp_path / "empty"
     work.mkdir()
@@ -57,6 +59,7 @@ def test_a_script_in_an_empty_folder_leaves_it_empty(tmp_path):
     assert list(work.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_str_and_path_folders_are_one_index(tmp_path, monkeypatch):
     monkeypatch.setenv("RAG_CACHE", str(tmp_path / "cache"))
     assert cached_index_dir(str(SEEDS)) == cached_index_dir(SEEDS) == cached_index_dir(SEEDS / ".." / "seeds")

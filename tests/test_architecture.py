@@ -79,6 +79,7 @@ def test_serve_loads_each_model_once(settings, load_counts):
     assert load_counts == {"embedder": 1, "reader": 1}
 
 
+@pytest.mark.slow
 def test_train_reader_with_negatives_and_calibration_loads_each_model_once(small_squad, tmp_path, load_counts):
     """The whole `rag train-reader` command: retriever negatives, training from the shipped reader, the dev
     evaluation and the calibration share one embedder and one QA model."""

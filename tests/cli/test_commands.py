@@ -6,12 +6,17 @@ import os
 import sys
 import time
 
+import pytest
+
+from rag.offline.bench import free_port
+
 from helpers import REPO, cli
 from helpers.questions import CHINESE_QUESTION, LONG_QUESTION
 
 ESC_TEXT = "Crew list\x1b[2J\x1b]0;pwned\x07 The captain of the Nordlys is Greta Holm. She sailed in 1987.\n"
 
 
+@pytest.mark.slow
 def test_nothing_printed_can_steer_the_terminal(tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -34,6 +39,7 @@ def test_nothing_printed_can_steer_the_terminal(tmp_path):
     assert json.loads(runs[-1].stdout)["answer"] == "Greta Holm"  # JSON keeps its meaning
 
 
+@pytest.mark.slow
 def test_cli_index_into_a_user_folder_is_a_one_line_error(tiny_docs, tmp_path):
     victim = tmp_path / "victim"
     victim.mkdir()
@@ -47,6 +53,7 @@ def test_cli_index_into_a_user_folder_is_a_one_line_error(tiny_docs, tmp_path):
     assert (tiny_docs / "lighthouse.txt").is_file() and (victim / "thesis.docx").is_file()
 
 
+@pytest.mark.slow
 def test_cli_long_question_one_shot_and_interactive():
     out = cli("ask", "--no-rebuild", LONG_QUESTION)
     assert out.returncode == 1 and "Traceback" not in out.stderr
@@ -153,6 +160,7 @@ def _wait_exit(pid: int, fd: int, seconds: float):
     return None
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_the_interactive_prompt_cancels_the_line_and_ctrl_d_leaves():
     """In a real terminal (a pty): Ctrl-C at the prompt drops the line and asks again, a question is still
     answered after it, and Ctrl-D ends the session with status 0."""
@@ -186,3 +194,10 @@ def test_ctrl_c_in_the_interactive_prompt_cancels_the_line_and_ctrl_d_leaves():
         except (ProcessLookupError, ChildProcessError):
             pass
         os.close(fd)
+
+
+def test_a_non_loopback_bind_without_keys_is_refused_before_loading(tmp_path):
+    started = time.monotonic()
+    out = cli("serve", "--host", "0.0.0.0", "--port", str(free_port()), "--data", tmp_path / "empty")
+    assert out.returncode == 2 and "without API keys" in out.stderr and "--insecure-no-auth" in out.stderr
+    assert time.monotonic() - started < 20 and "Traceback" not in out.stderr

@@ -81,6 +81,7 @@ def test_files_that_cannot_be_converted_are_skipped_with_the_reason(mixed_docs, 
         convert("." + name.rsplit(".", 1)[1], data)
 
 
+@pytest.mark.slow
 def test_mixed_folder_answers_from_page_two_with_exact_offsets(mixed_docs, tmp_path, settings, embedder):
     s = settings.with_overrides(docs_dir=mixed_docs, index_dir=tmp_path / "idx")
     index = index_corpus(s, embedder, progress=False)

@@ -8,6 +8,8 @@ import pytest
 from helpers import cli
 from helpers.scans import write_scan_pdf, write_table_html, write_table_pdf
 
+pytestmark = pytest.mark.slow  # real OCR of scanned pages
+
 pytest.importorskip("rapidocr", reason="the ocr extra (pip install 'rag[ocr]') is part of the test install")
 
 

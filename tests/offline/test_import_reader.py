@@ -11,6 +11,8 @@ from rag.records import Document
 
 from helpers import cli
 
+pytestmark = pytest.mark.slow  # models made, calibrated and served by `rag calibrate-reader`
+
 TEXT = ("The Fastnet Rock lighthouse was designed by William Douglass and completed in 1904 off the south "
         "coast of Ireland. Its keepers left in 1989, when the light became automatic. The 39-year-old engineer "
         "who automated it was called Mary O'Brien.")

@@ -141,6 +141,7 @@ def test_group_windows_label_the_answer_and_mark_the_context(embedder):
     assert tokenizer.convert_ids_to_tokens(first["input_ids"][first["last"] + 1]) == "[SEP]"
 
 
+@pytest.mark.slow
 def test_the_calibration_set_adds_held_out_extra_questions_some_without_their_answer(tmp_path, embedder):
     """`rag calibrate-reader --extra`: the extra questions no run of the reader's lineage drew join the dev
     reads, each read against its own source, the dev split's share of them with the answer taken away (then

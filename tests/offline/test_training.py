@@ -87,6 +87,7 @@ def _config(tiny_data, output, **changes):
     return TrainConfig(**{**settings, **changes})
 
 
+@pytest.mark.slow
 def test_a_cut_off_run_resumes_to_the_same_weights(tiny_data, tmp_path):
     """Stopped after 3 steps and resumed from its checkpoint, a run ends with exactly the weights of a run
     that was never stopped; the checkpoint is removed once the run is complete."""
@@ -107,6 +108,7 @@ def test_a_cut_off_run_resumes_to_the_same_weights(tiny_data, tmp_path):
     assert not (tmp_path / "moved" / "checkpoint").exists()
 
 
+@pytest.mark.slow
 def test_init_continues_a_reader_and_its_lineage_with_fresh_extra_questions(tiny_data, tmp_path):
     from safetensors.torch import load_file
 
@@ -177,6 +179,7 @@ def test_calibrate_reader_study_without_the_script_says_how_to_run_it(monkeypatc
     assert exit_.value.code == 2 and "python scripts/calibration_study.py --train" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_cut_off_shared_norm_run_resumes_to_the_same_weights(tiny_data, tmp_path):
     """A shared-normalisation run of a few groups (and, with --alone-fraction 1, every question read against
     its own paragraph alone too), stopped and resumed, ends with the weights of one never stopped; its
@@ -233,6 +236,7 @@ def test_a_long_paper_s_negative_holds_no_answer_in_any_case():
     assert [x.origin for x in out] == ["extra", "extra-negative"] and "paris" not in out[1].context.lower()
 
 
+@pytest.mark.slow
 def test_a_lora_run_resumes_exactly_and_saves_the_merged_model_and_its_adapter(tiny_data, tmp_path):
     """With --lora-rank the base stays frozen: the saved model is the base plus the merged adapters (its
     embeddings unchanged), the adapter is written alone, and a cut-off run resumes to the same weights."""

@@ -58,6 +58,7 @@ def test_the_library_refuses_an_empty_question(pipeline, question):
         pipeline.run(question)
 
 
+@pytest.mark.slow
 def test_a_normal_question_is_answered_while_another_reads_a_spaceless_document(tmp_path, settings, embedder):
     from rag.store.files.index import memory_index
 

@@ -26,6 +26,7 @@ def test_an_answer_never_holds_a_control_character(tmp_path, settings, embedder,
         assert all(not any(ord(c) < 32 and c not in "\t\n\r" for c in s.text) for r in spans for s in r.spans)
 
 
+@pytest.mark.slow
 def test_a_reader_without_a_qa_head_is_refused_in_one_line(tmp_path):
     from transformers import AutoModel, AutoTokenizer
 

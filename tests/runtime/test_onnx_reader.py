@@ -32,9 +32,10 @@ def onnx_pipeline(settings, seed_index, embedder, tmp_path_factory):
 
 
 # int8 is an approximate runtime: how it rounds depends on the CPU (VNNI/AMX or not), so these tests hold it
-# to the gold answers, never to the fp32 reader's exact spans (fp32 ONNX against fp32 torch: tests/test_runtime.py).
+# to the gold answers, never to the fp32 reader's exact spans (fp32 ONNX against fp32 torch: tests/runtime/test_runtime.py).
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("question,expected,source", ANSWERABLE)
 def test_int8_reader_answers_the_seed_questions_with_the_gold_answer(onnx_pipeline, question, expected, source):
     answer = onnx_pipeline.run(question)
@@ -44,11 +45,13 @@ def test_int8_reader_answers_the_seed_questions_with_the_gold_answer(onnx_pipeli
     assert all(document.text[c.start : c.end] == answer.answer for c in answer.citations if c.source == source)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("question", UNANSWERABLE)
 def test_int8_pipeline_abstains_where_the_documents_do_not_say(onnx_pipeline, question):
     assert onnx_pipeline.run(question).answer is None
 
 
+@pytest.mark.slow
 def test_int8_reader_scores_spans_close_to_the_torch_reader(pipeline, onnx_pipeline):
     """The answer's passage: int8's best span is the gold answer, with a score and every passage's no-answer
     score within 1.5 logits of fp32's (the stated tolerance; the measured gap is a few tenths)."""
@@ -62,6 +65,7 @@ def test_int8_reader_scores_spans_close_to_the_torch_reader(pipeline, onnx_pipel
     assert all(abs(t.null_score - o.null_score) < 1.5 for t, o in zip(torch_read, onnx_read))
 
 
+@pytest.mark.slow
 def test_a_static_export_quantizes_only_weight_products_between_the_kept_layers(tmp_path, seed_index, embedder, settings):
     """`rag export-reader --static`: activations quantized with ranges from real windows, except the first and
     last encoder layers, the QA head and the products of two activations; it serves through the same
@@ -113,6 +117,7 @@ def test_help_imports_no_torch():
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr
 
 
+@pytest.mark.slow
 def test_a_full_range_export_warns_on_a_cpu_without_vnni(onnx_pipeline, tmp_path, monkeypatch, caplog):
     """An int8 export made on a VNNI/AMX machine (full int8 range) can overflow on AVX2: loading it there says so."""
     import shutil

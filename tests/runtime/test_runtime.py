@@ -68,6 +68,7 @@ def test_windows_without_transformers_equal_the_training_tokenisation():
     assert all(expected.sequence_ids(w) == got.sequence_ids(w) for w in range(len(got["input_ids"])))
 
 
+@pytest.mark.slow
 def test_onnx_embedder_gives_sentence_transformers_vectors(torch_pipeline, onnx_pipeline, seed_index):
     texts = [c.text for c in seed_index.chunks[:40]] + [q for q, _, _ in ANSWERABLE] + ["  padded question  "]
     torch_vectors = torch_pipeline.retriever.embedder.run(texts)
@@ -98,6 +99,7 @@ def test_one_shot_ask_imports_no_torch(exports):
     assert answer["answer"] == "Eric Boyd"
 
 
+@pytest.mark.slow
 def test_index_command_makes_the_exports_once(tmp_path, monkeypatch):
     monkeypatch.setenv("RAG_CACHE", str(tmp_path / "cache"))
     docs = tmp_path / "docs"

@@ -22,6 +22,7 @@ def test_the_fastest_runtime_that_keeps_the_answers_is_chosen():
     assert backend == "onnx-fp32" and "torch-bf16 left out" in why and "150 ms" in why
 
 
+@pytest.mark.slow
 def test_a_server_measures_once_per_machine_and_reads_the_record_after(monkeypatch):
     from rag.reader.model import Reader
 
@@ -41,6 +42,7 @@ def _seed_items(n):
     return [json.loads(line) for line in (REPO / "eval" / "qa.jsonl").read_text().splitlines() if line.strip()][:n]
 
 
+@pytest.mark.slow
 def test_bf16_autocast_is_held_to_the_gold_answers(pipeline):
     """An approximate runtime is scored against the gold answers (F1), within a stated tolerance of fp32's
     score, never span for span against fp32's rounding."""

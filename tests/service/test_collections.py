@@ -29,6 +29,7 @@ def data_settings(settings, tmp_path):
     return settings.with_overrides(data_dir=tmp_path / "data")
 
 
+@pytest.mark.slow
 def test_an_ask_during_a_large_upload_answers_from_the_last_commit_without_waiting_for_it(settings, pipeline, tmp_path):
     """Questions, GET /collections and /metrics on a collection that a 2,000-passage upload is re-indexing are
     answered at once from the last committed index (before, each waited for the whole upload), and the
@@ -63,6 +64,7 @@ def test_an_ask_during_a_large_upload_answers_from_the_last_commit_without_waiti
         assert after.json()["answer"] == "red" and after.json()["citations"][0]["source"] == "logbook.txt"
 
 
+@pytest.mark.slow
 def test_an_uploads_embedding_holds_the_models_for_one_turn_at_a_time():
     """However slow the CPU, the models' lock is held for about one turn, so a question waits for one turn."""
     import numpy as np
@@ -125,6 +127,7 @@ def test_a_second_worker_sees_the_first_documents_and_the_delete_of_the_last(dat
     assert [d["source"] for d in one.documents("shared")] == ["ferry.txt"]
 
 
+@pytest.mark.slow
 def test_deleting_collections_while_another_worker_lists_them_never_errs_nor_brings_them_back(data_settings, pipeline):
     """Two servers on one data folder (two workers): while one deletes a collection, the other's GET
     /collections never fails (it gave 500s on the half-deleted folder) and the collection never comes back

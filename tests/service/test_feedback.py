@@ -10,6 +10,8 @@ import pytest
 from helpers import cli
 from helpers.rag_server import Server
 
+pytestmark = pytest.mark.slow  # every test talks to a `rag serve` child process
+
 QUESTION = "Who did Anthropic hire to lead its infrastructure effort?"
 SOURCE = "001_fa8838ea44d7c2c5.txt"
 

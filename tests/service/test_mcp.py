@@ -18,6 +18,8 @@ from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 
 from helpers import REPO, SEEDS, serving  # noqa: E402
 
+pytestmark = pytest.mark.slow  # `rag mcp` child processes and a real server
+
 QUESTION = "Who did Anthropic hire to lead its infrastructure effort?"
 UNANSWERABLE = "What is the boiling point of tungsten in the Andromeda galaxy?"
 

@@ -12,6 +12,8 @@ from hypothesis import settings as hypothesis_settings  # noqa: E402
 
 from helpers import serving  # noqa: E402
 
+pytestmark = pytest.mark.slow  # schemathesis generates requests for every operation
+
 
 @pytest.fixture(scope="module")
 def served(settings, pipeline, tmp_path_factory):

@@ -72,6 +72,7 @@ def test_health_and_openapi(client):
     assert client.get("/docs").status_code == 200
 
 
+@pytest.mark.slow
 def test_real_server_under_concurrent_load(settings):
     port = free_port()
     proc = start_server(port, settings.docs_dir, settings.index_dir)

@@ -47,6 +47,7 @@ def cited(client, question: str) -> tuple[str | None, set[str]]:
     return body["answer"], {c["source"] for c in body["citations"]}
 
 
+@pytest.mark.slow
 def test_written_overwritten_renamed_and_deleted_files_follow_while_questions_are_answered(watched_client, tmp_path, docs, embedder, pipeline):
     with watched_client(docs, watch_settle_seconds=0.5) as client:
         failures, asked, done = [], [], threading.Event()
@@ -85,6 +86,7 @@ def test_written_overwritten_renamed_and_deleted_files_follow_while_questions_ar
         assert sorted(docs.iterdir()) == [docs / "harbour.txt", docs / "lighthouse.txt"]  # the user's files untouched
 
 
+@pytest.mark.slow
 def test_a_half_written_file_is_not_indexed_until_complete(watched_client, tmp_path, docs, embedder, pipeline):
     first = "The ferry to Inis Mor leaves from Rossaveal harbour every morning at nine.\n"
     second = "Its captain is Nora Walsh, who has sailed the route for twenty years.\n"
@@ -135,6 +137,7 @@ def test_a_burst_of_files_is_a_few_batches_and_health_reports_the_watch(watched_
         assert client.get("/health").json()["status"] == "ok"  # the index matches the folder again
 
 
+@pytest.mark.slow
 def test_a_folder_that_never_falls_quiet_syncs_its_settled_files_and_holds_back_the_growing_one(tmp_path):
     """No models: a Watcher (by polling) on a folder where one file keeps growing; the sync it makes after
     watch_max_wait_seconds takes the settled file and says to hold back the growing one."""

@@ -2,7 +2,11 @@
 collections hold (an upload or delete through one is seen by the other) and whose /metrics add up."""
 import re
 
+import pytest
+
 from helpers.rag_server import HARBOUR, Server
+
+pytestmark = pytest.mark.slow  # `rag serve --workers`: child processes that each load the models
 
 
 def _count(text: str, route: str, status: str) -> float:

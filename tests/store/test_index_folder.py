@@ -26,6 +26,7 @@ from rag.store.files.index import (
 from helpers import REPO, cli
 
 
+@pytest.mark.slow
 def test_a_question_from_a_folder_with_its_own_seeds_uses_the_folder_the_index_was_built_from(user_index):
     docs, index, elsewhere = user_index
     before = (index / "manifest.json").read_bytes()
@@ -93,6 +94,7 @@ READER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_processes_saving_one_index_take_turns_and_readers_never_miss_it(tmp_path, user_index):
     _, source, _ = user_index
     target = tmp_path / "shared-idx"
@@ -108,6 +110,7 @@ def test_two_processes_saving_one_index_take_turns_and_readers_never_miss_it(tmp
     assert sorted(p.name for p in tmp_path.glob(".shared-idx*")) == [".shared-idx.lock"]
 
 
+@pytest.mark.slow
 def test_a_second_build_waits_for_the_first_and_says_so(tmp_path, user_index, settings, embedder, caplog):
     docs, index, _ = user_index
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""

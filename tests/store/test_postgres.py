@@ -1,4 +1,4 @@
-"""The PostgreSQL + pgvector store against a real local server (tests/postgres_server.py, started by the
+"""The PostgreSQL + pgvector store against a real local server (tests/helpers/postgres_server.py, started by the
 `postgres` fixture): same rankings, answers and citations as the file store, incremental per-file
 transactions, and clear errors when the database is missing, down or lacks pgvector."""
 from __future__ import annotations

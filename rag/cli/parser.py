@@ -18,7 +18,8 @@ from rag.cli.flags import (
     workers,
 )
 from rag.cli.offline_args import OFFLINE_COMMANDS
-from rag.cli.query import cmd_ask, cmd_index, cmd_mcp, cmd_search, cmd_serve, cmd_show
+from rag.cli.query import cmd_ask, cmd_index, cmd_mcp, cmd_search, cmd_show
+from rag.cli.serve import cmd_serve
 from rag.cli.team import cmd_feedback_export, cmd_feedback_stats, cmd_keys_add, cmd_keys_list, cmd_keys_revoke
 from rag.config import Settings
 

@@ -4,12 +4,9 @@ knows the kinds."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
-import os
 import sys
-from pathlib import Path
 
 from rag.cli.common import UsageError, check_question, settings_from
 from rag.config import Settings
@@ -23,7 +20,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from rag.store.embedding import Embedder
 
     settings = settings_from(args)
-    _check_watch_flags(args, settings)
+    check_watch_flags(args, settings)
     for line in prepare_fast_start(settings):  # once per model: later processes then start without torch
         print(line)
     embedder = Embedder.from_settings(settings)
@@ -37,7 +34,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_watch_flags(args: argparse.Namespace, settings: Settings) -> None:
+def check_watch_flags(args: argparse.Namespace, settings: Settings) -> None:
     """--settle and --watch-polling only act with --watch, which needs the file index."""
     from rag.cli.common import refuse_without
 
@@ -132,7 +129,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pipeline(args: argparse.Namespace, settings: Settings):
+def open_pipeline(args: argparse.Namespace, settings: Settings):
     from rag.pipeline.qa import Pipeline
 
     return Pipeline.from_settings(settings, rebuild=not args.no_rebuild)
@@ -188,7 +185,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.question is not None:
         question = check_question(args.question, settings)
-        pipeline = _pipeline(args, settings)
+        pipeline = open_pipeline(args, settings)
         answer = pipeline.run(question, sources=args.sources)
         if args.json:
             print(AskResponse.from_answer(answer).model_dump_json(indent=2))
@@ -208,7 +205,7 @@ def _interactive(args: argparse.Namespace, settings: Settings) -> int:
         except ImportError:
             pass
         print("Loading the index and models…", file=sys.stderr)
-    pipeline = _pipeline(args, settings)
+    pipeline = open_pipeline(args, settings)
     if tty:
         print("Ask a question (`exit` or Ctrl-D to leave).", file=sys.stderr)
     while True:
@@ -257,148 +254,3 @@ def _answer_line(line: str, pipeline, settings: Settings, as_json: bool, sources
         print(AskResponse.from_answer(answer).model_dump_json(), flush=True)
     else:
         print(f"Q: {question}\n{format_answer(answer)}\n", flush=True)
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from rag.service.server import allowed_hosts_for, create_app, default_workers, is_loopback, uvicorn_limits
-
-    settings = settings_from(args).with_overrides(measure_runtime=True)  # a server lives long: pick the fastest runtime
-    _check_watch_flags(args, settings)
-    _check_port(args.host, args.port)  # before minutes of loading, not after
-    _check_exposure(args.host, settings, args.insecure_no_auth)
-    from rag.console import SafeFormatter
-
-    logging.getLogger().handlers[0].setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    workers = args.workers or default_workers()
-    if workers > 1 and not settings.torch_threads:  # the cores shared out: each worker runs its models on its own
-        settings = settings.with_overrides(torch_threads=max(1, (os.cpu_count() or 1) // workers))
-    if workers > 1:
-        _prepare_elsewhere(args.no_rebuild, settings, args.verbose)
-    else:
-        pipeline = _pipeline(args, settings)  # load here, so a missing index or model fails with a clear message
-    options = dict(allowed_hosts=allowed_hosts_for(args.host, args.allowed_hosts),
-                   public=["/metrics"] if args.metrics_public else None, writable_default=args.writable_default,
-                   watch=args.watch,
-                   keys_required=not is_loopback(args.host) and not args.insecure_no_auth)
-    logging.getLogger("rag.service.server").info("listening on http://%s:%d (POST /ask, GET /health, /docs; %d worker%s)",
-                                         args.host, args.port, workers, "" if workers == 1 else "s")
-    if workers == 1:
-        try:
-            uvicorn.run(create_app(settings, pipeline=pipeline, **options), host=args.host, port=args.port,
-                        log_level="warning", access_log=False, **uvicorn_limits())
-        finally:
-            pipeline.close()
-        return 0
-    return _serve_workers(args, settings, options, workers)
-
-
-def _prepare_elsewhere(no_rebuild: bool, settings: Settings, verbose: bool = False) -> None:
-    """For --workers N: check and index the documents and measure the runtime (cached for the workers) in a
-    child process that then exits, so the parent that only supervises the workers holds no model (it kept
-    ~800 MB when it loaded them itself); its failure is this command's one-line error. A SIGTERM or Ctrl-C
-    to the parent ends the child too, so no orphan goes on indexing."""
-    import multiprocessing
-    import signal
-
-    from rag.errors import RagError
-
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing loaded is left behind
-    receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_prepare_child, args=(no_rebuild, settings, send, verbose), name="rag-prepare")
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        child.start()
-        send.close()
-        try:
-            failure = receive.recv()
-        except EOFError:  # killed (out of memory, a signal) before it could say
-            child.join()
-            failure = f"the process checking the index and models ended unexpectedly (exit code {child.exitcode})"
-        child.join()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if child.is_alive():
-            child.terminate()
-            child.join()
-    if failure:
-        raise RagError(failure)
-
-
-def _exit_on_sigterm(signum, frame) -> None:
-    raise SystemExit(128 + signum)
-
-
-def _prepare_child(no_rebuild: bool, settings: Settings, send, verbose: bool = False) -> None:
-    """The child of _prepare_elsewhere: load the pipeline as a one-worker server would, then report. It logs
-    as the command does (-v included); a failure that is a bug keeps its traceback on stderr."""
-    from rag.cli.common import configure_logging
-    from rag.console import safe_output
-    from rag.errors import user_message
-
-    configure_logging(verbose, "serve")
-    with safe_output():
-        try:
-            from rag.pipeline.qa import Pipeline
-
-            Pipeline.from_settings(settings, rebuild=not no_rebuild).close()
-            message = None
-        except KeyboardInterrupt:
-            message = "interrupted"
-        except Exception as err:  # noqa: BLE001 - reported by the parent as the command's error
-            message = user_message(err)
-            if message is None or verbose:
-                logging.getLogger("rag.service.server").exception("preparing the index and models failed")
-            message = message or f"could not load the index and models ({type(err).__name__}: {err})"
-        with contextlib.suppress(OSError):  # the parent is gone: nobody is left to tell
-            send.send(message)
-
-
-def _serve_workers(args: argparse.Namespace, settings: Settings, options: dict, workers: int) -> int:
-    """`rag serve --workers N`: N uvicorn worker processes on one socket, each building the app from the
-    settings handed over in $RAG_SERVE; their metrics meet in a temporary folder (Prometheus multiprocess)."""
-    import dataclasses
-    import json
-    import shutil
-    import tempfile
-
-    import uvicorn
-
-    from rag.service.server import SERVE_ENV, uvicorn_limits
-
-    values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
-    values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
-    os.environ[SERVE_ENV] = json.dumps({"settings": values, **options})
-    metrics_dir = tempfile.mkdtemp(prefix="rag-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    try:
-        uvicorn.run("rag.service.server:served_app", factory=True, workers=workers, host=args.host, port=args.port,
-                    log_level="warning", access_log=False, **uvicorn_limits())
-    finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
-
-
-def _check_exposure(host: str, settings: Settings, insecure: bool) -> None:
-    """Refuse to serve beyond this machine with no API key (anyone who reaches it could read and change the
-    documents), unless --insecure-no-auth says that is meant."""
-    from rag.service.keys import KeyStore
-    from rag.service.server import is_loopback
-
-    if not is_loopback(host) and not insecure and not KeyStore(settings.data_dir).any():
-        raise UsageError(f"refusing to serve {host} without API keys: add one with `rag keys add NAME --scope write "
-                         f"--data {settings.data_dir}`, or pass --insecure-no-auth")
-
-
-def _check_port(host: str, port: int) -> None:
-    """Fail at once, in one line, when the address cannot be bound (in use, or not this machine's)."""
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(infos[0][4])
-    except OSError as err:
-        raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None

@@ -169,6 +169,13 @@ def test_no_import_circles():
     assert not circles, circles
 
 
+def test_modules_are_small_enough_to_read_at_one_sitting():
+    """No module outside offline/ is over 400 lines."""
+    long = {str(p.relative_to(REPO)): n for p in (REPO / "rag").rglob("*.py")
+            if "offline" not in p.parts and (n := len(p.read_text(encoding="utf-8").splitlines())) > 400}
+    assert not long, long
+
+
 def test_the_reader_is_made_from_the_settings_in_one_mapping():
     """SETTINGS_TO_READER names every Reader argument once, each from a Settings field, so a reader setting
     cannot be missed by from_settings or by the key under which pipelines share a reader."""

@@ -47,7 +47,8 @@ def cmd_feedback_export(args: argparse.Namespace) -> int:
     """The labelled questions of the data folder's feedback as SQuAD 2.0 (`rag eval --squad OUT` scores them)."""
     import json
 
-    from rag.service.catalog import DEFAULT, collection_settings
+    from rag.service.catalog import DEFAULT
+    from rag.service.collection import collection_settings
     from rag.service.feedback import export_squad
     from rag.store import read_store
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fastapi import Depends, Query, Request
 
 from rag.ingest.names import DEFAULT
-from rag.service.catalog import CollectionError, missing
+from rag.service.collection import CollectionError, missing
 from rag.service.keys import Key
 from rag.service.middleware import KEY_SCOPE
 

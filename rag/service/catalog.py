@@ -15,154 +15,46 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
-import re
 import secrets
 import shutil
-import tempfile
 import threading
 import unicodedata
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from rag.config import Settings
 from rag.errors import RagError
-from rag.ingest.converters import SUFFIXES, ConversionError, ConvertOptions, ExpansionError, convert
-from rag.ingest.files import candidate_files
+from rag.ingest.converters import ConversionError, ConvertOptions, ExpansionError, convert
 from rag.ingest.names import DEFAULT, NAME
 from rag.pipeline.models import LockedEmbedder
 from rag.pipeline.qa import Pipeline
-from rag.records import Answer, Document
+from rag.records import Document
+from rag.service.collection import (
+    Collection,
+    CollectionError,
+    ConflictError,
+    NotFoundError,
+    TooLargeError,
+    build_of,
+    check_name,
+    collection_settings,
+    drop_view,
+    look_alike,
+    missing,
+    safe_source,
+)
+from rag.service.journal import journaled_change, recover
 from rag.store import drop_store, index_store
 from rag.store.files.index import IndexLoadError, committed_build, index_lock, load_index
 
 log = logging.getLogger(__name__)
 
-#: Names Windows reserves (a team's files may be synced to one): refused as any part of a path.
-RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
-EMPTY = "the collection holds no documents yet: upload one first"
-#: The longest file or folder name, in bytes, that a document's name may hold: what filesystems take (NAME_MAX).
-MAX_PART_BYTES = 255
 #: The change under way in a collection (in its folder; `default`'s in the data folder), and the copy of
 #: the file it replaces or deletes: what the next start needs to finish or undo a change cut short.
 JOURNAL, BACKUP = ".journal.json", ".journal-backup"
 #: A deleted collection's folder is renamed to this prefix (never a collection name) before it is removed.
 DELETED = ".deleted-"
-
-
-class CollectionError(RagError):
-    """A collection or document request that cannot be done as asked; `status` is its HTTP status."""
-
-    status = 422
-
-
-class NotFoundError(CollectionError):
-    status = 404
-
-
-class ConflictError(CollectionError):
-    status = 409
-
-
-class TooLargeError(CollectionError):
-    status = 413
-
-
-def missing(name: str) -> NotFoundError:
-    """The 404 of a collection that does not exist, and of one the request's key does not reach (rag.service.access):
-    the same body, so a key cannot probe for other teams' names."""
-    return NotFoundError(f"no collection named {name!r}")
-
-
-def check_name(name: str) -> str:
-    if not NAME.fullmatch(name or ""):
-        raise CollectionError(f"a collection name is 1-64 of a-z, 0-9, '_' and '-': not {name!r}")
-    return name
-
-
-def safe_source(filename: str, folder: str | None = None) -> str:
-    """The source an upload is stored as: the file's name (with any folders it names), under `folder` when
-    given, in Unicode's composed form (NFC: `café` typed on a Mac and on Linux is one name). Refused (422):
-    '..', an absolute path, control characters, hidden or reserved names, a file or folder name over
-    MAX_PART_BYTES, and formats rag does not read."""
-    folder = unicodedata.normalize("NFC", (folder or "").replace("\\", "/"))
-    name = unicodedata.normalize("NFC", (filename or "").replace("\\", "/"))
-    if name.startswith("/") or folder.startswith("/") or re.match(r"[A-Za-z]:/", name):
-        raise CollectionError("an absolute path is not a document name")
-    parts = [p for p in f"{folder}/{name}".split("/") if p not in ("", ".")]
-    if not parts:
-        raise CollectionError("the upload has no file name")
-    source = "/".join(parts)
-    for part in parts:
-        if part in ("", "..") or part.startswith("."):
-            raise CollectionError(f"{source!r} is not a document name ('..', hidden or empty parts are refused)")
-        if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in part):
-            raise CollectionError("a document name may not hold control or invisible format characters")
-        if part.split(".")[0].lower() in RESERVED:
-            raise CollectionError(f"{part!r} is a reserved name")
-        if len(part.encode("utf-8")) > MAX_PART_BYTES:
-            raise CollectionError(f"a file or folder name of the document is {len(part.encode('utf-8'))} bytes; "
-                                  f"the limit is {MAX_PART_BYTES} (the filesystem's)")
-    if len(source.encode("utf-8")) > 1024:
-        raise CollectionError("the document name is longer than 1024 bytes")
-    if PurePosixPath(source).suffix.lower() not in SUFFIXES:
-        raise CollectionError(f"{source!r} is not a format rag reads ({', '.join(SUFFIXES)})")
-    return source
-
-
-def look_alike_key(path: str) -> str:
-    """What a path is to a file system that ignores case and drops trailing spaces and dots (macOS and
-    Windows by default, and the sync tools a team's folder may go through): two paths with one key are
-    one file there. Compared on every system, so a collection never holds two names a user cannot tell apart."""
-    return "/".join(unicodedata.normalize("NFC", unicodedata.normalize("NFC", part).rstrip(" .").casefold())
-                    for part in path.split("/"))
-
-
-def collection_settings(settings: Settings, name: str) -> Settings:
-    """The settings of managed collection `name`: its folders under the data folder, and the schema its
-    tables get in a PostgreSQL store ('_' doubled and '-' as '_h', so that two names never share one)."""
-    folder = Path(settings.data_dir) / "collections" / check_name(name)
-    schema = "rag_c_" + name.replace("_", "__").replace("-", "_h")
-    if len(schema) > 63:  # PostgreSQL's limit on a name: a long collection name gets a hash of itself
-        schema = "rag_c_" + hashlib.sha256(name.encode()).hexdigest()[:40]
-    return settings.with_overrides(docs_dir=folder / "docs", index_dir=folder / "index", store_schema=schema)
-
-
-@dataclass
-class Collection:
-    """One collection: its folder of documents, its settings (index folder or schema) and its pipeline
-    (None while it holds no documents), answering from the committed build `build` of its index."""
-
-    name: str
-    docs_dir: Path | None
-    settings: Settings
-    pipeline: Pipeline | None
-    managed: bool
-    lock: threading.Lock = field(default_factory=threading.Lock)  # this process's writers take turns on it
-    # Held to look at the committed index and to swap `pipeline` for a newer build: never while indexing.
-    view: threading.Lock = field(default_factory=threading.Lock)
-    build: tuple[int, int] | None = None  # which build of the index folder `pipeline` answers from
-    deleted: bool = False  # set when the collection is deleted: later uploads find it gone
-
-    def counts(self) -> tuple[int, int]:
-        pipeline = self.pipeline  # read once: a delete may set it to None meanwhile
-        return pipeline.retriever.store.counts() if pipeline else (0, 0)
-
-    def ask(self, question: str, top_k: int | None = None, sources: list[str] | None = None,
-            timings: dict[str, float] | None = None) -> Answer:
-        pipeline = self.pipeline
-        if pipeline is None:
-            raise ConflictError(EMPTY)
-        return pipeline.run(question, top_k, timings=timings, sources=sources)
-
-    def has_files(self) -> bool:
-        """Whether its folder holds a file to index (False for a folder removed meanwhile)."""
-        try:
-            return self.docs_dir is not None and self.docs_dir.is_dir() and bool(candidate_files(self.docs_dir)[0])
-        except OSError:
-            return False
 
 
 class Collections:
@@ -177,7 +69,7 @@ class Collections:
         self.default = default
         self._models_lock = default.lock  # every collection shares the default's models, so their lock
         self._all: dict[str, Collection] = {
-            DEFAULT: Collection(DEFAULT, default.retriever.store.docs_dir, settings, default, managed=False)}
+            DEFAULT: Collection(DEFAULT, default.store.docs_dir, settings, default, managed=False)}
         self._guard = threading.Lock()
         if self._journal(self._all[DEFAULT])[0].exists():
             with self._turn(self._all[DEFAULT]):
@@ -210,7 +102,7 @@ class Collections:
             if collection.pipeline is None and collection.has_files():
                 pipeline = self._pipeline(settings, rebuild=True)
                 with collection.view:
-                    collection.pipeline, collection.build = pipeline, _build_of(pipeline)
+                    collection.pipeline, collection.build = pipeline, build_of(pipeline)
         return collection
 
     def _pipeline(self, settings: Settings, rebuild: bool, index=None) -> Pipeline:
@@ -218,7 +110,7 @@ class Collections:
         it answers (so its embedder is the plain one: the locked one is for indexing, which runs outside
         that lock)."""
         d = self.default
-        return Pipeline.from_settings(settings, rebuild=rebuild, index=index, embedder=d.retriever.embedder,
+        return Pipeline.from_settings(settings, rebuild=rebuild, index=index, embedder=d.embedder,
                                       reader=d.reader, lock=self._models_lock)
 
     def names(self) -> list[str]:
@@ -290,13 +182,13 @@ class Collections:
                     except RagError as err:  # its first upload is not committed yet
                         log.debug("collection %s not readable yet: %s", collection.name, err)
                 elif collection.pipeline is not None and not collection.has_files():
-                    _drop_view(collection)
+                    drop_view(collection)
                 return
             build = committed_build(collection.settings.index_dir)
             if build == collection.build:
                 return
             if build is None:  # its last document was deleted (by another worker: here the view went with it)
-                _drop_view(collection)
+                drop_view(collection)
                 return
             try:
                 index = load_index(collection.settings.index_dir, collection.docs_dir)
@@ -336,7 +228,7 @@ class Collections:
                     self._all.pop(name)
             with collection.view:
                 collection.deleted = True
-                _drop_view(collection)
+                drop_view(collection)
             if collection.settings.store:
                 drop_store(collection.settings)  # its PostgreSQL schema
         shutil.rmtree(gone, ignore_errors=True)
@@ -355,7 +247,7 @@ class Collections:
         pipeline = collection.pipeline  # read once: a delete may set it to None meanwhile
         if pipeline is None:
             return []
-        stats = pipeline.retriever.store.document_stats()
+        stats = pipeline.store.document_stats()
         rows = []
         for source, (fmt, passages) in sorted(stats.items()):
             path = collection.docs_dir / source if collection.docs_dir else None
@@ -385,7 +277,7 @@ class Collections:
             target = collection.docs_dir / source
             if target.is_dir() or any(p.is_file() for p in target.parents if collection.docs_dir in p.parents):
                 raise ConflictError(f"{source} clashes with a folder or file of the same name in {name}")
-            other = _look_alike(collection.docs_dir, source)
+            other = look_alike(collection.docs_dir, source)
             if other is not None:
                 raise ConflictError(f"{source!r} differs from {other!r} in {name} only by case, trailing spaces "
                                     "or dots, or how its accents are encoded (one file on many systems): replace "
@@ -394,7 +286,7 @@ class Collections:
                 raise ConflictError(f"{source} exists in {name}; send ?replace=true to replace it")
             self._change(collection, "upload", source, data,
                          {source: (hashlib.sha256(data).hexdigest(), document)})
-            passages = collection.pipeline.retriever.store.document_stats().get(source, (converted.format, 0))[1]
+            passages = collection.pipeline.store.document_stats().get(source, (converted.format, 0))[1]
         return {"source": source, "format": converted.format, "passages": passages}
 
     def remove(self, name: str, source: str) -> None:
@@ -469,62 +361,13 @@ class Collections:
 
     def _change(self, collection: Collection, op: str, source: str, data: bytes | None = None,
                 converted: dict[str, tuple[str, Document]] | None = None) -> None:
-        """Store (`op` "upload", `data`) or delete ("delete") the file `source` and re-index, in the
-        collection's turn. Journaled: a failure here puts the file back as it was, and a kill leaves the
-        journal, by which the next start undoes the upload or finishes the delete (_recover)."""
-        target = collection.docs_dir / source
-        journal, backup = self._journal(collection)
-        backup.unlink(missing_ok=True)
-        had = target.is_file()
-        if had:
-            _keep_copy(target, backup)
-        _write_atomically(journal, json.dumps({"op": op, "source": source, "backup": had}).encode())
-        try:
-            if op == "upload":
-                _write_atomically(target, data)
-            else:
-                target.unlink(missing_ok=True)  # a file already gone: its document still leaves the index
-            self._reindex(collection, converted)
-        except BaseException:
-            if had:
-                os.replace(backup, target)
-            else:
-                target.unlink(missing_ok=True)
-            _prune_folders(collection.docs_dir, target)
-            raise
-        finally:
-            journal.unlink(missing_ok=True)
-            backup.unlink(missing_ok=True)
-        _prune_folders(collection.docs_dir, target)
+        """Store or delete the file `source` and re-index, in the collection's turn, journaled (rag.service.journal)."""
+        journaled_change(collection, *self._journal(collection), op, source, data,
+                         lambda: self._reindex(collection, converted))
 
     def _recover(self, collection: Collection) -> None:
-        """In the collection's turn (a live writer in another worker holds it, so a journal seen here is a
-        dead one's): finish the delete or undo the upload whose journal a kill left (its client had no
-        reply, so the upload never happened and the delete is done), then bring the index in step."""
-        journal, backup = self._journal(collection)
-        if not journal.exists():
-            backup.unlink(missing_ok=True)
-            return
-        try:
-            entry = json.loads(journal.read_text(encoding="utf-8"))
-            op, source, had = entry["op"], entry["source"], bool(entry["backup"])
-            parts = PurePosixPath(source).parts
-            if op not in ("upload", "delete") or not parts or source.startswith("/") or ".." in parts:
-                raise ValueError(f"no such change {op!r} of {source!r}")
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            log.error("collection %s: the journal %s cannot be read (%s): left as it is", collection.name, journal, err)
-            return
-        target = collection.docs_dir / source
-        if op == "upload" and had and backup.is_file():
-            os.replace(backup, target)
-        else:
-            target.unlink(missing_ok=True)
-        _prune_folders(collection.docs_dir, target)
-        self._reindex(collection)
-        journal.unlink()
-        backup.unlink(missing_ok=True)
-        log.warning("collection %s: the %s of %s was cut short when the server stopped: %s", collection.name,
-                    op, source, "undone" if op == "upload" else "finished")
+        """Finish or undo the change a kill cut short (rag.service.journal), in the collection's turn."""
+        recover(collection, *self._journal(collection), lambda: self._reindex(collection))
 
     def _reindex(self, collection: Collection, converted: dict[str, tuple[str, Document]] | None = None,
                  hold=None) -> None:
@@ -533,9 +376,9 @@ class Collections:
         if collection.managed and not collection.has_files():  # the last document went: an empty collection again
             drop_store(collection.settings)
             with collection.view:
-                _drop_view(collection)
+                drop_view(collection)
             return
-        embedder = LockedEmbedder(self.default.retriever.embedder, self._models_lock, self.settings.indexing_turn_seconds)
+        embedder = LockedEmbedder(self.default.embedder, self._models_lock, self.settings.indexing_turn_seconds)
         index_store(collection.settings, embedder, progress=False, converted=converted, hold=hold)
         if collection.managed:
             self._take_up(collection)
@@ -543,63 +386,3 @@ class Collections:
             collection.pipeline.refresh()
 
 
-def _build_of(pipeline: Pipeline) -> tuple[int, int] | None:
-    """Which build of its index folder a pipeline answers from (None for a database store)."""
-    index = getattr(pipeline.retriever.store, "index", None)
-    return getattr(index, "identity", None)
-
-
-def _drop_view(collection: Collection) -> None:
-    """Stop answering from a collection's index (it has none now): called holding its `view` lock."""
-    previous, collection.pipeline, collection.build = collection.pipeline, None, None
-    if previous is not None:
-        previous.close()
-
-
-def _look_alike(docs_dir: Path, source: str) -> str | None:
-    """A file or folder of the collection that `source` (or a folder of it) would be one with on a file
-    system that ignores case, trailing spaces or the encoding of accents (look_alike_key), if any."""
-    parts = source.split("/")
-    wanted = {look_alike_key("/".join(parts[: i + 1])): "/".join(parts[: i + 1]) for i in range(len(parts))}
-    for path in docs_dir.rglob("*"):
-        name = path.relative_to(docs_dir).as_posix()
-        if any(part.startswith(".") for part in name.split("/")):
-            continue
-        mine = wanted.get(look_alike_key(name))
-        if mine is not None and mine != name:
-            return name
-    return None
-
-
-def _keep_copy(path: Path, copy: Path) -> None:
-    """A copy of the file, as a second name of it where the file system allows (no bytes copied)."""
-    try:
-        os.link(path, copy)
-    except OSError:
-        shutil.copy2(path, copy)
-
-
-def _prune_folders(docs_dir: Path, path: Path) -> None:
-    """Remove the folders above `path` that are left empty (not the collection's own folder)."""
-    for folder in path.parents:
-        if folder == docs_dir or docs_dir not in folder.parents:
-            break
-        try:
-            folder.rmdir()  # only when empty
-        except OSError:
-            break
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write beside the file, then rename over it: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".upload-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

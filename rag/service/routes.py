@@ -13,7 +13,8 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from rag.service.access import Access, key_access, managing, open_watch, reachable, reachable_query
-from rag.service.catalog import DEFAULT, EMPTY, Collection, Collections
+from rag.service.catalog import DEFAULT, Collections
+from rag.service.collection import EMPTY, Collection
 from rag.service.feedback import Span, check_cited, check_span, reader_version
 from rag.service.schema import (
     AskRequest,

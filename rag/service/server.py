@@ -17,7 +17,8 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from rag.config import Settings
 from rag.errors import QuestionError, RagError, UnavailableError
 from rag.pipeline.qa import Pipeline
-from rag.service.catalog import CollectionError, Collections
+from rag.service.catalog import Collections
+from rag.service.collection import CollectionError
 from rag.service.feedback import FeedbackError, FeedbackLimits, open_feedback
 from rag.service.keys import KeyStore
 from rag.service.metrics import Metrics
@@ -112,10 +113,10 @@ async def _serving(app: FastAPI, settings: Settings, pipeline: Pipeline | None, 
     state = app.state
     state.pipeline = pipeline or Pipeline.from_settings(settings, rebuild=rebuild)
     state.collections = await run_in_threadpool(Collections, settings, state.pipeline, writable_default)
-    state.watch = state.pipeline.retriever.store.corpus_watch(settings)
+    state.watch = state.pipeline.store.corpus_watch(settings)
     state.take_up_rebuilds = lambda: _take_up_rebuilds(app, settings)
     state.corpus_changes = lambda: _corpus_changes(app)
-    store = state.pipeline.retriever.store
+    store = state.pipeline.store
     state.watcher = None
     if watch:
         from rag.service.watch_targets import watch_collections
@@ -177,8 +178,8 @@ async def _take_up_rebuilds(app: FastAPI, settings: Settings) -> None:
     refreshed = await run_in_threadpool(pipeline.refresh)
     # A rebuild by `rag index`, or an upload to `default` (which refreshed the pipeline itself): the watch
     # starts again from the index's files.
-    if refreshed or (watch is not None and watch.indexed != pipeline.retriever.store.file_hashes()):
-        app.state.watch = await run_in_threadpool(pipeline.retriever.store.corpus_watch, settings)
+    if refreshed or (watch is not None and watch.indexed != pipeline.store.file_hashes()):
+        app.state.watch = await run_in_threadpool(pipeline.store.corpus_watch, settings)
 
 
 def uvicorn_limits() -> dict:

@@ -42,7 +42,8 @@ def watch_collections(settings: Settings, collections) -> Watcher:
     """`rag serve --watch`: the folder of every collection that has one on this machine (the --docs folder
     of `default`, DATA/collections/NAME/docs of the others, those made later included), synced through
     rag.service.catalog (under each collection's lock, as uploads are) and swapped in between questions."""
-    from rag.service.catalog import DEFAULT, collection_settings
+    from rag.service.catalog import DEFAULT
+    from rag.service.collection import collection_settings
 
     check_watchable(settings)
 
@@ -58,7 +59,7 @@ def watch_collections(settings: Settings, collections) -> Watcher:
         return found
 
     def sync(name: str, hold: Callable[[str], bool]) -> bool:
-        from rag.service.catalog import NotFoundError
+        from rag.service.collection import NotFoundError
 
         try:
             return collections.sync_folder(name, hold)

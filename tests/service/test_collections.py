@@ -13,7 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rag.pipeline.models import FairLock, LockedEmbedder
-from rag.service.catalog import Collections, ConflictError
+from rag.service.catalog import Collections
+from rag.service.collection import ConflictError
 from rag.service.server import create_app
 
 from helpers import REPO, SEEDS

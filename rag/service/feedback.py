@@ -80,13 +80,15 @@ def reader_version(reader) -> str:
 
 
 @dataclass(frozen=True)
-class Span:
+class DocumentSpan:
+    """A place in a document: its source and character offsets (a cited answer, or the right words)."""
+
     source: str
     start: int
     end: int
 
 
-def check_span(span: Span, documents, field: str = "correct") -> str:
+def check_span(span: DocumentSpan, documents, field: str = "correct") -> str:
     """The words of `span` in the indexed document; a FeedbackError naming `field` (the request's `correct`
     or `cited`) when the document or offsets are wrong."""
     document = documents.get(span.source)
@@ -102,7 +104,7 @@ def check_span(span: Span, documents, field: str = "correct") -> str:
     return quote
 
 
-def check_cited(span: Span, answer: str, documents) -> None:
+def check_cited(span: DocumentSpan, answer: str, documents) -> None:
     """A FeedbackError unless the indexed text at `span` is the answer (as every citation of it is)."""
     if check_span(span, documents, "cited") != answer:
         raise FeedbackError(f"cited: the words at {span.start}-{span.end} of {span.source!r} are not the answer; "
@@ -143,8 +145,8 @@ def _stamp(seconds: float) -> str:
     return time.strftime(STAMP, time.gmtime(seconds))
 
 
-def _row(collection: str, question: str, answer: str | None, score: float | None, cited: Span | None, reader: str,
-         verdict: str, correct: Span | None, quote: str | None, key: str | None) -> tuple:
+def _row(collection: str, question: str, answer: str | None, score: float | None, cited: DocumentSpan | None, reader: str,
+         verdict: str, correct: DocumentSpan | None, quote: str | None, key: str | None) -> tuple:
     """One verdict's values, in COLUMNS order."""
     return (_stamp(time.time()), collection, question, answer, score, *_span(cited),
             reader, verdict, *_span(correct), quote, key)
@@ -168,8 +170,8 @@ class FeedbackStore:
             self._ready = True
         return conn
 
-    def add(self, collection: str, question: str, answer: str | None, score: float | None, cited: Span | None,
-            reader: str, verdict: str, correct: Span | None, quote: str | None, key: str | None) -> int:
+    def add(self, collection: str, question: str, answer: str | None, score: float | None, cited: DocumentSpan | None,
+            reader: str, verdict: str, correct: DocumentSpan | None, quote: str | None, key: str | None) -> int:
         """Store one verdict; its id."""
         with self._lock:
             conn = self._connect()
@@ -269,7 +271,7 @@ class PostgresFeedback:
         self.pool.close()
 
 
-def _span(span: Span | None) -> tuple:
+def _span(span: DocumentSpan | None) -> tuple:
     return (span.source, span.start, span.end) if span else (None, None, None)
 
 

@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from rag.service.access import Access, key_access, managing, open_watch, reachable, reachable_query
 from rag.service.catalog import DEFAULT, Collections
 from rag.service.collection import EMPTY, Collection
-from rag.service.feedback import Span, check_cited, check_span, reader_version
+from rag.service.feedback import DocumentSpan, check_cited, check_span, reader_version
 from rag.service.schema import (
     AskRequest,
     AskResponse,
@@ -109,10 +109,10 @@ async def _feedback(request: Request, body: FeedbackRequest, name: str, access: 
         raise HTTPException(status_code=409, detail=EMPTY)
     pipeline = collection.pipeline
     await run_in_threadpool(state.feedback_limits.check, state.feedback, name, access.key_name)
-    cited = Span(body.cited.source, body.cited.start, body.cited.end) if body.cited else None
+    cited = DocumentSpan(body.cited.source, body.cited.start, body.cited.end) if body.cited else None
     if cited is not None:
         await run_in_threadpool(check_cited, cited, body.answer, pipeline.documents)
-    correct = Span(body.correct.source, body.correct.start, body.correct.end) if body.correct else None
+    correct = DocumentSpan(body.correct.source, body.correct.start, body.correct.end) if body.correct else None
     quote = await run_in_threadpool(check_span, correct, pipeline.documents) if correct else None
     record = await run_in_threadpool(
         state.feedback.add, name, body.question, body.answer, body.score, cited,

@@ -130,7 +130,7 @@ class IndexReport:
                    m["formats"], m["skipped"], m["unsupported"], build["passages_embedded"])
 
 
-def index_params(settings: Settings) -> dict[str, object]:
+def index_signature(settings: Settings) -> dict[str, object]:
     """What an index's content depends on: the settings, and the version of the chunking rules."""
     return {**settings.index_params(), "chunking": CHUNKING_VERSION}
 

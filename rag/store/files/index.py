@@ -16,7 +16,7 @@ from rag.config import DEFAULT_DOCS_DIR, Settings
 from rag.ingest.converters import ConvertOptions
 from rag.ingest.files import Corpus, CorpusError, load_corpus
 from rag.records import Chunk, Document
-from rag.store.base import FolderChanges, IndexReport, folder_changes, index_params, keep_in_step, tokenize  # noqa: F401
+from rag.store.base import FolderChanges, IndexReport, folder_changes, index_signature, keep_in_step, tokenize  # noqa: F401
 from rag.store.embedding import Embedder
 from rag.store.files.folder import (  # noqa: F401 - re-exported: rag.store.files.index is the index's public module
     FORMAT_VERSION,
@@ -181,7 +181,7 @@ def _reusable_index(settings: Settings) -> SearchIndex | None:
         index = load_index(settings.index_dir)
     except IndexLoadError:
         return None
-    if index.manifest.get("params") != index_params(settings):
+    if index.manifest.get("params") != index_signature(settings):
         return None
     return index
 
@@ -191,7 +191,7 @@ def _manifest(corpus: Corpus, chunks: list[Chunk], dense: faiss.Index, settings:
         "format_version": FORMAT_VERSION,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "build_seconds": round(seconds, 2),
-        "params": index_params(settings),
+        "params": index_signature(settings),
         "embedding_dimension": dense.d,
         "n_documents": len(corpus.documents),
         "n_chunks": len(chunks),
@@ -209,7 +209,7 @@ def staleness(manifest: dict, settings: Settings) -> FolderChanges:
     """How an index no longer matches the corpus folder and settings; empty (false) when it is current."""
     recorded = manifest.get("params", {})
     settings_changed = [f"setting {key} was {recorded.get(key)!r}, now {value!r}"
-                        for key, value in index_params(settings).items() if recorded.get(key) != value]
+                        for key, value in index_signature(settings).items() if recorded.get(key) != value]
     return folder_changes(manifest.get("files", {}), settings, settings_changed)
 
 

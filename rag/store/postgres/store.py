@@ -22,7 +22,7 @@ import numpy as np
 from rag.config import Settings
 from rag.errors import RagError, UnavailableError
 from rag.records import Chunk, Document
-from rag.store.base import index_params
+from rag.store.base import index_signature
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ class PostgresStore:
             conn.execute("INSERT INTO rag_meta VALUES ('schema_version', %s)", (json.dumps(SCHEMA_VERSION),))
 
     def expected_params(self, dimension: int) -> dict:
-        return {**index_params(self.settings), "embedding_dimension": dimension}
+        return {**index_signature(self.settings), "embedding_dimension": dimension}
 
     def params(self) -> dict | None:
         """The settings the stored chunks were made with (None before the first index)."""

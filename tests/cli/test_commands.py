@@ -176,8 +176,10 @@ def test_ctrl_c_in_the_interactive_prompt_cancels_the_line_and_ctrl_d_leaves():
         assert b"question> " in _read_until(fd, b"question> ", 120)
         time.sleep(1.0)
         os.write(fd, b"half a question\x03")
-        after = _read_until(fd, b"question> ", 30)
-        assert b"rag: cancelled" in after and b"question> " in after and b"interrupted" not in after
+        # As long as the prompt's first wait: in a fresh venv, the first run of the suite once gave nothing back
+        # within 30 s here (2026-12-05, the suite's 11th test), while alone it answers in well under a second.
+        after = _read_until(fd, b"question> ", 120)
+        assert b"rag: cancelled" in after and b"question> " in after and b"interrupted" not in after, after
         time.sleep(1.0)
         os.write(fd, b"Who did Anthropic hire to lead its infrastructure effort?\r")
         answered = _read_until(fd, b"question> ", 120)

@@ -128,6 +128,12 @@ class Settings:
     # An upload embeds its passages in turns of about this long on the shared models, so that a question
     # waits for one turn at most, never for the whole file (batches sized to the CPU's measured speed).
     indexing_turn_seconds: float = 0.75
+    # The server's indexing (an upload's conversion, in a process of its own, and its chunking and embedding
+    # thread) runs this much nicer than the threads answering questions (at most 19; 0: an upload converts
+    # in the server's own process and indexes at its priority).
+    indexing_niceness: int = 10
+    # Collections still opening after a start (their index checked, or built) answer 503 with this Retry-After.
+    loading_retry_seconds: int = 5
     corpus_check_seconds: float = 30.0
     # Watching a corpus folder (`--watch`, rag.service.watch): a file is indexed once its size and time stayed the same
     # this long (a file still being written is never indexed half-way); a folder that never falls quiet is
@@ -158,7 +164,7 @@ class Settings:
         for name in ("top_k", "max_top_k", "chunk_max_chars", "max_question_chars", "max_question_tokens",
                      "embedding_batch_size", "reader_batch_size", "candidates_per_retriever", "feedback_per_minute",
                      "feedback_cap", "max_document_chars", "max_document_passages", "max_archive_member_bytes",
-                     "max_archive_bytes", "max_pdf_pages"):
+                     "max_archive_bytes", "max_pdf_pages", "loading_retry_seconds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SettingsError(f"{name} must be a whole number of at least 1, not {value!r}")
@@ -166,6 +172,8 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
                 raise SettingsError(f"{name} must be a number of seconds above 0 and at most 3600, not {value!r}")
+        if isinstance(self.indexing_niceness, bool) or self.indexing_niceness not in range(20):
+            raise SettingsError(f"indexing_niceness must be a whole number from 0 to 19, not {self.indexing_niceness!r}")
         if self.top_k > self.max_top_k:
             raise SettingsError(f"top_k must be between 1 and {self.max_top_k}, not {self.top_k}")
 

@@ -25,36 +25,34 @@ from pathlib import Path, PurePosixPath
 
 from rag.config import Settings
 from rag.errors import RagError
-from rag.ingest.converters import ConversionError, ConvertOptions, ExpansionError, convert
+from rag.ingest.converters import ConversionError, ConvertOptions, ExpansionError
+from rag.ingest.converters.apart import convert_upload
 from rag.ingest.names import DEFAULT, NAME
 from rag.pipeline.models import LockedEmbedder
 from rag.pipeline.qa import Pipeline
 from rag.records import Document
+from rag.runtime.priority import lowered
 from rag.service.collection import (
+    DELETED,
     Collection,
     CollectionError,
     ConflictError,
+    LoadingError,
     NotFoundError,
     TooLargeError,
-    build_of,
     check_name,
     collection_settings,
     drop_view,
-    look_alike,
+    found_at_start,
     missing,
     safe_source,
 )
 from rag.service.journal import journaled_change, recover
 from rag.store import drop_store, index_store
-from rag.store.files.index import IndexLoadError, committed_build, index_lock, load_index
+from rag.store.files.index import index_lock
 
 log = logging.getLogger(__name__)
 
-#: The change under way in a collection (in its folder; `default`'s in the data folder), and the copy of
-#: the file it replaces or deletes: what the next start needs to finish or undo a change cut short.
-JOURNAL, BACKUP = ".journal.json", ".journal-backup"
-#: A deleted collection's folder is renamed to this prefix (never a collection name) before it is removed.
-DELETED = ".deleted-"
 
 
 class Collections:
@@ -62,7 +60,8 @@ class Collections:
     under settings.data_dir/collections, opened at start-up (where a change a kill cut short is finished
     or undone first)."""
 
-    def __init__(self, settings: Settings, default: Pipeline, writable_default: bool = False) -> None:
+    def __init__(self, settings: Settings, default: Pipeline, writable_default: bool = False,
+                 background: bool = False) -> None:
         self.settings = settings
         self.writable_default = writable_default  # may uploads and deletes change the --docs folder?
         self.root = Path(settings.data_dir) / "collections"
@@ -71,20 +70,64 @@ class Collections:
         self._all: dict[str, Collection] = {
             DEFAULT: Collection(DEFAULT, default.store.docs_dir, settings, default, managed=False)}
         self._guard = threading.Lock()
-        if self._journal(self._all[DEFAULT])[0].exists():
-            with self._turn(self._all[DEFAULT]):
-                self._recover(self._all[DEFAULT])
-        if self.root.is_dir():
-            for folder in sorted(self.root.iterdir()):
-                if folder.name.startswith(DELETED):  # a delete that a kill stopped before it was done
-                    shutil.rmtree(folder, ignore_errors=True)
-                elif folder.is_dir() and NAME.fullmatch(folder.name) and folder.name != DEFAULT:
-                    try:
-                        self._all[folder.name] = self._open(folder.name, starting=True)
-                    except NotFoundError:
-                        pass  # deleted by another worker meanwhile
-                    except RagError as err:
-                        log.error("collection %s cannot be opened: %s", folder.name, err)
+        self._stopping = False
+        self.loaded = threading.Event()  # set once every collection found at start-up is open
+        names = found_at_start(self.root)
+        if not background:
+            self._load(names)
+            return
+        # The server answers meanwhile: each collection still loading is a 503 with Retry-After.
+        self._all[DEFAULT].loading = self._all[DEFAULT].journal(self.settings.data_dir)[0].exists()
+        for name in names:
+            self._all[name] = self._placeholder(name, loading=True)
+        threading.Thread(target=self._load, args=(names,), name="rag-collections-loading", daemon=True).start()
+
+    def _load(self, names: list[str]) -> None:
+        """Open the collections found at start-up, a change a kill cut short finished or undone first: those
+        whose committed index is up to date first, then those to build (files added while the server was
+        down, a change to finish), so that one long build keeps no other collection waiting."""
+        try:
+            default = self._all[DEFAULT]
+            try:
+                if default.journal(self.settings.data_dir)[0].exists():
+                    with self._turn(default):
+                        self._recover(default)
+            except (RagError, OSError) as err:  # answered from its index as it is; the next start tries again
+                log.error("the default collection's change cut short by a kill cannot be finished: %s", err)
+            finally:
+                default.loading = False
+            ready = [n for n in names if not self._placeholder(n).needs_start_work()]
+            for name in ready + [n for n in names if n not in ready]:
+                if self._stopping:
+                    return
+                try:
+                    opened = self._open(name, starting=True)
+                except NotFoundError:  # deleted by another worker meanwhile
+                    opened = None
+                except RagError as err:
+                    log.error("collection %s cannot be opened: %s", name, err)
+                    opened = None
+                with self._guard:
+                    if name not in self._all or self._all[name].loading:
+                        if opened is None:
+                            self._all.pop(name, None)
+                        else:
+                            self._all[name] = opened
+        finally:
+            self.loaded.set()
+
+    def _placeholder(self, name: str, loading: bool = False) -> Collection:
+        """Managed collection `name` with nothing loaded."""
+        settings = collection_settings(self.settings, name)
+        return Collection(name, settings.docs_dir, settings, None, managed=True, loading=loading)
+
+    def loading(self) -> list[str]:
+        """The collections still loading after the start (their requests get a 503 with Retry-After)."""
+        with self._guard:
+            return sorted(n for n, c in self._all.items() if c.loading)
+
+    def _loading_error(self, name: str) -> LoadingError:
+        return LoadingError(name, self.settings.loading_retry_seconds)
 
     # -- collections -------------------------------------------------------------------------------------
 
@@ -92,17 +135,17 @@ class Collections:
         """A managed collection as it is on disk. At start-up a change cut short is finished or undone, and
         files added while the server was down are indexed; otherwise (one another worker made) its
         committed index is loaded as it is."""
-        settings = collection_settings(self.settings, name)
-        collection = Collection(name, settings.docs_dir, settings, None, managed=True)
+        collection = self._placeholder(name)
         if not starting:
             self._take_up(collection)
             return collection
         with self._turn(collection, take_up=False):
             self._recover(collection)
             if collection.pipeline is None and collection.has_files():
-                pipeline = self._pipeline(settings, rebuild=True)
-                with collection.view:
-                    collection.pipeline, collection.build = pipeline, build_of(pipeline)
+                if collection.needs_start_work():
+                    self._reindex(collection)  # in turns with questions, at a lower priority
+                else:
+                    self._take_up(collection)
         return collection
 
     def _pipeline(self, settings: Settings, rebuild: bool, index=None) -> Pipeline:
@@ -127,12 +170,15 @@ class Collections:
                 self._all.pop(gone)
             return sorted(self._all)
 
-    def listing(self) -> list[tuple[str, int, int]]:
-        """(name, documents, passages) of every collection; one deleted while it is listed is left out."""
+    def listing(self) -> list[tuple[str, int, int, bool]]:
+        """(name, documents, passages, loading) of every collection (0 and 0 while it loads); one deleted while
+        it is listed is left out."""
         rows = []
         for name in self.names():
             try:
-                rows.append((name, *self.get(name).counts()))
+                rows.append((name, *self.get(name).counts(), False))
+            except LoadingError:
+                rows.append((name, 0, 0, True))
             except NotFoundError:
                 continue
         return rows
@@ -152,10 +198,12 @@ class Collections:
                     if self._all.get(name) is found:
                         self._all.pop(name)
                 found = None
-            elif found is not None:
+            elif found is not None and not found.loading:
                 self._take_up(found)
         if found is None:
             raise missing(name)
+        if found.loading:
+            raise self._loading_error(name)
         return found
 
     def _adopt(self, name: str) -> Collection | None:
@@ -169,37 +217,7 @@ class Collections:
             return self._all.setdefault(name, collection)
 
     def _take_up(self, collection: Collection) -> None:
-        """Answer from the collection's last committed index: its first, a newer build, or none once its last
-        document went, whoever committed it (a writer here, or another worker). A stat when nothing changed;
-        never waits for a writer, only for another reader loading the same build."""
-        with collection.view:
-            if collection.deleted:
-                return
-            if collection.settings.store:  # PostgreSQL: every read sees what is committed, as it commits
-                if collection.pipeline is None and collection.has_files():
-                    try:
-                        collection.pipeline = self._pipeline(collection.settings, rebuild=False)
-                    except RagError as err:  # its first upload is not committed yet
-                        log.debug("collection %s not readable yet: %s", collection.name, err)
-                elif collection.pipeline is not None and not collection.has_files():
-                    drop_view(collection)
-                return
-            build = committed_build(collection.settings.index_dir)
-            if build == collection.build:
-                return
-            if build is None:  # its last document was deleted (by another worker: here the view went with it)
-                drop_view(collection)
-                return
-            try:
-                index = load_index(collection.settings.index_dir, collection.docs_dir)
-            except IndexLoadError as err:
-                log.warning("collection %s: its new index cannot be read (%s): answering from the one before",
-                            collection.name, err)
-                return
-            previous, collection.pipeline = collection.pipeline, self._pipeline(collection.settings, False, index)
-            collection.build = index.identity
-            if previous is not None:
-                previous.close()
+        collection.take_up(self._pipeline)
 
     def create(self, name: str) -> tuple[Collection, bool]:
         """The collection `name`, made (empty) if it does not exist; True when it was made."""
@@ -208,6 +226,8 @@ class Collections:
             self._adopt(name)
         with self._guard:
             if name in self._all:
+                if self._all[name].loading:
+                    raise self._loading_error(name)
                 return self._all[name], False
             settings = collection_settings(self.settings, name)
             settings.docs_dir.mkdir(parents=True, exist_ok=True)
@@ -234,6 +254,7 @@ class Collections:
         shutil.rmtree(gone, ignore_errors=True)
 
     def close(self) -> None:
+        self._stopping = True  # the start-up loading opens no further collection
         with self._guard:
             collections = list(self._all.values())
         for c in collections:
@@ -243,17 +264,7 @@ class Collections:
     # -- documents ---------------------------------------------------------------------------------------
 
     def documents(self, name: str) -> list[dict]:
-        collection = self.get(name)
-        pipeline = collection.pipeline  # read once: a delete may set it to None meanwhile
-        if pipeline is None:
-            return []
-        stats = pipeline.store.document_stats()
-        rows = []
-        for source, (fmt, passages) in sorted(stats.items()):
-            path = collection.docs_dir / source if collection.docs_dir else None
-            size = path.stat().st_size if path is not None and path.is_file() else None
-            rows.append({"source": source, "format": fmt, "bytes": size, "passages": passages})
-        return rows
+        return self.get(name).documents()
 
     def upload(self, name: str, filename: str, data: bytes, folder: str | None = None, replace: bool = False) -> dict:
         """Store a file in the collection and index it (answerable once this returns). Nothing is stored when
@@ -264,7 +275,8 @@ class Collections:
         if len(data) > self.settings.max_file_bytes:
             raise TooLargeError(f"the file is {len(data):,} bytes; the limit is {self.settings.max_file_bytes:,}")
         try:
-            converted = convert(PurePosixPath(source).suffix, data, ConvertOptions.from_settings(self.settings))
+            converted = convert_upload(PurePosixPath(source).suffix, data, ConvertOptions.from_settings(self.settings),
+                                       self.settings.indexing_niceness)
         except ExpansionError as err:
             raise TooLargeError(f"{source}: {err}") from None
         except ConversionError as err:
@@ -274,16 +286,7 @@ class Collections:
         document = Document(source, converted.text, converted.format, converted.pages, converted.headings,
                             converted.ocr_pages)
         with self._writing(collection):
-            target = collection.docs_dir / source
-            if target.is_dir() or any(p.is_file() for p in target.parents if collection.docs_dir in p.parents):
-                raise ConflictError(f"{source} clashes with a folder or file of the same name in {name}")
-            other = look_alike(collection.docs_dir, source)
-            if other is not None:
-                raise ConflictError(f"{source!r} differs from {other!r} in {name} only by case, trailing spaces "
-                                    "or dots, or how its accents are encoded (one file on many systems): replace "
-                                    f"{other!r} under its own name, or choose another")
-            if target.exists() and not replace:
-                raise ConflictError(f"{source} exists in {name}; send ?replace=true to replace it")
+            collection.check_target(source, replace)
             self._change(collection, "upload", source, data,
                          {source: (hashlib.sha256(data).hexdigest(), document)})
             passages = collection.pipeline.store.document_stats().get(source, (converted.format, 0))[1]
@@ -306,7 +309,11 @@ class Collections:
         taken up by the turn, which leaves nothing to do here."""
         from rag.store.files.index import needs_indexing
 
-        collection = self.get(name)
+        try:
+            collection = self.get(name)
+        except LoadingError:  # a watched folder's changes wait for its collection to open (which takes them up)
+            self.loaded.wait()
+            collection = self.get(name)
         if collection.docs_dir is None:
             return False
         try:
@@ -322,12 +329,6 @@ class Collections:
         return True
 
     # -- changes -----------------------------------------------------------------------------------------
-
-    def _journal(self, collection: Collection) -> tuple[Path, Path]:
-        """Where a collection's change under way is written down, and the copy of the file it replaces."""
-        folder = collection.docs_dir.parent if collection.managed else Path(self.settings.data_dir)
-        prefix = "" if collection.managed else ".default"
-        return folder / f"{prefix}{JOURNAL}", folder / f"{prefix}{BACKUP}"
 
     @contextlib.contextmanager
     def _turn(self, collection: Collection, take_up: bool = True):
@@ -362,12 +363,12 @@ class Collections:
     def _change(self, collection: Collection, op: str, source: str, data: bytes | None = None,
                 converted: dict[str, tuple[str, Document]] | None = None) -> None:
         """Store or delete the file `source` and re-index, in the collection's turn, journaled (rag.service.journal)."""
-        journaled_change(collection, *self._journal(collection), op, source, data,
+        journaled_change(collection, *collection.journal(self.settings.data_dir), op, source, data,
                          lambda: self._reindex(collection, converted))
 
     def _recover(self, collection: Collection) -> None:
         """Finish or undo the change a kill cut short (rag.service.journal), in the collection's turn."""
-        recover(collection, *self._journal(collection), lambda: self._reindex(collection))
+        recover(collection, *collection.journal(self.settings.data_dir), lambda: self._reindex(collection))
 
     def _reindex(self, collection: Collection, converted: dict[str, tuple[str, Document]] | None = None,
                  hold=None) -> None:
@@ -379,7 +380,8 @@ class Collections:
                 drop_view(collection)
             return
         embedder = LockedEmbedder(self.default.embedder, self._models_lock, self.settings.indexing_turn_seconds)
-        index_store(collection.settings, embedder, progress=False, converted=converted, hold=hold)
+        lowered(self.settings.indexing_niceness, index_store, collection.settings, embedder, progress=False,
+                converted=converted, hold=hold)
         if collection.managed:
             self._take_up(collection)
         else:

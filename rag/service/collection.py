@@ -17,15 +17,21 @@ from rag.config import Settings
 from rag.errors import RagError
 from rag.ingest.converters import SUFFIXES
 from rag.ingest.files import candidate_files
-from rag.ingest.names import NAME
+from rag.ingest.names import DEFAULT, NAME
 from rag.pipeline.qa import Pipeline
 from rag.records import Answer
+from rag.store.files.index import IndexLoadError, committed_build, load_index
 
 log = logging.getLogger(__name__)
 
 #: Names Windows reserves (a team's files may be synced to one): refused as any part of a path.
 RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 EMPTY = "the collection holds no documents yet: upload one first"
+#: The change under way in a collection (in its folder; `default`'s in the data folder), and the copy of
+#: the file it replaces or deletes: what the next start needs to finish or undo a change cut short.
+JOURNAL, BACKUP = ".journal.json", ".journal-backup"
+#: A deleted collection's folder is renamed to this prefix (never a collection name) before it is removed.
+DELETED = ".deleted-"
 #: The longest file or folder name, in bytes, that a document's name may hold: what filesystems take (NAME_MAX).
 MAX_PART_BYTES = 255
 
@@ -46,6 +52,18 @@ class ConflictError(CollectionError):
 
 class TooLargeError(CollectionError):
     status = 413
+
+
+class LoadingError(CollectionError):
+    """A collection the server is still opening after a start (its index checked, or built): a 503 with
+    Retry-After, so a client asks again instead of taking it for missing."""
+
+    status = 503
+
+    def __init__(self, name: str, retry_after: int) -> None:
+        super().__init__(f"the collection {name!r} is still loading (its index is checked or built after the server "
+                         f"started): ask again in {retry_after} s")
+        self.retry_after = retry_after
 
 
 def missing(name: str) -> NotFoundError:
@@ -123,6 +141,7 @@ class Collection:
     view: threading.Lock = field(default_factory=threading.Lock)
     build: tuple[int, int] | None = None  # which build of the index folder `pipeline` answers from
     deleted: bool = False  # set when the collection is deleted: later uploads find it gone
+    loading: bool = False  # still being opened after the server started: its requests get a 503
 
     def counts(self) -> tuple[int, int]:
         pipeline = self.pipeline  # read once: a delete may set it to None meanwhile
@@ -135,12 +154,98 @@ class Collection:
             raise ConflictError(EMPTY)
         return pipeline.run(question, top_k, timings=timings, sources=sources)
 
+    def take_up(self, pipeline_for) -> None:
+        """Answer from the collection's last committed index (a pipeline from `pipeline_for(settings, rebuild,
+        index)`): its first, a newer build, or none once its last document went, whoever committed it (a writer
+        here, or another worker). A stat when nothing changed; never waits for a writer, only for another
+        reader loading the same build."""
+        with self.view:
+            if self.deleted:
+                return
+            if self.settings.store:  # PostgreSQL: every read sees what is committed, as it commits
+                if self.pipeline is None and self.has_files():
+                    try:
+                        self.pipeline = pipeline_for(self.settings, rebuild=False)
+                    except RagError as err:  # its first upload is not committed yet
+                        log.debug("collection %s not readable yet: %s", self.name, err)
+                elif self.pipeline is not None and not self.has_files():
+                    drop_view(self)
+                return
+            build = committed_build(self.settings.index_dir)
+            if build == self.build:
+                return
+            if build is None:  # its last document was deleted (by another worker: here the view went with it)
+                drop_view(self)
+                return
+            try:
+                index = load_index(self.settings.index_dir, self.docs_dir)
+            except IndexLoadError as err:
+                log.warning("collection %s: its new index cannot be read (%s): answering from the one before",
+                            self.name, err)
+                return
+            previous, self.pipeline = self.pipeline, pipeline_for(self.settings, False, index)
+            self.build = index.identity
+            if previous is not None:
+                previous.close()
+
+    def documents(self) -> list[dict]:
+        """Each indexed document: source, format, bytes (None when its file is not on this machine), passages."""
+        pipeline = self.pipeline  # read once: a delete may set it to None meanwhile
+        stats = pipeline.store.document_stats() if pipeline is not None else {}
+        rows = []
+        for source, (fmt, passages) in sorted(stats.items()):
+            path = self.docs_dir / source if self.docs_dir else None
+            size = path.stat().st_size if path is not None and path.is_file() else None
+            rows.append({"source": source, "format": fmt, "bytes": size, "passages": passages})
+        return rows
+
+    def check_target(self, source: str, replace: bool) -> None:
+        """ConflictError unless an upload may be stored as `source`: no file or folder in its way, no name it
+        would be one with elsewhere (look_alike), and an existing file only when replacing."""
+        target = self.docs_dir / source
+        if target.is_dir() or any(p.is_file() for p in target.parents if self.docs_dir in p.parents):
+            raise ConflictError(f"{source} clashes with a folder or file of the same name in {self.name}")
+        other = look_alike(self.docs_dir, source)
+        if other is not None:
+            raise ConflictError(f"{source!r} differs from {other!r} in {self.name} only by case, trailing spaces "
+                                "or dots, or how its accents are encoded (one file on many systems): replace "
+                                f"{other!r} under its own name, or choose another")
+        if target.exists() and not replace:
+            raise ConflictError(f"{source} exists in {self.name}; send ?replace=true to replace it")
+
+    def journal(self, data_dir: Path) -> tuple[Path, Path]:
+        """Where a change under way is written down, and the copy of the file it replaces (`default`'s in
+        the server's data folder)."""
+        folder = self.docs_dir.parent if self.managed else Path(data_dir)
+        prefix = "" if self.managed else ".default"
+        return folder / f"{prefix}{JOURNAL}", folder / f"{prefix}{BACKUP}"
+
+    def needs_start_work(self) -> bool:
+        """Whether opening this managed collection at a start takes more than loading its index: a change to
+        finish or undo (its journal), or an index to build or bring up to date (a PostgreSQL store's, always)."""
+        from rag.store.files.index import needs_indexing
+
+        if (self.docs_dir.parent / JOURNAL).exists():
+            return True
+        return self.has_files() and (bool(self.settings.store) or needs_indexing(self.settings))
+
     def has_files(self) -> bool:
         """Whether its folder holds a file to index (False for a folder removed meanwhile)."""
         try:
             return self.docs_dir is not None and self.docs_dir.is_dir() and bool(candidate_files(self.docs_dir)[0])
         except OSError:
             return False
+
+
+def found_at_start(root: Path) -> list[str]:
+    """The managed collections under `root` at a start; a delete a kill stopped before it was done is finished."""
+    names = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else ():
+        if folder.name.startswith(DELETED):
+            shutil.rmtree(folder, ignore_errors=True)
+        elif folder.is_dir() and NAME.fullmatch(folder.name) and folder.name != DEFAULT:
+            names.append(folder.name)
+    return names
 
 
 def build_of(pipeline: Pipeline) -> tuple[int, int] | None:

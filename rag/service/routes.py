@@ -38,10 +38,21 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-ERRORS = {401: {"description": "An API key is needed"},
+#: What any route on a collection may answer besides its own statuses (/openapi.json names every status given).
+ERRORS = {400: {"description": "The Host header names a host this server does not answer, or the body cannot be "
+                               "parsed (JSON that is not UTF-8, malformed multipart)"},
+          401: {"description": "An API key is needed"},
           403: {"description": "The key may only read (or, to create or delete a collection, does not reach every one)"},
           404: {"description": "No such collection or document, or a collection the key does not reach"},
-          422: {"description": "Invalid request"}}
+          422: {"description": "Invalid request"},
+          503: {"description": "The collection is still loading after the server started, or its index database is "
+                               "unreachable or slow: ask again after Retry-After seconds",
+                "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}}}
+#: What a route that takes a body may answer besides (rag.service.middleware.BodyLimits).
+BODY_ERRORS = {408: {"description": "The body was not received in full within the deadline"},
+               413: {"description": "The body is over the limit (16 KiB; an upload's, the file size limit)"}}
+#: A question or feedback on a collection that holds no document yet.
+EMPTY_ERROR = {409: {"description": "The collection holds no documents yet"}}
 
 router = APIRouter()
 
@@ -86,16 +97,15 @@ async def _ask(request: Request, body: AskRequest, name: str) -> AskResponse:
 
 
 @router.post("/ask", response_model=AskResponse, summary="Answer a question from a collection (default: `default`)",
-             responses={**ERRORS, 413: {"description": "Body too large"},
-                        503: {"description": "The index database is unreachable or slow; retry later"}})
+             responses={**ERRORS, **BODY_ERRORS, **EMPTY_ERROR})
 async def ask(body: AskRequest, request: Request, access: Access = Depends(key_access)) -> AskResponse:
     return await _ask(request, body, access.check(body.collection or DEFAULT))
 
 
 @router.post("/collections/{name}/ask", response_model=AskResponse, summary="Answer a question from this collection",
-             responses=ERRORS)
+             responses={**ERRORS, **BODY_ERRORS, **EMPTY_ERROR})
 async def ask_collection(body: AskRequest, request: Request, name: str = Depends(reachable)) -> AskResponse:
-    if body.collection not in (None, name):
+    if body.collection not in (None, "", name):
         raise HTTPException(status_code=422, detail=f"collection: the body names {body.collection!r}, the path {name!r}")
     return await _ask(request, body, name)
 
@@ -121,7 +131,7 @@ async def _feedback(request: Request, body: FeedbackRequest, name: str, access: 
     return FeedbackResponse(id=record)
 
 
-FEEDBACK_ERRORS = {**ERRORS, 409: {"description": "The collection holds no documents yet"},
+FEEDBACK_ERRORS = {**ERRORS, **BODY_ERRORS, **EMPTY_ERROR,
                    429: {"description": "Too many posts from this key in a minute, or the collection's cap reached"}}
 
 
@@ -135,7 +145,7 @@ async def feedback(body: FeedbackRequest, request: Request, access: Access = Dep
              summary="Feedback on an answer of this collection")
 async def feedback_collection(body: FeedbackRequest, request: Request, name: str = Depends(reachable),
                               access: Access = Depends(key_access)) -> FeedbackResponse:
-    if body.collection not in (None, name):
+    if body.collection not in (None, "", name):
         raise HTTPException(status_code=422, detail=f"collection: the body names {body.collection!r}, the path {name!r}")
     return await _feedback(request, body, name, access)
 
@@ -181,7 +191,8 @@ async def document_page(source: str, request: Request, collection: str = Query(D
     return FileResponse(WEB_DIR / "index.html", headers=PAGE_HEADERS)
 
 
-@router.get("/health", response_model=HealthResponse, summary="Readiness, corpus size and models in use")
+@router.get("/health", response_model=HealthResponse, summary="Readiness, corpus size and models in use",
+            responses={400: {"description": "The Host header names a host this server does not answer"}})
 async def health(request: Request) -> HealthResponse:
     """Open without a key: once keys exist it names no document, folder or collection (rag.service.access.open_watch)."""
     state = request.app.state
@@ -189,8 +200,10 @@ async def health(request: Request) -> HealthResponse:
     changes = await state.corpus_changes()
     keys_required = await run_in_threadpool(state.keys.any)
     watch = state.watcher.describe() if getattr(state, "watcher", None) is not None else None
+    loading = state.collections.loading()
     return HealthResponse(
-        status="stale" if changes else "ok",
+        status="loading" if loading else "stale" if changes else "ok",
+        loading=[] if keys_required else loading,
         corpus_changes=[] if keys_required else [f"{source} {what}" for source, what in sorted(changes.items())],
         collections=len(await run_in_threadpool(state.collections.names)),
         keys_required=keys_required,
@@ -201,12 +214,14 @@ async def health(request: Request) -> HealthResponse:
 
 # -- collections ----------------------------------------------------------------------------------------------
 
-@router.get("/collections", response_model=list[CollectionInfo], summary="The collections the key reaches, with their counts")
+@router.get("/collections", response_model=list[CollectionInfo], summary="The collections the key reaches, with their counts",
+            responses={k: ERRORS[k] for k in (400, 401)})
 async def list_collections(request: Request, access: Access = Depends(key_access)) -> list[CollectionInfo]:
     collections = _collections(request)
 
     def rows():  # a collection deleted while listed is left out, not an error
-        return [CollectionInfo(name=n, documents=d, passages=p) for n, d, p in collections.listing() if access.reaches(n)]
+        return [CollectionInfo(name=n, documents=d, passages=p, loading=loading)
+                for n, d, p, loading in collections.listing() if access.reaches(n)]
 
     return await run_in_threadpool(rows)
 
@@ -237,8 +252,14 @@ async def list_documents(request: Request, name: str = Depends(reachable)) -> li
 
 @router.post("/collections/{name}/documents", status_code=201, response_model=UploadResponse,
              summary="Upload a document (multipart field `file`, optional `path` sub-folder); answerable once this returns",
-             responses={**ERRORS, 409: {"description": "It exists (send ?replace=true)"},
-                        413: {"description": "Over the file size limit"}})
+             responses={**ERRORS, **BODY_ERRORS,
+                        409: {"description": "It exists (send ?replace=true), its name clashes with a file or folder "
+                                             "there, or the collection is `default`, which the server does not change "
+                                             "unless started with --writable-default"},
+                        413: {"description": "Over the file size limit, or it would expand past what one document "
+                                             "may (text, passages, pages, unpacked bytes)"},
+                        422: {"description": "Invalid request: a name or format rag does not take, a file that cannot "
+                                             "be converted, or one that holds no text (an empty file)"}})
 async def upload_document(request: Request, name: str = Depends(reachable), file: UploadFile = File(...),
                           path: str | None = Form(None), replace: bool = Query(False)) -> UploadResponse:
     data = await file.read()
@@ -246,7 +267,9 @@ async def upload_document(request: Request, name: str = Depends(reachable), file
     return UploadResponse(**result)
 
 
-@router.delete("/collections/{name}/documents/{source:path}", status_code=204, responses=ERRORS,
+@router.delete("/collections/{name}/documents/{source:path}", status_code=204,
+               responses={**ERRORS, 409: {"description": "The collection is `default`, which the server does not "
+                                                         "change unless started with --writable-default"}},
                summary="Delete a document; no answer cites it once this returns")
 async def delete_document(source: str, request: Request, name: str = Depends(reachable)) -> Response:
     await run_in_threadpool(_collections(request).remove, name, source)

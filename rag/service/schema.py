@@ -22,8 +22,9 @@ class AskRequest(BaseModel):
                                            "(Settings.max_question_chars; not only white space).")
     top_k: StrictInt | None = Field(None, ge=1, description=f"Passages to retrieve and read (1 to Settings.max_top_k, "
                                                             f"{Settings.max_top_k} by default; default {Settings.top_k}).")
-    collection: str | None = Field(None, description="The collection to answer from (POST /ask; default `default`).",
-                                   max_length=64)
+    collection: str | None = Field(None, description="The collection to answer from (POST /ask; absent, null or "
+                                                     "empty: `default`); on /collections/{name}/ask, absent, empty "
+                                                     "or that name.", max_length=64)
     sources: list[str] | None = Field(None, max_length=100, description=(
         "Only passages of these documents are searched: file names or glob patterns (`reports/2024/*.pdf`)."))
 
@@ -90,7 +91,11 @@ UNCALIBRATED = ("the score is not calibrated: this reader's reader_meta.json hol
 
 
 class HealthResponse(BaseModel):
-    status: str = Field(..., description="ok, or stale when corpus files changed since the index was built.")
+    status: str = Field(..., description="ok; loading while collections are still being opened after a start "
+                                         "(their routes answer 503 with Retry-After); stale when corpus files "
+                                         "changed since the index was built.")
+    loading: list[str] = Field(default_factory=list, description=(
+        "The collections still loading; empty once keys exist (this route needs none: status still says loading)."))
     corpus_changes: list[str] = Field(default_factory=list, description=(
         "Files changed, removed or added since indexing; empty once keys exist (this route needs none)."))
     documents: int
@@ -137,7 +142,8 @@ class FeedbackRequest(BaseModel):
         "Where the answer shown was cited (its first citation): needed with \"right\" on an answer, which the export "
         "labels there; checked against the indexed text, whose words there must be the answer."))
     correct: SpanModel | None = Field(None, description="Where the right answer stands, selected in the document view.")
-    collection: str | None = Field(None, max_length=64, description="POST /feedback: the collection asked (default `default`).")
+    collection: str | None = Field(None, max_length=64, description="POST /feedback: the collection asked (absent, null "
+                                   "or empty: `default`); on /collections/{name}/feedback, absent, empty or that name.")
 
     @model_validator(mode="after")
     def _cited_with_answers(self) -> FeedbackRequest:
@@ -158,6 +164,8 @@ class CollectionInfo(BaseModel):
     name: str
     documents: int
     passages: int
+    loading: bool = Field(False, description="Still loading after the server started (documents and passages 0 "
+                                             "until it is open): its routes answer 503 with Retry-After meanwhile.")
 
 
 class DocumentInfo(BaseModel):

@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from rag.config import Settings
@@ -112,7 +113,9 @@ async def _serving(app: FastAPI, settings: Settings, pipeline: Pipeline | None, 
     that keeps the collections' folders in step (rag.service.watch)."""
     state = app.state
     state.pipeline = pipeline or Pipeline.from_settings(settings, rebuild=rebuild)
-    state.collections = await run_in_threadpool(Collections, settings, state.pipeline, writable_default)
+    # The managed collections open in the background (a build after a restart may take minutes): meanwhile
+    # /health says which are still loading, and their routes answer 503 with Retry-After.
+    state.collections = await run_in_threadpool(Collections, settings, state.pipeline, writable_default, True)
     state.watch = state.pipeline.store.corpus_watch(settings)
     state.take_up_rebuilds = lambda: _take_up_rebuilds(app, settings)
     state.corpus_changes = lambda: _corpus_changes(app)
@@ -123,8 +126,9 @@ async def _serving(app: FastAPI, settings: Settings, pipeline: Pipeline | None, 
 
         state.watcher = await run_in_threadpool(watch_collections, settings, state.collections)
         log.info("watching %d folders (%s)", len(state.watcher.describe()["folders"]), state.watcher.mode)
-    log.info("ready: %d documents, %d passages (%s store), %d collections", *store.counts(), store.kind,
-             len(state.collections.names()))
+    loading = state.collections.loading()
+    log.info("ready: %d documents, %d passages (%s store), %d collections%s", *store.counts(), store.kind,
+             len(state.collections.names()), f" ({len(loading)} still loading)" if loading else "")
     try:
         yield
     finally:
@@ -139,6 +143,13 @@ async def _serving(app: FastAPI, settings: Settings, pipeline: Pipeline | None, 
 def _error_handlers(app: FastAPI) -> None:
     """The one mapping of errors to statuses: a bad request is the client's (422, or the collection error's
     own 404/409/413), an unreachable database a 503, anything else ours (500) with its one-line message."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names the methods of the first route on the path only
+            headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
+        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail}, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
@@ -162,6 +173,18 @@ def _error_handlers(app: FastAPI) -> None:
     async def internal_error(request: Request, exc: Exception):
         log.exception("internal error on %s %s", request.method, request.url.path)
         return JSONResponse(status_code=500, content={"detail": "internal error; see the server log"})
+
+
+def allowed_methods(app: FastAPI, scope) -> list[str]:
+    """The methods some route of the app takes on this request's path (the 405's Allow header): the app's
+    own routes and those of rag.service.routes (which FastAPI keeps behind one included-router entry)."""
+    from starlette.routing import Match
+
+    methods = set()
+    for route in [*app.router.routes, *router.routes]:
+        if route.matches(scope)[0] != Match.NONE:  # PARTIAL: the path matches, the method does not
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 async def _corpus_changes(app: FastAPI) -> dict[str, str]:

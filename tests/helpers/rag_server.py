@@ -32,7 +32,8 @@ class Server:
         while time.time() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-2000:]
             try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                health = httpx.get(self.url + "/health", timeout=2)
+                if health.status_code == 200 and health.json()["status"] != "loading":  # every collection open
                     return
             except httpx.HTTPError:
                 time.sleep(0.3)

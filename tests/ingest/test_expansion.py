@@ -111,9 +111,9 @@ def test_an_upload_is_converted_once(settings, pipeline, tmp_path, monkeypatch):
     from rag.service.catalog import Collections
 
     calls = []
-    for module in (rag.service.catalog, rag.ingest.files):
-        real = module.convert
-        monkeypatch.setattr(module, "convert", lambda *a, real=real, **k: calls.append(a[0]) or real(*a, **k))
+    for module, name in ((rag.service.catalog, "convert_upload"), (rag.ingest.files, "convert")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, real=real, **k: calls.append(a[0]) or real(*a, **k))
     team = Collections(settings.with_overrides(data_dir=tmp_path / "data"), pipeline)
     team.create("once")
     assert team.upload("once", "report.docx", make_docx())["passages"] >= 1

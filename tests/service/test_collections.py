@@ -58,7 +58,7 @@ def test_an_ask_during_a_large_upload_answers_from_the_last_commit_without_waiti
         assert still_running, f"the ask took {waited:.1f} s, as long as the upload: it waited for it"
         assert answer.status_code == 200 and answer.json()["answer"] == "Sean Ryan"
         assert waited < 3.0, f"the ask took {waited:.1f} s"
-        assert {"name": "busy", "documents": 1, "passages": 1} in listed  # the last commit, not half an upload
+        assert {"name": "busy", "documents": 1, "passages": 1, "loading": False} in listed  # the last commit, not half an upload
         assert 'rag_collection_passages{collection="busy"} 1.0' in scraped
         assert uploaded["r"].status_code == 201 and uploaded["r"].json()["passages"] >= 2000
         after = client.post("/collections/busy/ask", json={"question": "What colour was the lighthouse on island 1234 painted?"})
@@ -122,7 +122,7 @@ def test_a_second_worker_sees_the_first_documents_and_the_delete_of_the_last(dat
     assert two.get("shared").pipeline is None
     with pytest.raises(ConflictError, match="no documents yet"):
         two.get("shared").ask(MASTER)
-    assert ("shared", 0, 0) in two.listing()
+    assert ("shared", 0, 0, False) in two.listing()
     two.upload("shared", "ferry.txt", FERRY)  # and back the other way
     assert one.get("shared").ask(CAPTAIN).answer == "Nora Walsh"
     assert [d["source"] for d in one.documents("shared")] == ["ferry.txt"]

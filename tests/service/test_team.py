@@ -27,7 +27,7 @@ def server(data):
 
 
 def test_collections_are_made_listed_and_deleted(server):
-    assert server.call("GET", "/collections").json() == [{"name": "default", "documents": 5, "passages": 37}]
+    assert server.call("GET", "/collections").json() == [{"name": "default", "documents": 5, "passages": 37, "loading": False}]
     assert server.call("PUT", "/collections/tmp-1").status_code == 201
     assert server.call("PUT", "/collections/tmp-1").status_code == 200
     assert {c["name"] for c in server.call("GET", "/collections").json()} == {"default", "tmp-1"}

@@ -31,7 +31,8 @@ def free_port() -> int:
 
 def start_server(port: int, docs: Path | None = None, index: Path | None = None, timeout: float = 180.0,
                  store: str | None = None, extra: tuple[str, ...] = ()) -> subprocess.Popen:
-    """`rag serve` in a child process; returns once /health answers (or raises, having stopped it)."""
+    """`rag serve` in a child process; returns once /health answers with every collection open (or raises,
+    having stopped it)."""
     cmd = [sys.executable, "-m", "rag.cli", "serve", "--port", str(port), *extra]
     if docs:
         cmd += ["--docs", str(docs)]
@@ -45,7 +46,8 @@ def start_server(port: int, docs: Path | None = None, index: Path | None = None,
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited early: {proc.stderr.read()[-2000:]}")
         try:
-            if http_json("GET", f"http://127.0.0.1:{port}/health", timeout=2)[0] == 200:
+            status, health = http_json("GET", f"http://127.0.0.1:{port}/health", timeout=2)
+            if status == 200 and (health or {}).get("status") != "loading":
                 return proc
         except (OSError, ValueError):  # not listening yet (urllib's URLError is an OSError)
             pass

@@ -5,6 +5,7 @@ build never leaves a half-written index where a good one was; and the errors a d
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import json
 import logging
@@ -120,7 +121,11 @@ def _save_index(index: SearchIndex, target: Path) -> None:
 _LOCKS_GUARD = threading.Lock()
 
 
-_LOCKS: dict[str, list] = {}  # index folder -> [RLock, depth]: re-entrant within a process, flock between processes
+_LOCKS: dict[str, threading.Lock] = {}  # index folder -> its lock between this process's threads
+#: The index folders whose lock this context holds: re-entered, not taken again, by a build that saves, and
+#: by work the holder hands to a thread of its own while it waits for it (rag.runtime.priority.lowered runs
+#: it in a copy of the holder's context).
+_HELD: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("rag_index_locks_held", default=frozenset())
 
 
 @contextlib.contextmanager
@@ -130,16 +135,13 @@ def index_lock(index_dir: Path, make_folder: bool = True):
     Without `make_folder`, the folder the lock file lies in must exist and still be there once the lock is
     held: FileNotFoundError otherwise (a collection deleted meanwhile is never made again by its lock)."""
     target = Path(index_dir).resolve()
+    key = str(target)
+    if key in _HELD.get():
+        yield
+        return
     with _LOCKS_GUARD:
-        entry = _LOCKS.setdefault(str(target), [threading.RLock(), 0])
-    with entry[0]:
-        if entry[1]:  # this thread holds it already (a build that saves)
-            entry[1] += 1
-            try:
-                yield
-            finally:
-                entry[1] -= 1
-            return
+        lock = _LOCKS.setdefault(key, threading.Lock())
+    with lock:
         if make_folder:
             target.parent.mkdir(parents=True, exist_ok=True)
         lock_file = target.with_name(f".{target.name}.lock")
@@ -152,11 +154,11 @@ def index_lock(index_dir: Path, make_folder: bool = True):
                 fcntl.flock(fd, fcntl.LOCK_EX)
             if not make_folder and os.fstat(fd).st_ino != _inode(lock_file):  # moved away while we waited
                 raise FileNotFoundError(2, "the folder was removed", str(target.parent))
-            entry[1] = 1
+            token = _HELD.set(_HELD.get() | {key})
             try:
                 yield
             finally:
-                entry[1] = 0
+                _HELD.reset(token)
         finally:
             os.close(fd)  # releases the flock
 

@@ -65,8 +65,10 @@ def read_items(ckpt: Path) -> list[dict]:
 
 
 def write_checkpoint(ckpt: Path, model, optimizer, schedule, state: dict) -> None:
-    """Weights (fp32), optimizer moments and random state in safetensors, the rest in JSON (no pickle);
-    written beside the old files and renamed over them, so a crash mid-write keeps the previous one."""
+    """Weights (fp32), optimizer moments and random state in safetensors, the rest in JSON (no pickle). The
+    tensors go to files named by their step; state.json, replaced last in one rename, names them, so a
+    crash at any point leaves state.json naming a whole checkpoint (the previous one until the rename).
+    Then the files no state names any more, and any a crash left half-written, are removed."""
     import torch
     from safetensors.torch import save_file
 
@@ -74,14 +76,31 @@ def write_checkpoint(ckpt: Path, model, optimizer, schedule, state: dict) -> Non
     opt = optimizer.state_dict()
     tensors = {f"{i}.{name}": value.detach().cpu().contiguous()
                for i, slots in opt["state"].items() for name, value in slots.items() if torch.is_tensor(value)}
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, ckpt / "model.safetensors.tmp")
-    save_file(tensors, ckpt / "optimizer.safetensors.tmp")
-    state = {**state, "param_groups": opt["param_groups"],
+    files = {"model": f"model-{state['step']:06d}.safetensors", "optimizer": f"optimizer-{state['step']:06d}.safetensors"}
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, ckpt / f"{files['model']}.tmp")
+    save_file(tensors, ckpt / f"{files['optimizer']}.tmp")
+    for name in files.values():
+        (ckpt / f"{name}.tmp").replace(ckpt / name)
+    state = {**state, "files": files, "param_groups": opt["param_groups"],
              "schedule": {k: v for k, v in schedule.state_dict().items() if k != "lr_lambdas"}}
     (ckpt / "state.json.tmp").write_text(json.dumps(state), encoding="utf-8")
-    for name in ("model.safetensors", "optimizer.safetensors"):
-        (ckpt / f"{name}.tmp").replace(ckpt / name)
-    (ckpt / "state.json.tmp").replace(ckpt / "state.json")  # last: it names the step the others hold
+    (ckpt / "state.json.tmp").replace(ckpt / "state.json")
+    remove_leftovers(ckpt, state)
+
+
+def checkpoint_files(state: dict) -> dict[str, str]:
+    """The tensor files a checkpoint's state names (a checkpoint written before they were named by step:
+    model.safetensors and optimizer.safetensors)."""
+    return state.get("files") or {"model": "model.safetensors", "optimizer": "optimizer.safetensors"}
+
+
+def remove_leftovers(ckpt: Path, state: dict) -> None:
+    """Remove what a checkpoint folder holds beside the checkpoint `state` names and the run's windows:
+    older steps' tensors, and `.tmp` files a crash or kill left mid-write (each as large as the model)."""
+    keep = {*checkpoint_files(state).values(), "state.json", "items.json.gz"}
+    for path in ckpt.iterdir():
+        if path.is_file() and path.name not in keep and (path.suffix == ".tmp" or path.name.endswith(".safetensors")):
+            path.unlink(missing_ok=True)
 
 
 def read_checkpoint_state(ckpt: Path) -> dict | None:
@@ -93,9 +112,11 @@ def load_checkpoint(ckpt: Path, state: dict, model, optimizer, schedule) -> None
     import torch
     from safetensors.torch import load_file
 
-    model.load_state_dict(load_file(ckpt / "model.safetensors"))
+    files = checkpoint_files(state)
+    remove_leftovers(ckpt, state)  # a kill mid-write left half a next checkpoint: as large as the model
+    model.load_state_dict(load_file(ckpt / files["model"]))
     slots: dict[int, dict] = {}
-    for key, value in load_file(ckpt / "optimizer.safetensors").items():
+    for key, value in load_file(ckpt / files["optimizer"]).items():
         i, name = key.split(".", 1)
         slots.setdefault(int(i), {})[name] = value
     optimizer.load_state_dict({"state": slots, "param_groups": state["param_groups"]})
